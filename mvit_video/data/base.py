@@ -1,0 +1,190 @@
+"""VideoDataset: list of (path, label) -> training clips or multi-view test items, robust to bad files.
+
+Train items: `{"video": [N,3,T,H,W], "label", "index", "bad_paths"}` (one decode, N augmented clips; a bad video is
+replaced by a random other one, at most `max_bad_retries` times). Val/test items: `{"views": [K*S,3,T,c,c], "label",
+"index", "path", "ok"}` with view v = temporal v // S, spatial v % S, all views from one decode.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from mvit_video.data import sampling
+from mvit_video.data.decoding import VideoDecodeError, open_video
+from mvit_video.data.transforms import test_views
+from mvit_video.utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+_WARNED: set[str] = set()  # per process (so per worker): each bad path is logged once
+
+
+def warn_bad_video(path: str, error: BaseException) -> None:
+    """Log a bad video once per path in this process."""
+    if path not in _WARNED:
+        _WARNED.add(path)
+        logger.warning("skipping unreadable video: %s", error)
+
+
+@dataclass
+class ClipSpec:
+    """How clips are sampled and shaped (resolved once from the config)."""
+
+    num_frames: int
+    sampling_rate: int
+    target_fps: float = 30.0
+    segment_sampling: bool = False  # SSv2: one frame per segment, sampling_rate ignored
+    use_offset_sampling: bool = True
+    num_ensemble_views: int = 1
+    num_spatial_crops: int = 1
+    test_crop_size: int = 224
+    test_short_side: int = 224
+    mean: Sequence[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
+    std: Sequence[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
+    decoder: str = "decord"
+    decoder_threads: int = 1
+
+
+class VideoDataset(Dataset):
+    """Videos with integer labels; `split` "train" gives augmented clips, "val"/"test" give all test views."""
+
+    def __init__(
+        self,
+        paths: list[str],
+        full_paths: list[str],
+        labels: list[int],
+        split: str,
+        spec: ClipSpec,
+        train_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        num_sample: int = 1,
+        max_bad_retries: int = 10,
+        class_names: Optional[list[str]] = None,
+        num_classes: Optional[int] = None,
+        decode_once: bool = True,
+    ) -> None:
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be train, val or test, got {split!r}")
+        if split == "train" and train_transform is None:
+            raise ValueError("a training dataset needs a train_transform")
+        self.paths, self.full_paths, self.labels = list(paths), list(full_paths), list(labels)
+        self.split, self.spec, self.train_transform = split, spec, train_transform
+        self.num_sample, self.max_bad_retries, self.decode_once = int(num_sample), int(max_bad_retries), decode_once
+        self.class_names = class_names
+        if num_classes is None:
+            num_classes = len(class_names) if class_names else max(self.labels, default=-1) + 1
+        self.num_classes = int(num_classes)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        return self._train_item(index) if self.split == "train" else self._test_item(index)
+
+    # ------------------------------------------------------------------ train
+
+    def _open(self, path: str):
+        return open_video(path, self.spec.decoder, self.spec.decoder_threads)
+
+    def train_indices(self, num_video_frames: int, fps: float) -> list[int]:
+        """Frame indices of one random training clip."""
+        s = self.spec
+        if s.segment_sampling:
+            return sampling.segment_indices(num_video_frames, s.num_frames, train=True)
+        return sampling.train_clip_indices(num_video_frames, fps, s.num_frames, s.sampling_rate, s.target_fps)
+
+    def _train_clips(self, path: str) -> torch.Tensor:
+        with self._open(path) as reader:
+            frames = reader.get_frames(self.train_indices(reader.num_frames, reader.fps))
+        # one decode, num_sample independently augmented clips (repeated augmentation)
+        return torch.stack([self.train_transform(frames) for _ in range(self.num_sample)])
+
+    def _train_item(self, index: int) -> dict:
+        bad: list[str] = []
+        last_error: Optional[BaseException] = None
+        for _ in range(self.max_bad_retries + 1):
+            path = self.full_paths[index]
+            try:
+                video = self._train_clips(path)
+                return {"video": video, "label": self.labels[index], "index": index, "bad_paths": bad}
+            except VideoDecodeError as e:
+                warn_bad_video(path, e)
+                bad.append(path)
+                last_error = e
+                index = random.randrange(len(self))
+        raise UserError(
+            f"{len(bad)} videos in a row could not be decoded (data.max_bad_retries={self.max_bad_retries}); "
+            f"last: {last_error}. Check the list with scripts/check_dataset.py"
+        )
+
+    # ------------------------------------------------------------------ val / test
+
+    def view_indices(self, num_video_frames: int, fps: float) -> list[list[int]]:
+        """Frame indices of each temporal test view (K lists of T indices)."""
+        s = self.spec
+        k = s.num_ensemble_views
+        if s.segment_sampling:
+            return [sampling.segment_indices(num_video_frames, s.num_frames, False, v, k) for v in range(k)]
+        return [
+            sampling.test_clip_indices(
+                num_video_frames, fps, v, k, s.num_frames, s.sampling_rate, s.target_fps, s.use_offset_sampling
+            )
+            for v in range(k)
+        ]
+
+    def _spatial(self, frames: torch.Tensor) -> torch.Tensor:
+        s = self.spec
+        return test_views(frames, s.test_crop_size, s.num_spatial_crops, s.mean, s.std, s.test_short_side)
+
+    def _views(self, path: str) -> torch.Tensor:
+        with self._open(path) as reader:
+            per_view = self.view_indices(reader.num_frames, reader.fps)
+            if self.decode_once:
+                # the union of all views' frames in one pass over the file
+                uniq = sorted({i for idx in per_view for i in idx})
+                frames = reader.get_frames(uniq)
+                pos = {f: i for i, f in enumerate(uniq)}
+                clips = [frames[[pos[i] for i in idx]] for idx in per_view]
+            else:
+                clips = [reader.get_frames(idx) for idx in per_view]
+        return torch.cat([self._spatial(c) for c in clips])  # [K*S,3,T,c,c], v = k*S + s
+
+    def _test_item(self, index: int) -> dict:
+        path = self.full_paths[index]
+        ok = True
+        try:
+            views = self._views(path)
+        except VideoDecodeError as e:
+            warn_bad_video(path, e)
+            s = self.spec
+            views = torch.empty(0, 3, s.num_frames, s.test_crop_size, s.test_crop_size)
+            ok = False
+        return {"views": views, "label": self.labels[index], "index": index, "path": self.paths[index], "ok": ok}
+
+
+def clip_spec_from_cfg(cfg, segment_sampling: bool = False) -> ClipSpec:
+    """ClipSpec from cfg.data / cfg.test / cfg.data_loader."""
+    d, t = cfg.data, cfg.test
+    crops = int(t.num_spatial_crops)
+    from mvit_video.data.transforms import test_short_side
+
+    return ClipSpec(
+        num_frames=int(d.num_frames),
+        sampling_rate=int(d.sampling_rate),
+        target_fps=float(d.target_fps),
+        segment_sampling=segment_sampling,
+        use_offset_sampling=bool(d.use_offset_sampling),
+        num_ensemble_views=int(t.num_ensemble_views),
+        num_spatial_crops=crops,
+        test_crop_size=int(d.test_crop_size),
+        test_short_side=test_short_side(int(d.test_crop_size), crops, list(d.train_jitter_scales)),
+        mean=list(d.mean),
+        std=list(d.std),
+        decoder=str(d.decoder),
+        decoder_threads=int(cfg.data_loader.decoder_threads),
+    )

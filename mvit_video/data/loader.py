@@ -1,0 +1,146 @@
+"""DataLoaders: a resumable distributed sampler for training, exact sharding for val/test, and the collates."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mvit_video.utils.errors import ConfigError
+
+__all__ = ["ResumableDistributedSampler", "ShardSampler", "train_collate", "test_collate", "worker_init_fn", "build_loader"]
+
+
+class ResumableDistributedSampler(Sampler[int]):
+    """DistributedSampler semantics (permutation seeded by seed + epoch, rank r takes every world_size-th index)
+    plus `set_start_index(i)`: the next iteration skips the first i indices of this rank's epoch order, so a
+    run resumed mid-epoch sees exactly the rest of the interrupted epoch. The skip applies to one iteration."""
+
+    def __init__(
+        self,
+        dataset_len: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = True,
+    ) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
+        self.dataset_len, self.num_replicas, self.rank = dataset_len, num_replicas, rank
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.epoch = 0
+        self.start_index = 0
+        if drop_last:  # every rank the same count: drop the tail that does not divide evenly
+            self.num_samples = dataset_len // num_replicas
+        else:  # pad by repeating the head (DistributedSampler's behaviour)
+            self.num_samples = math.ceil(dataset_len / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of epoch `epoch`."""
+        self.epoch = int(epoch)
+
+    def set_start_index(self, index: int) -> None:
+        """Skip the first `index` samples of this rank's order in the next iteration (mid-epoch resume)."""
+        if index < 0:
+            raise ValueError(f"start index must be >= 0, got {index}")
+        # past the end (e.g. resumed with fewer processes): nothing left of this epoch
+        self.start_index = min(int(index), self.num_samples)
+
+    def epoch_indices(self) -> list[int]:
+        """This rank's full order for the current epoch (before any skip)."""
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.dataset_len, generator=g).tolist()
+        else:
+            order = list(range(self.dataset_len))
+        if self.total_size > len(order):
+            order += (order * math.ceil(self.total_size / max(len(order), 1)))[: self.total_size - len(order)]
+        order = order[: self.total_size]
+        return order[self.rank : self.total_size : self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start_index = self.start_index, 0
+        return iter(self.epoch_indices()[start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start_index
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to rebuild the order (the engine stores the consumed count itself)."""
+        return {"epoch": self.epoch, "seed": self.seed, "num_replicas": self.num_replicas}
+
+
+class ShardSampler(Sampler[int]):
+    """Val/test sharding without padding: rank r gets indices r, r+W, r+2W, ... so every video is on one rank."""
+
+    def __init__(self, dataset_len: int, num_replicas: int = 1, rank: int = 0) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
+        self.indices = list(range(rank, dataset_len, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def train_collate(items: list[dict]) -> dict:
+    """Flatten num_sample into the batch: video [B*N,3,T,H,W]; label/index [B*N] (clip order: item-major)."""
+    videos = torch.cat([it["video"] for it in items])
+    n = [it["video"].shape[0] for it in items]
+    labels = torch.tensor([it["label"] for it, k in zip(items, n) for _ in range(k)], dtype=torch.long)
+    index = torch.tensor([it["index"] for it, k in zip(items, n) for _ in range(k)], dtype=torch.long)
+    bad = [p for it in items for p in it["bad_paths"]]
+    return {"video": videos, "label": labels, "index": index, "bad_paths": bad}
+
+
+def test_collate(items: list[dict]) -> dict:
+    """views: list of [K*S,3,T,c,c] tensors ([0,...] when not ok); label/index LongTensor; path list; ok BoolTensor."""
+    return {
+        "views": [it["views"] for it in items],
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        "path": [it["path"] for it in items],
+        "ok": torch.tensor([bool(it["ok"]) for it in items], dtype=torch.bool),
+    }
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Per-worker setup: one intra-op thread (workers already fill the cores) and numpy/random seeded from torch."""
+    torch.set_num_threads(1)
+    seed = torch.initial_seed() % 2**32  # torch gives each worker its own base_seed + worker_id
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def build_loader(cfg, split: str, dataset: Dataset, *, world_size: int = 1, rank: int = 0) -> DataLoader:
+    """DataLoader for `split`: per-process batch = global batch // world_size; train shuffles and drops the tail."""
+    dl = cfg.data_loader
+    workers = int(dl.num_workers)
+    if workers < 0:
+        raise ConfigError(f"data_loader.num_workers: must be >= 0, got {workers}")
+    common = dict(
+        num_workers=workers,
+        pin_memory=bool(dl.pin_memory) and torch.cuda.is_available(),
+        persistent_workers=bool(dl.persistent_workers) and workers > 0,
+        worker_init_fn=worker_init_fn if workers > 0 else None,
+    )
+    if split == "train":
+        batch = int(cfg.train.batch_size) // world_size
+        if batch < 1:
+            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is smaller than the {world_size} processes")
+        sampler = ResumableDistributedSampler(
+            len(dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=int(cfg.seed), drop_last=True
+        )
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=train_collate, drop_last=True, **common)
+    batch = max(1, int(cfg.test.batch_size) // world_size)
+    sampler = ShardSampler(len(dataset), num_replicas=world_size, rank=rank)
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=test_collate, drop_last=False, **common)

@@ -1,0 +1,116 @@
+"""Frame-index math, PySlowFast-exact (REFERENCE §4, §8): pure functions from video length/fps to frame indices.
+
+Kinetics-style clips span `num_frames * sampling_rate * fps / target_fps` source frames; frame indices are
+`linspace(start, start + span - 1, num_frames)` clamped to the video and truncated, so short videos repeat frames.
+SSv2 uses segment sampling: one frame per equal segment of the video.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Optional
+
+import torch
+
+__all__ = [
+    "clip_size",
+    "start_index",
+    "clip_indices",
+    "train_clip_indices",
+    "test_clip_indices",
+    "segment_indices",
+]
+
+
+def clip_size(num_frames: int, sampling_rate: int, fps: float, target_fps: float) -> float:
+    """Source frames a clip spans: T * tau * video_fps / target_fps (PySlowFast's MViTv2 decode path)."""
+    return num_frames * sampling_rate * fps / target_fps
+
+
+def start_index(
+    num_video_frames: int,
+    size: float,
+    view: int,
+    num_views: int,
+    use_offset_sampling: bool,
+    rng: Optional[random.Random] = None,
+) -> float:
+    """Clip start as PySlowFast's get_start_end_idx: view -1 = random (train), else view `view` of `num_views`."""
+    delta = max(num_video_frames - size, 0)
+    if view == -1:
+        return (rng or random).uniform(0, delta)
+    if not 0 <= view < num_views:
+        raise ValueError(f"view index {view} outside [0, {num_views})")
+    if use_offset_sampling:
+        if num_views == 1:
+            return math.floor(delta / 2)
+        return view * math.floor(delta / (num_views - 1))
+    return delta * view / num_views
+
+
+def clip_indices(num_video_frames: int, start: float, size: float, num_frames: int) -> list[int]:
+    """linspace(start, start + size - 1, num_frames) clamped to [0, frames-1] and truncated, as PySlowFast."""
+    # float32 linspace + .long() truncation: bit-identical to PySlowFast's temporal_sampling
+    index = torch.linspace(start, start + size - 1, num_frames)
+    index = torch.clamp(index, 0, max(num_video_frames - 1, 0)).long()
+    return index.tolist()
+
+
+def train_clip_indices(
+    num_video_frames: int,
+    fps: float,
+    num_frames: int,
+    sampling_rate: int,
+    target_fps: float = 30.0,
+    rng: Optional[random.Random] = None,
+) -> list[int]:
+    """Frame indices of one training clip with a uniformly random start (rng: a random.Random; default global)."""
+    size = clip_size(num_frames, sampling_rate, fps, target_fps)
+    start = start_index(num_video_frames, size, -1, 1, False, rng)
+    return clip_indices(num_video_frames, start, size, num_frames)
+
+
+def test_clip_indices(
+    num_video_frames: int,
+    fps: float,
+    view: int,
+    num_views: int,
+    num_frames: int,
+    sampling_rate: int,
+    target_fps: float = 30.0,
+    use_offset_sampling: bool = True,
+) -> list[int]:
+    """Frame indices of temporal test view `view` of `num_views` (offset sampling as the MViTv2 presets)."""
+    size = clip_size(num_frames, sampling_rate, fps, target_fps)
+    start = start_index(num_video_frames, size, view, num_views, use_offset_sampling)
+    return clip_indices(num_video_frames, start, size, num_frames)
+
+
+def segment_indices(
+    num_video_frames: int,
+    num_frames: int,
+    train: bool,
+    view: int = 0,
+    num_views: int = 1,
+    rng: Optional[random.Random] = None,
+) -> list[int]:
+    """SSv2 segment sampling: one frame per segment; random in the segment (train) or its middle (test).
+
+    With several test views, view i takes the point at fraction (2i+1)/(2K) of each segment; K=1 gives
+    PySlowFast's (s+e)//2 exactly (PySlowFast repeats the same indices for every view).
+    """
+    rng = rng or random
+    seg = float(num_video_frames - 1) / num_frames
+    out = []
+    for i in range(num_frames):
+        s = int(round(seg * i))  # Python's round = numpy's round-half-to-even, as PySlowFast's np.round
+        e = int(round(seg * (i + 1)))
+        if train:
+            out.append(rng.randint(s, e))
+        else:
+            out.append(s + ((e - s) * (2 * view + 1)) // (2 * num_views))
+    return [min(max(x, 0), max(num_video_frames - 1, 0)) for x in out]
+
+
+test_clip_indices.__test__ = False  # not a pytest test, despite the name

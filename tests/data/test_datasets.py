@@ -1,0 +1,176 @@
+"""Kinetics/SSv2 datasets: list parsing errors, train/test items, decode-once views, bad videos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from data_helpers import make_cfg
+
+from mvit_video.data import build_dataset
+from mvit_video.data.kinetics import read_list_file
+from mvit_video.utils.errors import ConfigError, UserError
+
+T, CROP = 4, 32
+
+
+def _cfg(list_dir, data="kinetics", aug="none", **over):
+    base = {
+        "data.path_to_data_dir": str(list_dir),
+        "data.num_frames": T,
+        "data.sampling_rate": 2,
+        "data.train_crop_size": CROP,
+        "data.test_crop_size": CROP,
+        "data.train_jitter_scales": [32, 40],
+        "test.num_ensemble_views": 2,
+        "test.num_spatial_crops": 3,
+    }
+    base.update(over)
+    return make_cfg(data, aug, base)
+
+
+@pytest.mark.parametrize(
+    "line, why",
+    [("only_a_path.mp4", "expected"), ("a.mp4 cat", "not an integer"), ("a.mp4 -1", "negative")],
+)
+def test_malformed_line_names_file_and_line(tmp_path, line, why):
+    (tmp_path / "train.csv").write_text(f"x.mp4 0\n\n{line}\n")
+    with pytest.raises(UserError, match=rf"train.csv:3: .*{why}"):
+        build_dataset(_cfg(tmp_path), "train")
+
+
+def test_list_parsing_separator_prefix_and_spaces(tmp_path):
+    (tmp_path / "val.csv").write_text("dir with space/a b.mp4 3\nc.mp4 1\n")
+    assert read_list_file(str(tmp_path / "val.csv")) == (["dir with space/a b.mp4", "c.mp4"], [3, 1])
+    (tmp_path / "test.csv").write_text("a.mp4,2\n/abs/b.mp4,0\n")
+    ds = build_dataset(_cfg(tmp_path, **{"data.path_label_separator": ",", "data.path_prefix": "/videos"}), "test")
+    assert ds.full_paths == ["/videos/a.mp4", "/abs/b.mp4"] and ds.paths == ["a.mp4", "/abs/b.mp4"]
+    assert ds.labels == [2, 0] and ds.num_classes == 3 and ds.class_names is None
+
+
+def test_missing_list_and_classes_check(tmp_path):
+    with pytest.raises(UserError, match="test.csv: list file not found"):
+        build_dataset(_cfg(tmp_path), "test")
+    with pytest.raises(ConfigError, match="data.path_to_data_dir"):
+        build_dataset(_cfg(""), "test")
+    (tmp_path / "test.csv").write_text("a.mp4 2\n")
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    with pytest.raises(UserError, match="label 2 .* 2 classes"):
+        build_dataset(_cfg(tmp_path), "test")
+
+
+def test_train_item_repeated_augmentation(kinetics_list_dir):
+    torch.manual_seed(0)
+    ds = build_dataset(_cfg(kinetics_list_dir, "kinetics", "mvitv2", **{"data.num_sample": 2}), "train")
+    assert len(ds) == 4 and ds.num_classes == 2
+    item = ds[1]
+    assert item["video"].shape == (2, 3, T, CROP, CROP) and item["video"].dtype == torch.float32
+    assert item["label"] == 1 and item["index"] == 1 and item["bad_paths"] == []
+    assert not torch.equal(item["video"][0], item["video"][1])  # two independent augmentations
+
+
+@pytest.mark.parametrize("crops, decoder", [(1, "decord"), (3, "decord"), (3, "pyav")])
+def test_test_views_decode_once_equals_per_view(kinetics_list_dir, crops, decoder):
+    over = {"test.num_ensemble_views": 3, "test.num_spatial_crops": crops, "data.decoder": decoder}
+    cfg = _cfg(kinetics_list_dir, **over)
+    once = build_dataset(cfg, "test")
+    per_view = build_dataset(cfg, "test", decode_once=False)
+    for i in range(len(once)):
+        a, b = once[i], per_view[i]
+        assert a["ok"] and a["views"].shape == (3 * crops, 3, T, CROP, CROP)
+        assert torch.equal(a["views"], b["views"])
+        assert a["path"] == b["path"] and a["label"] == b["label"] and a["index"] == i
+
+
+def test_view_order_is_temporal_major(kinetics_list_dir):
+    ds = build_dataset(_cfg(kinetics_list_dir, **{"test.num_ensemble_views": 2}), "test")
+    views = ds[1]["views"]  # b.mp4, 90 frames: the two temporal views differ
+    assert views.shape[0] == 6
+    assert not torch.equal(views[0], views[3])  # temporal 0 vs 1, same spatial crop
+    assert not torch.equal(views[0], views[1])  # spatial 0 vs 1, same temporal view
+
+
+def _bad_list(video_dir, tmp_path, good_first: bool = False) -> str:
+    data = (video_dir / "a.mp4").read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    bad = [video_dir / "empty.mp4", video_dir / "garbage.mp4", tmp_path / "truncated.mp4", tmp_path / "missing.mp4"]
+    rows = [f"{p} 0" for p in bad]
+    rows.insert(0 if good_first else len(rows), f"{video_dir / 'b.mp4'} 1")
+    for split in ("train", "val", "test"):
+        (tmp_path / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return str(tmp_path)
+
+
+def test_bad_videos_are_replaced_and_reported_in_training(video_dir, tmp_path, caplog):
+    ds = build_dataset(_cfg(_bad_list(video_dir, tmp_path), **{"data.max_bad_retries": 50}), "train")
+    for index in range(4):  # the four bad ones
+        item = ds[index]
+        assert item["label"] == 1 and item["video"].shape == (2, 3, T, CROP, CROP)  # kinetics: num_sample 2
+        assert ds.full_paths[index] in item["bad_paths"]
+        assert item["index"] == 4 and item["bad_paths"][-1] != ds.full_paths[4]
+    assert ds[4]["bad_paths"] == []
+    warned = [r.getMessage() for r in caplog.records if "unreadable video" in r.getMessage()]
+    assert len(warned) == len(set(warned)) and len(warned) >= 4  # once per path
+
+
+def test_too_many_bad_videos_in_a_row(video_dir, tmp_path):
+    ds = build_dataset(_cfg(_bad_list(video_dir, tmp_path), **{"data.max_bad_retries": 0}), "train")
+    with pytest.raises(UserError, match="max_bad_retries=0"):
+        ds[0]
+
+
+def test_bad_videos_in_testing_are_not_ok(video_dir, tmp_path):
+    ds = build_dataset(_cfg(_bad_list(video_dir, tmp_path, good_first=True)), "val")
+    items = [ds[i] for i in range(len(ds))]
+    assert [it["ok"] for it in items] == [True, False, False, False, False]
+    for it in items[1:]:
+        assert it["views"].shape == (0, 3, T, CROP, CROP)
+    assert items[0]["views"].shape == (6, 3, T, CROP, CROP)
+
+
+def _ssv2_dir(video_dir, tmp_path):
+    labels = {"Pushing something from left to right": "0", "Pushing something from right to left": "1"}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    entries = [
+        {"id": "11", "label": "pushing a cup from left to right", "template": "Pushing [something] from left to right"},
+        {"id": "12", "label": "pushing a pen from right to left", "template": "Pushing [something] from right to left"},
+    ]
+    (tmp_path / "train.json").write_text(json.dumps(entries))
+    (tmp_path / "validation.json").write_text(json.dumps(entries[::-1]))
+    for e in entries:
+        shutil.copy(video_dir / "c.webm", tmp_path / f"{e['id']}.webm")
+    return tmp_path
+
+
+def test_ssv2_official_json(video_dir, tmp_path):
+    d = _ssv2_dir(video_dir, tmp_path)
+    # random_flip is ignored: SSv2 never flips
+    cfg = _cfg(d, "ssv2", "mvitv2", **{"data.random_flip": True, "test.num_ensemble_views": 1})
+    train = build_dataset(cfg, "train")
+    assert train.labels == [0, 1] and train.num_classes == 2
+    assert train.class_names == ["Pushing something from left to right", "Pushing something from right to left"]
+    assert train.train_transform.flip is None and train.spec.segment_sampling
+    assert train[0]["video"].shape == (1, 3, T, CROP, CROP)
+    val = build_dataset(cfg, "val")
+    assert val.paths == ["12.webm", "11.webm"] and val.labels == [1, 0]
+    assert val[0]["views"].shape == (3, 3, T, CROP, CROP)  # ssv2 preset: 1 x 3 views
+    # segment sampling of a 48-frame video with 4 frames: segments of 47/4 = 11.75 -> bounds (0,12) (12,24)
+    # (24,35) (35,47), the middle of each
+    assert val.view_indices(48, 30.0) == [[6, 18, 29, 41]]
+
+
+def test_ssv2_bad_json(tmp_path):
+    (tmp_path / "labels.json").write_text('{"a": "0"}')
+    (tmp_path / "train.json").write_text('[{"id": "1", "template": "b"}]')
+    with pytest.raises(UserError, match="train.json: entry 0 .* not in labels.json"):
+        build_dataset(_cfg(tmp_path, "ssv2"), "train")
+    (tmp_path / "train.json").write_text("[{")
+    with pytest.raises(UserError, match="train.json:1: invalid JSON"):
+        build_dataset(_cfg(tmp_path, "ssv2"), "train")
+
+
+def test_unknown_dataset(tmp_path):
+    with pytest.raises(ConfigError, match="data.dataset"):
+        build_dataset(_cfg(tmp_path, **{"data.dataset": "ucf"}), "train")

@@ -1,0 +1,104 @@
+"""Samplers (sharding, epochs, mid-epoch resume) and loaders (batch shapes, num_sample collate, workers)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from data_helpers import make_cfg
+
+from mvit_video.data import build_dataset, build_loader
+from mvit_video.data.loader import ResumableDistributedSampler, ShardSampler
+from mvit_video.utils.errors import ConfigError
+
+
+def test_two_ranks_cover_every_index_once():
+    for n in (10, 11):
+        ranks = [list(ResumableDistributedSampler(n, 2, r, seed=3)) for r in range(2)]
+        assert len(ranks[0]) == len(ranks[1]) == n // 2  # drop_last: same count on every rank
+        assert not set(ranks[0]) & set(ranks[1])
+        assert len(set(ranks[0]) | set(ranks[1])) == n - n % 2
+    padded = [list(ResumableDistributedSampler(11, 2, r, drop_last=False)) for r in range(2)]
+    assert len(padded[0]) == len(padded[1]) == 6 and set(padded[0]) | set(padded[1]) == set(range(11))
+
+
+def test_epochs_shuffle_deterministically():
+    s = ResumableDistributedSampler(50, 1, 0, seed=7)
+    e0 = list(s)
+    s.set_epoch(1)
+    e1 = list(s)
+    assert sorted(e0) == sorted(e1) == list(range(50)) and e0 != e1
+    s.set_epoch(0)
+    assert list(s) == e0
+    assert list(ResumableDistributedSampler(50, 1, 0, seed=8)) != e0
+
+
+def test_resume_skips_exactly_the_consumed_prefix():
+    full = ResumableDistributedSampler(40, 2, 1, seed=0)
+    full.set_epoch(3)
+    order = list(full)
+    resumed = ResumableDistributedSampler(40, 2, 1, seed=0)
+    resumed.set_epoch(3)
+    resumed.set_start_index(7)
+    assert len(resumed) == 13
+    assert list(resumed) == order[7:]
+    assert len(resumed) == 20 and list(resumed) == order  # the skip applies to one pass only
+    resumed.set_start_index(25)  # past the end: the epoch is over
+    assert len(resumed) == 0 and list(resumed) == []
+    with pytest.raises(ValueError):
+        resumed.set_start_index(-1)
+
+
+def test_test_sharding_has_no_duplicates():
+    for n, world in ((11, 3), (2, 4), (8, 2)):
+        shards = [list(ShardSampler(n, world, r)) for r in range(world)]
+        flat = [i for s in shards for i in s]
+        assert sorted(flat) == list(range(n))
+
+
+def _cfg(list_dir, **over):
+    base = {
+        "data.path_to_data_dir": str(list_dir),
+        "data.num_frames": 4,
+        "data.sampling_rate": 2,
+        "data.train_crop_size": 32,
+        "data.test_crop_size": 32,
+        "data.train_jitter_scales": [32, 40],
+        "data.num_sample": 2,
+        "train.batch_size": 4,
+        "test.batch_size": 3,
+        "test.num_ensemble_views": 2,
+        "test.num_spatial_crops": 1,
+        "data_loader.num_workers": 0,
+    }
+    base.update(over)
+    return make_cfg("kinetics", "none", base)
+
+
+def test_train_loader_flattens_num_sample(kinetics_list_dir):
+    cfg = _cfg(kinetics_list_dir)
+    ds = build_dataset(cfg, "train")
+    loader = build_loader(cfg, "train", ds, world_size=2, rank=0)  # 2 videos per process
+    batches = list(loader)
+    assert len(batches) == 1
+    b = batches[0]
+    assert b["video"].shape == (4, 3, 4, 32, 32)
+    assert b["label"].dtype == torch.long and b["label"].shape == (4,)
+    assert b["label"][0] == b["label"][1] and b["index"][0] == b["index"][1]  # clips of one video are adjacent
+    assert b["bad_paths"] == []
+    assert isinstance(loader.sampler, ResumableDistributedSampler)
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        build_loader(cfg, "train", ds, world_size=8, rank=0)
+
+
+def test_val_loader_with_workers(kinetics_list_dir):
+    cfg = _cfg(kinetics_list_dir, **{"data_loader.num_workers": 1})
+    ds = build_dataset(cfg, "val")
+    seen = []
+    for rank in range(2):
+        loader = build_loader(cfg, "val", ds, world_size=2, rank=rank)
+        assert loader.persistent_workers and loader.batch_size == 1
+        for b in loader:
+            assert isinstance(b["views"], list) and b["views"][0].shape == (2, 3, 4, 32, 32)
+            assert b["ok"].dtype == torch.bool and b["ok"].all()
+            seen += b["index"].tolist()
+    assert sorted(seen) == list(range(len(ds)))
