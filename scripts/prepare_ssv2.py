@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Something-Something-v2 official json annotations + `{id}.webm` videos -> Kinetics-format list files.
+
+Reads from --annotations: labels.json (template -> class id string), train.json, validation.json (lists of
+{id, label, template, placeholders}) and, when present, test.json (ids only). Writes into --out:
+  train.csv / val.csv      `path label` lines (label = the labels.json id of the video's template with the
+                           "[something]" brackets removed); paths relative to --videos (data.path_prefix) or absolute
+  classes.txt              the 174 template names, line number = class id from labels.json
+  test_unlabeled.txt       test.json videos found (paths only; the official test set has no labels)
+  missing_<split>.txt      ids whose video was not found (one per line)
+
+Videos are found anywhere under --videos by file stem `{id}` (`.webm` as shipped; re-encoded `.mp4` etc. work too).
+Training on these lists needs data.dataset=ssv2 (segment sampling, no flip); data.dataset=ssv2 can also read the
+json files directly.
+
+Example:
+  python scripts/prepare_ssv2.py --annotations ssv2/labels --videos ssv2/20bn-something-something-v2 --out data/ssv2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from prepare_kinetics import (
+    VIDEO_EXTENSIONS,
+    format_list_line,
+    index_videos,
+    relative_or_absolute,
+    warn_separator_in_paths,
+)
+
+from mvit_video.utils.errors import UserError, cli_errors
+from mvit_video.utils.io import atomic_write_text
+
+_SPLIT_FILES = {"train": "train.json", "val": "validation.json", "test": "test.json"}
+
+
+def load_json(path: Path) -> Any:
+    """Parse a json file; a syntax error becomes a UserError naming file:line."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+
+
+def read_labels(path: Path) -> list[str]:
+    """labels.json -> class names ordered by their id (ids must be 0..N-1)."""
+    labels = load_json(path)
+    if not isinstance(labels, dict) or not labels:
+        raise UserError(f"{path}: expected a non-empty object {{template: id}}")
+    by_id: dict[int, str] = {}
+    for name, value in labels.items():
+        try:
+            idx = int(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: class {name!r} has a non-integer id {value!r}") from None
+        if idx in by_id:
+            raise UserError(f"{path}: id {idx} used by both {by_id[idx]!r} and {name!r}")
+        by_id[idx] = name
+    if sorted(by_id) != list(range(len(by_id))):
+        raise UserError(f"{path}: class ids must be 0..{len(by_id) - 1} without gaps")
+    return [by_id[i] for i in range(len(by_id))]
+
+
+def template_class(template: str) -> str:
+    """The class name of a video: its template with the "[something]" brackets removed."""
+    return template.replace("[", "").replace("]", "")
+
+
+def read_split(path: Path, lookup: dict[str, int] | None) -> list[tuple[str, int | None]]:
+    """A split json -> [(video id, class index or None when `lookup` is None, i.e. the unlabelled test set)]."""
+    entries = load_json(path)
+    if not isinstance(entries, list):
+        raise UserError(f"{path}: expected a list of {{id, template, ...}} entries")
+    items = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: entry {i}"
+        if not isinstance(entry, dict) or "id" not in entry:
+            raise UserError(f"{where}: expected an object with an 'id'")
+        if lookup is None:
+            items.append((str(entry["id"]), None))
+            continue
+        if "template" not in entry:
+            raise UserError(f"{where} (id {entry['id']}): lacks 'template'")
+        name = template_class(str(entry["template"]))
+        if name not in lookup:
+            raise UserError(f"{where} (id {entry['id']}): template class {name!r} is not in labels.json")
+        items.append((str(entry["id"]), lookup[name]))
+    return items
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--annotations", type=Path, required=True,
+                   help="directory with labels.json, train.json, validation.json [, test.json]")
+    p.add_argument("--videos", type=Path, required=True, help="folder of the {id}.webm videos (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="output directory (data.path_to_data_dir)")
+    p.add_argument("--absolute", action="store_true", help="write absolute paths (default: relative to --videos)")
+    p.add_argument("--separator", default=" ", help="path/label separator (data.path_label_separator), default ' '")
+    p.add_argument("--extensions", default=",".join(VIDEO_EXTENSIONS), help="video file suffixes to index")
+    return p.parse_args(argv)
+
+
+@cli_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.annotations.is_dir():
+        raise UserError(f"{args.annotations}: annotation directory not found")
+    classes = read_labels(args.annotations / "labels.json")
+    lookup = {name: i for i, name in enumerate(classes)}
+    splits = {}
+    for split, name in _SPLIT_FILES.items():
+        path = args.annotations / name
+        if split == "test" and not path.is_file():
+            continue  # test.json is optional
+        splits[split] = read_split(path, None if split == "test" else lookup)
+    index = index_videos(args.videos, [e for e in args.extensions.split(",") if e.strip()])
+    print(f"indexed {len(index.by_stem)} video files under {args.videos}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text("".join(name + "\n" for name in classes), args.out / "classes.txt")
+    print(f"{args.out / 'classes.txt'}: {len(classes)} classes")
+    for split, items in splits.items():
+        lines, missing = [], []
+        for video_id, label in items:
+            path = index.by_stem.get(video_id)
+            if path is None:
+                missing.append(video_id)
+                continue
+            rel = relative_or_absolute(path, index.root, args.absolute)
+            lines.append(rel + "\n" if label is None else format_list_line(rel, label, args.separator))
+        name = f"{split}.csv" if split != "test" else "test_unlabeled.txt"
+        atomic_write_text("".join(lines), args.out / name)
+        if split != "test":
+            warn_separator_in_paths(lines, args.separator, args.out / name)
+        missing_path = args.out / f"missing_{split}.txt"
+        if missing:
+            atomic_write_text("".join(m + "\n" for m in missing), missing_path)
+        elif missing_path.exists():
+            missing_path.unlink()  # a stale report from an earlier run would mislead
+        report = f"{split}: {len(lines)}/{len(items)} videos found -> {args.out / name}"
+        if missing:
+            report += f"; {len(missing)} missing -> {missing_path}"
+        print(report)
+    prefix = "" if args.absolute else f" data.path_prefix={args.videos.resolve()}"
+    print(f"use: data.dataset=ssv2 data.path_to_data_dir={args.out.resolve()}{prefix}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
