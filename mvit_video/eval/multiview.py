@@ -1,0 +1,200 @@
+"""Multi-view testing: the K x S views of each video -> one averaged class distribution per video.
+
+The per-video score is the mean over views of the softmax probabilities (PySlowFast sums them; the argmax and the
+ranking are the same). Under torch.distributed every rank evaluates its own shard (no padding duplicates) and the
+results are gathered so that each video appears once, sorted by dataset index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+@dataclass
+class MultiViewResult:
+    """Per-video results of a multi-view run, sorted by dataset index; failed videos are only listed."""
+
+    indices: torch.Tensor  # LongTensor [N], dataset index of each scored video
+    paths: list[str]  # [N], path as in the list file
+    labels: torch.Tensor  # LongTensor [N]
+    probs: torch.Tensor  # FloatTensor [N, C], mean over views of softmax(logits)
+    failed: list[str] = field(default_factory=list)  # paths of the videos that could not be decoded
+    failed_indices: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def resolve_amp_dtype(amp_dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """Accept a torch dtype, the config spellings "bf16"/"fp16", or None (full precision)."""
+    if amp_dtype is None or isinstance(amp_dtype, torch.dtype):
+        return amp_dtype
+    try:
+        return _AMP_DTYPES[str(amp_dtype).lower()]
+    except KeyError:
+        raise ValueError(f"amp_dtype must be one of {sorted(_AMP_DTYPES)} or a torch dtype, got {amp_dtype!r}")
+
+
+def _as_list(value: Any, n: int) -> list:
+    """A collated batch field (tensor, list, or a single item's scalar) as a python list of length n."""
+    if isinstance(value, torch.Tensor):
+        value = value.reshape(-1).tolist()
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    if len(value) != n:
+        raise ValueError(f"batch field has {len(value)} entries for {n} videos")
+    return list(value)
+
+
+def _split_batch(batch: dict[str, Any]) -> list[tuple[int, str, int, bool, torch.Tensor]]:
+    """A test batch -> [(index, path, label, ok, views [V,3,T,H,W])]; accepts stacked or listed views."""
+    views = batch["views"]
+    if isinstance(views, torch.Tensor):
+        # A single uncollated item is [V,3,T,H,W]; a stacked batch is [B,V,3,T,H,W].
+        views = [views] if views.ndim == 5 else list(views.unbind(0))
+    n = len(views)
+    ok = _as_list(batch.get("ok", [True] * n), n)
+    return list(
+        zip(
+            (int(i) for i in _as_list(batch["index"], n)),
+            (str(p) for p in _as_list(batch["path"], n)),
+            (int(label) for label in _as_list(batch["label"], n)),
+            (bool(o) for o in ok),
+            views,
+        )
+    )
+
+
+@torch.no_grad()
+def mean_view_probs(
+    model: nn.Module,
+    views: Sequence[torch.Tensor],
+    device: torch.device | str,
+    amp_dtype: torch.dtype | str | None = None,
+    max_views_per_forward: int = 16,
+) -> list[torch.Tensor]:
+    """Mean softmax over views for each video in `views` (list of [V_i,3,T,H,W]) -> list of [C].
+
+    The views of all videos are forwarded together in chunks of at most `max_views_per_forward`; `model` must
+    already be in eval mode.
+    """
+    device, amp_dtype = torch.device(device), resolve_amp_dtype(amp_dtype)
+    counts = [v.shape[0] for v in views]
+    probs = []
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    )
+    for pieces in _chunks(views, max_views_per_forward):
+        # slices of the (pinned) loader tensors go to the device one by one: no host-side copy of the whole batch
+        moved = [p.to(device, non_blocking=True) for p in pieces]
+        chunk = torch.cat(moved) if len(moved) > 1 else moved[0]
+        with autocast:
+            logits = model(chunk)
+        probs.append(logits.float().softmax(dim=-1).cpu())  # softmax in fp32: bf16 logits lose the small probs
+    per_view = torch.cat(probs, dim=0)
+    return [p.mean(dim=0) for p in per_view.split(counts, dim=0)]
+
+
+def _chunks(views: Sequence[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
+    """Consecutive slices of the videos' view tensors, `size` views per group (the last may be smaller)."""
+    group: list[torch.Tensor] = []
+    filled = 0
+    for v in views:
+        start = 0
+        while start < v.shape[0]:
+            take = min(size - filled, v.shape[0] - start)
+            group.append(v[start : start + take])
+            filled, start = filled + take, start + take
+            if filled == size:
+                yield group
+                group, filled = [], 0
+    if group:
+        yield group
+
+
+def run_multiview(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    *,
+    device: torch.device | str,
+    amp_dtype: torch.dtype | str | None = None,
+    max_views_per_forward: int = 16,
+) -> MultiViewResult:
+    """Score every video of `loader` (multi-view test batches) with `model`; gather across ranks if distributed."""
+    device = torch.device(device)
+    amp_dtype = resolve_amp_dtype(amp_dtype)
+    if max_views_per_forward < 1:
+        raise ValueError(f"max_views_per_forward must be >= 1, got {max_views_per_forward}")
+    # DDP's forward may broadcast buffers (a collective); ranks hold different numbers of videos, so call the module.
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    was_training = net.training
+    net.eval()
+
+    records: list[tuple[int, str, int, torch.Tensor]] = []
+    failed: list[tuple[int, str]] = []
+    try:
+        for batch in loader:
+            good = []
+            for index, path, label, ok, views in _split_batch(batch):
+                if ok and views.shape[0] > 0:
+                    good.append((index, path, label, views))
+                else:
+                    failed.append((index, path))
+            if not good:
+                continue
+            video_probs = mean_view_probs(net, [g[3] for g in good], device, amp_dtype, max_views_per_forward)
+            records.extend((i, p, y, pr) for (i, p, y, _), pr in zip(good, video_probs))
+    finally:
+        net.train(was_training)
+
+    local = {"records": [(i, p, y, pr.numpy()) for i, p, y, pr in records], "failed": failed}
+    return _merge(_gather(local))
+
+
+def _gather(local: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's results on every rank (all_gather_object); just `local` when not distributed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [local]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    return gathered
+
+
+def _merge(parts: list[dict[str, Any]]) -> MultiViewResult:
+    """Join the ranks' results: each dataset index once, sorted by index."""
+    by_index: dict[int, tuple[str, int, Any]] = {}
+    failed: dict[int, str] = {}
+    for part in parts:
+        for index, path, label, probs in part["records"]:
+            by_index.setdefault(index, (path, label, probs))
+        for index, path in part["failed"]:
+            failed.setdefault(index, path)
+    duplicates = sum(len(p["records"]) for p in parts) - len(by_index)
+    if duplicates:
+        logger.warning("%d videos were scored on more than one rank; each is counted once", duplicates)
+    order = sorted(by_index)
+    if order:
+        probs = torch.stack([torch.as_tensor(by_index[i][2]) for i in order])
+    else:
+        probs = torch.zeros(0, 0)
+    failed_order = sorted(i for i in failed if i not in by_index)
+    return MultiViewResult(
+        indices=torch.tensor(order, dtype=torch.long),
+        paths=[by_index[i][0] for i in order],
+        labels=torch.tensor([by_index[i][1] for i in order], dtype=torch.long),
+        probs=probs,
+        failed=[failed[i] for i in failed_order],
+        failed_indices=failed_order,
+    )

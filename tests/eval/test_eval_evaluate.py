@@ -1,0 +1,133 @@
+"""evaluate end to end on real tiny videos: 2-process gloo run (one prediction per video), the CLI and its reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mvit_video.config import compose
+from mvit_video.utils.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def recount_top1(predictions: list[dict]) -> float:
+    return 100.0 * sum(p["topk"][0][0] == p["label"] for p in predictions) / len(predictions)
+
+
+def _evaluate_worker(rank: int, world_size: int, init_file: str, overrides: list[str], ckpt: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        from mvit_video.evaluate import test
+        from mvit_video.models import load_model
+
+        report = test(compose(overrides), load_model(ckpt), None, count_flops=False)  # flops: see the CLI test
+        Path(f"{out}.{rank}").write_text(json.dumps({"videos": report["videos"], "top1": report["top1"]}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_one_prediction_per_video(tmp_path, eval_data, eval_overrides, tiny_checkpoint):
+    from mvit_video.evaluate import test
+    from mvit_video.models import load_model
+
+    # reference: one process
+    single = tmp_path / "single"
+    test(compose(eval_overrides + [f"output_dir={single}"]), load_model(tiny_checkpoint), None, count_flops=False)
+
+    # two processes over a list of 5 videos (not divisible by 2)
+    multi = tmp_path / "multi"
+    args = (2, str(tmp_path / "rendezvous"), eval_overrides + [f"output_dir={multi}"], str(tiny_checkpoint),
+            str(tmp_path / "report"))
+    mp.spawn(_evaluate_worker, args=args, nprocs=2, join=True)
+
+    preds = read_jsonl(multi / "predictions.jsonl")
+    listed = [line.split()[0] for line in (eval_data / "test.csv").read_text().splitlines()]
+    assert sorted(p["video"] for p in preds) == sorted(listed)  # every video exactly once
+    assert len(preds) == 5
+    metrics = read_jsonl(multi / "metrics.jsonl")
+    assert len(metrics) == 1  # only rank 0 wrote
+    assert metrics[0]["videos"] == 5 and metrics[0]["failed_videos"] == 0 and metrics[0]["views"] == [2, 1]
+    assert metrics[0]["top1"] == recount_top1(preds)
+    # both ranks return the same summary, and it matches the single-process run
+    reports = [json.loads(Path(f"{tmp_path / 'report'}.{r}").read_text()) for r in (0, 1)]
+    assert reports[0] == reports[1] == {"videos": 5, "top1": metrics[0]["top1"]}
+    ref = read_jsonl(single / "predictions.jsonl")
+    assert [p["video"] for p in preds] == [p["video"] for p in ref]
+    for p, q in zip(preds, ref):
+        assert [c for c, _ in p["topk"]] == [c for c, _ in q["topk"]]
+        assert [v for _, v in p["topk"]] == pytest.approx([v for _, v in q["topk"]], abs=1e-5)
+
+
+def test_cli_reports_failed_videos_and_flops(tmp_path, eval_data, eval_overrides, tiny_checkpoint):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mvit_video.evaluate", *eval_overrides, "test.split=val",
+           f"test.checkpoint={tiny_checkpoint}", f"output_dir={out}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "GFLOPs/view x 2x1 views = " in proc.stdout
+    assert "failed videos: 2" in proc.stdout
+    assert "garbage.mp4" in proc.stdout and "missing.mp4" in proc.stdout
+
+    preds = read_jsonl(out / "predictions.jsonl")
+    assert len(preds) == 5 and all(len(p["topk"]) == 3 for p in preds)  # top-min(5, C) with 3 classes
+    (metrics,) = read_jsonl(out / "metrics.jsonl")
+    assert metrics["split"] == "test" and metrics["videos"] == 5 and metrics["failed_videos"] == 2
+    assert metrics["top1"] == recount_top1(preds)
+    assert set(metrics) >= {"top1", "top5", "mean_class_acc", "views"}
+    rows = list(csv.DictReader((out / "per_class_accuracy.csv").open()))
+    assert [r["name"] for r in rows] == ["alpha", "beta", "gamma"]  # names from the checkpoint
+    assert [int(r["videos"]) for r in rows] == [2, 2, 1]
+    assert (out / "failed_videos.txt").read_text().split() == ["garbage.mp4", "missing.mp4"]
+
+
+def test_latest_checkpoint(tmp_path, tiny_checkpoint):
+    from mvit_video.evaluate import latest_checkpoint
+
+    with pytest.raises(UserError, match="no checkpoint in"):
+        latest_checkpoint(tmp_path)
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+    for epoch in (2, 10):
+        (d / f"checkpoint_epoch_{epoch:05d}.pyth").write_bytes(tiny_checkpoint.read_bytes())
+    assert latest_checkpoint(tmp_path).name == "checkpoint_epoch_00010.pyth"
+
+
+def test_bad_split_is_a_config_error(eval_overrides, tiny_checkpoint, tmp_path):
+    from mvit_video.evaluate import test
+    from mvit_video.models import load_model
+    from mvit_video.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="test.split"):
+        test(compose(eval_overrides + ["test.split=holdout", f"output_dir={tmp_path}"]), load_model(tiny_checkpoint))
+
+
+def test_decode_once_scores_equal_decode_per_view(eval_overrides, tiny_checkpoint):
+    """End to end: decoding each video once for its views changes nothing in the scores."""
+    from mvit_video.data import build_dataset, build_loader
+    from mvit_video.eval import run_multiview
+    from mvit_video.models import load_model
+
+    cfg = compose(eval_overrides + ["test.num_ensemble_views=3", "test.num_spatial_crops=3"])
+    model = load_model(tiny_checkpoint)
+    results = []
+    for decode_once in (True, False):
+        dataset = build_dataset(cfg, "test", decode_once=decode_once)
+        results.append(run_multiview(model, build_loader(cfg, "test", dataset), device="cpu"))
+    assert results[0].paths == results[1].paths and len(results[0]) == 5
+    assert torch.equal(results[0].probs, results[1].probs)
