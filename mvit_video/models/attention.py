@@ -1,0 +1,159 @@
+"""Pooling attention math: decomposed 3-D relative positions and the two attention formulations.
+
+`plain_attention` is the reference (PySlowFast's formulation: dense logits, rel-pos added, softmax, @v).
+`fused_attention` computes the same function without materialising the (N_q x N_k) bias: the relative terms
+are appended to the (pre-scaled) queries and matching one-hot position columns to the keys, so
+q_ext . k_ext = scale*q.k + Rt[t_q, t_k] + Rh[h_q, h_k] + Rw[w_q, w_k], and one
+`F.scaled_dot_product_attention(..., scale=1)` call can run a fused (flash / memory-efficient) kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Size3 = tuple[int, int, int]
+
+
+def rel_pos_distance(q_len: int, k_len: int, device: torch.device | None = None) -> Tensor:
+    """Table row for each (query, key) pair along one axis: floor(i*q_ratio - j*k_ratio + (k_len-1)*k_ratio).
+
+    The ratios rescale the coarser axis so q and k of different lengths (pooled k/v) index one table, as
+    PySlowFast does. Returns LongTensor [q_len, k_len] with values in [0, 2*max(q_len, k_len) - 2].
+    """
+    q_ratio = max(k_len / q_len, 1.0)
+    k_ratio = max(q_len / k_len, 1.0)
+    dist = torch.arange(q_len, device=device)[:, None] * q_ratio - torch.arange(k_len, device=device)[None, :] * k_ratio
+    dist = dist + (k_len - 1) * k_ratio
+    return dist.long()
+
+
+def resize_rel_pos(table: Tensor, length: int) -> Tensor:
+    """Linearly interpolate a [L, C] table to [length, C] (identity when L == length)."""
+    if table.shape[0] == length:
+        return table
+    resized = F.interpolate(table.t().unsqueeze(0), size=length, mode="linear")  # (1, C, length)
+    return resized[0].t()
+
+
+def rel_pos_lookup(table: Tensor, q_len: int, k_len: int) -> Tensor:
+    """Relative embeddings for every (query, key) pair along one axis: [q_len, k_len, C]."""
+    table = resize_rel_pos(table, 2 * max(q_len, k_len) - 1)
+    return table[rel_pos_distance(q_len, k_len, table.device)]
+
+
+def rel_pos_terms(
+    q: Tensor, q_shape: Size3, k_shape: Size3, rel_t: Tensor | None, rel_h: Tensor | None, rel_w: Tensor | None
+) -> list[Tensor]:
+    """Per-query relative-position scores q.R for each axis that has a table.
+
+    q: [B, heads, Tq*Hq*Wq, C] (spatial tokens only, unscaled). Returns a list (t, h, w order, present axes only)
+    of [B, heads, Nq, k_len_axis] tensors.
+    """
+    B, n, _, C = q.shape
+    qt, qh, qw = q_shape
+    kt, kh, kw = k_shape
+    r_q = q.reshape(B, n, qt, qh, qw, C)
+    terms = []
+    if rel_t is not None:
+        Rt = rel_pos_lookup(rel_t, qt, kt)  # (qt, kt, C)
+        terms.append(torch.einsum("bythwc,tkc->bythwk", r_q, Rt).reshape(B, n, -1, kt))
+    if rel_h is not None:
+        Rh = rel_pos_lookup(rel_h, qh, kh)
+        terms.append(torch.einsum("bythwc,hkc->bythwk", r_q, Rh).reshape(B, n, -1, kh))
+    if rel_w is not None:
+        Rw = rel_pos_lookup(rel_w, qw, kw)
+        terms.append(torch.einsum("bythwc,wkc->bythwk", r_q, Rw).reshape(B, n, -1, kw))
+    return terms
+
+
+def plain_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_shape: Size3,
+    k_shape: Size3,
+    has_cls: bool,
+    rel_t: Tensor | None = None,
+    rel_h: Tensor | None = None,
+    rel_w: Tensor | None = None,
+) -> Tensor:
+    """Reference attention: softmax((q*scale) @ k^T + rel-pos bias) @ v. q/k/v: [B, heads, N, C] -> [B, heads, Nq, C]."""
+    s = 1 if has_cls else 0
+    scale = q.shape[-1] ** -0.5
+    attn = (q * scale) @ k.transpose(-2, -1)
+    terms = rel_pos_terms(q[:, :, s:], q_shape, k_shape, rel_t, rel_h, rel_w)
+    if terms:
+        B, n = q.shape[:2]
+        qt, qh, qw = q_shape
+        kt, kh, kw = k_shape
+        bias = attn.new_zeros(()).expand(B, n, qt, qh, qw, kt, kh, kw)
+        axes = [ax for ax, t in zip("thw", (rel_t, rel_h, rel_w)) if t is not None]
+        for ax, term in zip(axes, terms):
+            term = term.reshape(B, n, qt, qh, qw, -1)
+            if ax == "t":
+                bias = bias + term[..., :, None, None]
+            elif ax == "h":
+                bias = bias + term[..., None, :, None]
+            else:
+                bias = bias + term[..., None, None, :]
+        bias = bias.reshape(B, n, qt * qh * qw, kt * kh * kw)
+        attn = attn + F.pad(bias, (s, 0, s, 0))  # the cls row and column get no bias
+    attn = attn.softmax(dim=-1)
+    return attn @ v
+
+
+def key_position_one_hot(k_shape: Size3, axes: str, has_cls: bool, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[Nk, sum of k lengths over axes] one-hot of each key's t/h/w position (cls key: all zeros)."""
+    kt, kh, kw = k_shape
+    idx = torch.arange(kt * kh * kw, device=device)
+    cols = []
+    if "t" in axes:
+        cols.append(F.one_hot(idx // (kh * kw), kt))
+    if "h" in axes:
+        cols.append(F.one_hot((idx // kw) % kh, kh))
+    if "w" in axes:
+        cols.append(F.one_hot(idx % kw, kw))
+    one_hot = torch.cat(cols, dim=-1).to(dtype)
+    if has_cls:
+        one_hot = F.pad(one_hot, (0, 0, 1, 0))
+    return one_hot
+
+
+def fused_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_shape: Size3,
+    k_shape: Size3,
+    has_cls: bool,
+    rel_t: Tensor | None = None,
+    rel_h: Tensor | None = None,
+    rel_w: Tensor | None = None,
+) -> Tensor:
+    """Same function as `plain_attention`, through F.scaled_dot_product_attention with rel-pos folded in.
+
+    Width of the extended q/k: C + kt + kh + kw, rounded up to a multiple of 8 with zero columns, and v is
+    zero-padded to the same width (its extra output columns are dropped): fused kernels (CPU flash, CUDA
+    flash / memory-efficient) need equal q/k/v head dims that are multiples of 8.
+    """
+    C = q.shape[-1]
+    scale = C**-0.5
+    axes = "".join(ax for ax, t in zip("thw", (rel_t, rel_h, rel_w)) if t is not None)
+    if not axes:
+        return F.scaled_dot_product_attention(q, k, v)
+    s = 1 if has_cls else 0
+    B, n, Nk, _ = k.shape
+    terms = rel_pos_terms(q[:, :, s:], q_shape, k_shape, rel_t, rel_h, rel_w)
+    rel = torch.cat(terms, dim=-1) if len(terms) > 1 else terms[0]
+    extra = rel.shape[-1]
+    pad = (-(C + extra)) % 8
+    rel = F.pad(rel, (0, pad, s, 0))  # zero row for the cls query, zero columns up to a multiple of 8
+    q_ext = torch.cat([q * scale, rel.to(q.dtype)], dim=-1)
+    one_hot = key_position_one_hot(k_shape, axes, has_cls, k.dtype, k.device)
+    one_hot = F.pad(one_hot, (0, pad)).expand(B, n, Nk, extra + pad)
+    k_ext = torch.cat([k, one_hot], dim=-1)
+    v_ext = F.pad(v, (0, extra + pad))
+    out = F.scaled_dot_product_attention(q_ext, k_ext, v_ext, scale=1.0)
+    return out[..., :C]
