@@ -1,0 +1,190 @@
+"""Config composition (Hydra compose API) and validation: a wrong key or value fails before training, named."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mvit_video.utils.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONFIG_NAME = "config"
+
+
+def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
+    """Compose conf/config.yaml with Hydra overrides (as on the command line); errors become ConfigError."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    config_dir = Path(config_dir or CONF_DIR)
+    if not (config_dir / f"{CONFIG_NAME}.yaml").is_file():
+        raise ConfigError(f"{config_dir / CONFIG_NAME}.yaml not found (is the package installed from a checkout?)")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None, job_name="train"):
+            cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(hydra_error_line(e, overrides)) from None
+    return cfg
+
+
+def hydra_error_line(error: BaseException, overrides: Sequence[str] = ()) -> str:
+    """Turn Hydra/OmegaConf's multi-line composition error into one line that names the key."""
+    text = "\n".join(str(e) for e in (error, error.__cause__) if e is not None)
+    if "not in struct" in text or "Could not override" in text and "To append" in text:
+        full_key = re.search(r"full_key:\s*(\S+)", text)
+        key = full_key.group(1) if full_key else _first_override_key(text, overrides)
+        return f"unknown config key '{key}' (every key is listed in conf/config.yaml; check the spelling)"
+    missing_group = re.search(r"Could not find '([^']+)'", text)
+    if missing_group:
+        group = missing_group.group(1)
+        options = re.search(r"Available options in '[^']+':\s*(.*?)(?:Config search path|$)", text, re.S)
+        avail = ", ".join(options.group(1).split()) if options else ""
+        return f"unknown config choice '{group}'" + (f" (available: {avail})" if avail else "")
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return "; ".join(lines[:3]) if lines else type(error).__name__
+
+
+def _first_override_key(text: str, overrides: Sequence[str]) -> str:
+    """Best guess of the offending key: the override Hydra quotes, else the first override."""
+    quoted = re.search(r"Could not override '([^']+)'", text)
+    if quoted:
+        return quoted.group(1)
+    return overrides[0].split("=")[0] if overrides else "?"
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML text (stored in checkpoints and in <output_dir>/config.yaml)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    """cfg value at dotted `key`; a missing key is a ConfigError naming it."""
+    value = OmegaConf.select(cfg, key, throw_on_missing=False, default=_MISSING)
+    if value is _MISSING:
+        raise ConfigError(f"config key '{key}' is missing")
+    return value
+
+
+_MISSING = object()
+
+
+def _choice(cfg: DictConfig, key: str, options: Sequence[Any]) -> None:
+    value = _get(cfg, key)
+    if value not in options:
+        raise ConfigError(f"config key '{key}': expected one of {', '.join(map(str, options))}, got {value!r}")
+
+
+def _number(cfg: DictConfig, key: str, *, integer: bool = False, min_value: float | None = None,
+            max_value: float | None = None, strict_min: bool = False) -> float:
+    value = _get(cfg, key)
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ConfigError(f"config key '{key}': expected {kind}, got {value!r}")
+    if min_value is not None and (value < min_value or (strict_min and value == min_value)):
+        bound = f"> {min_value}" if strict_min else f">= {min_value}"
+        raise ConfigError(f"config key '{key}': expected {bound}, got {value!r}")
+    if max_value is not None and value > max_value:
+        raise ConfigError(f"config key '{key}': expected <= {max_value}, got {value!r}")
+    return value
+
+
+def _list(cfg: DictConfig, key: str, length: int | None = None, positive: bool = False) -> list:
+    value = _get(cfg, key)
+    if not isinstance(value, (list, tuple, ListConfig)):
+        raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+    value = list(value)
+    if length is not None and len(value) != length:
+        raise ConfigError(f"config key '{key}': expected {length} values, got {value!r}")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise ConfigError(f"config key '{key}': expected numbers, got {value!r}")
+    if positive and any(v <= 0 for v in value):
+        raise ConfigError(f"config key '{key}': expected positive numbers, got {value!r}")
+    return value
+
+
+def validate(cfg: DictConfig, world_size: int = 1, check_paths: bool = False) -> DictConfig:
+    """Check keys and values that would otherwise fail deep inside training; raises ConfigError naming the key."""
+    _choice(cfg, "device", ["auto", "cpu", "cuda"])
+    _number(cfg, "seed", integer=True, min_value=0)
+    _number(cfg, "num_shards", integer=True, min_value=1)
+    _number(cfg, "log_period", integer=True, min_value=1)
+    if not str(_get(cfg, "output_dir")):
+        raise ConfigError("config key 'output_dir' is empty")
+
+    _number(cfg, "model.num_classes", integer=True, min_value=1)
+    _number(cfg, "model.dropout_rate", min_value=0.0, max_value=1.0)
+    _choice(cfg, "model.attention", ["fused", "plain"])
+    _choice(cfg, "model.loss_func", ["soft_cross_entropy", "cross_entropy"])
+
+    _choice(cfg, "data.dataset", ["kinetics", "ssv2", "synthetic"])
+    _choice(cfg, "data.decoder", ["decord", "pyav"])
+    for key in ("data.num_frames", "data.sampling_rate", "data.train_crop_size", "data.test_crop_size",
+                "data.num_sample"):
+        _number(cfg, key, integer=True, min_value=1)
+    _number(cfg, "data.target_fps", min_value=0, strict_min=True)
+    scales = _list(cfg, "data.train_jitter_scales", 2, positive=True)
+    if scales[0] > scales[1]:
+        raise ConfigError(f"config key 'data.train_jitter_scales': expected [min, max], got {scales}")
+    rel = _list(cfg, "data.train_jitter_scales_relative", positive=True)
+    if rel and (len(rel) != 2 or rel[0] > rel[1] or rel[1] > 1.0):
+        raise ConfigError(f"config key 'data.train_jitter_scales_relative': expected [] or [min, max<=1], got {rel}")
+    _list(cfg, "data.mean", 3)
+    _list(cfg, "data.std", 3, positive=True)
+    _number(cfg, "data.max_bad_retries", integer=True, min_value=0)
+    if check_paths and cfg.data.dataset != "synthetic":
+        root = str(cfg.data.path_to_data_dir)
+        if not root:
+            raise ConfigError(f"config key 'data.path_to_data_dir' is empty: set it to the folder with the "
+                              f"{cfg.data.dataset} list files (train.csv, val.csv, ...)")
+        if not Path(root).is_dir():
+            raise ConfigError(f"config key 'data.path_to_data_dir': {root} is not a directory")
+
+    _number(cfg, "mixup.alpha", min_value=0.0)
+    _number(cfg, "mixup.cutmix_alpha", min_value=0.0)
+    _number(cfg, "mixup.prob", min_value=0.0, max_value=1.0)
+    _number(cfg, "mixup.switch_prob", min_value=0.0, max_value=1.0)
+    _number(cfg, "mixup.label_smooth_value", min_value=0.0, max_value=1.0)
+    _number(cfg, "data_loader.num_workers", integer=True, min_value=0)
+
+    batch = _number(cfg, "train.batch_size", integer=True, min_value=1)
+    if batch % world_size != 0:
+        raise ConfigError(f"config key 'train.batch_size': {batch} is not divisible by the world size {world_size} "
+                          f"(it is the global batch; per process = batch_size / world size)")
+    for key in ("train.eval_period", "train.checkpoint_period", "train.grad_accum_steps"):
+        _number(cfg, key, integer=True, min_value=1)
+    _choice(cfg, "train.mixed_precision", [True, False, "auto"])
+    _choice(cfg, "train.amp_dtype", ["bf16", "fp16"])
+    _number(cfg, "train.ema.decay", min_value=0.0, max_value=1.0, strict_min=True)
+    ckpt = str(_get(cfg, "train.checkpoint_file_path"))
+    if check_paths and ckpt and not Path(ckpt).is_file():
+        raise ConfigError(f"config key 'train.checkpoint_file_path': {ckpt} does not exist")
+
+    _choice(cfg, "solver.optimizing_method", ["adamw", "sgd"])
+    _choice(cfg, "solver.lr_policy", ["cosine"])
+    base_lr = _number(cfg, "solver.base_lr", min_value=0.0, strict_min=True)
+    end_lr = _number(cfg, "solver.cosine_end_lr", min_value=0.0)
+    if end_lr >= base_lr:
+        raise ConfigError(f"config key 'solver.cosine_end_lr': must be below solver.base_lr ({base_lr}), got {end_lr}")
+    _number(cfg, "solver.warmup_start_lr", min_value=0.0)
+    max_epoch = _number(cfg, "solver.max_epoch", integer=True, min_value=1)
+    warmup = _number(cfg, "solver.warmup_epochs", min_value=0.0)
+    if warmup >= max_epoch:
+        raise ConfigError(f"config key 'solver.warmup_epochs': must be below solver.max_epoch ({max_epoch}), "
+                          f"got {warmup}")
+    _number(cfg, "solver.momentum", min_value=0.0, max_value=1.0)
+    _number(cfg, "solver.weight_decay", min_value=0.0)
+    if _get(cfg, "solver.clip_grad_l2norm") is not None:  # null (or 0) turns clipping off
+        _number(cfg, "solver.clip_grad_l2norm", min_value=0.0)
+
+    _number(cfg, "test.batch_size", integer=True, min_value=1)
+    _number(cfg, "test.num_ensemble_views", integer=True, min_value=1)
+    _choice(cfg, "test.num_spatial_crops", [1, 3])
+    return cfg

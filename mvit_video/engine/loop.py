@@ -1,0 +1,272 @@
+"""One training epoch (AMP, grad accumulation, clipping, EMA, NaN stop, preemption) and the periodic val."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mvit_video.engine import distributed as du
+from mvit_video.engine.ema import ModelEma
+from mvit_video.engine.optim import Schedule, lr_at, set_lr
+from mvit_video.utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError):
+    """The loss (or a weight) became NaN/inf; the message names epoch and iteration."""
+
+
+@dataclass
+class TrainState:
+    """What the loop updates: the network (unwrapped), what is called (DDP/compiled), optimizer and friends."""
+
+    model: nn.Module
+    forward: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    scaler: torch.amp.GradScaler | None = None
+    ema: ModelEma | None = None
+    step: int = 0  # optimizer steps done since the start of training
+
+
+@dataclass
+class LoopSettings:
+    """Per-step settings read once from the config."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None: full precision
+    grad_accum_steps: int = 1
+    clip_grad_l2norm: float | None = 1.0
+    label_smoothing: float = 0.0
+    log_period: int = 10
+    max_epoch: int = 1
+    progress_bar: bool = False  # tqdm when interactive, plain log lines otherwise
+
+
+@dataclass
+class EpochResult:
+    """Train metrics of one epoch (reduced over ranks) and where it stopped."""
+
+    loss: float
+    top1: float
+    lr: float
+    clips_per_s: float
+    clips: int
+    batches_done: int  # batches of this epoch done, counted from its start (resume included)
+    preempted_by: int | None = None  # signal number when stopped early
+    bad_paths: list[str] = field(default_factory=list)
+
+
+class PreemptionHandler:
+    """SIGTERM/SIGUSR1 set a flag; the loop finishes the step, saves, then calls `exit()`."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> "PreemptionHandler":
+        """Install the handlers (main thread only; elsewhere preemption is not caught)."""
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. some launchers): leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        # Only set a flag: logging or saving inside a signal handler could deadlock on locks the step holds.
+        self.signum = signum
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before."""
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        self._previous.clear()
+
+    def exit(self) -> None:
+        """Leave after the preemption checkpoint: hand over to submitit, or requeue under SLURM, or exit 128+sig.
+
+        Exit status: 0 after a successful `scontrol requeue` (SLURM restarts the job, which resumes);
+        otherwise 128 + signal number (143 for SIGTERM, 138 for SIGUSR1), as a shell reports a killed process."""
+        signum = self.signum or signal.SIGTERM
+        previous = self._previous.get(signum)
+        self.restore()
+        if callable(previous):
+            # submitit installs its own handler: it pickles the job and requeues it (then exits itself).
+            previous(signum, None)
+        elif "SLURM_JOB_ID" in os.environ and du.is_main() and _scontrol_requeue(os.environ["SLURM_JOB_ID"]):
+            logger.info("requeued SLURM job %s; it resumes from the preemption checkpoint", os.environ["SLURM_JOB_ID"])
+            raise SystemExit(0)
+        raise SystemExit(128 + int(signum))
+
+
+def _scontrol_requeue(job_id: str) -> bool:
+    """Ask SLURM to requeue this job (needs `#SBATCH --requeue`); True on success."""
+    try:
+        subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, timeout=60)
+        return True
+    except (OSError, subprocess.SubprocessError) as e:
+        logger.warning("scontrol requeue %s failed: %s", job_id, e)
+        return False
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of -sum(targets * log_softmax(logits)); targets [B, C] (mixup/cutmix)."""
+    return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_epoch: int, cfg: LoopSettings, *,
+                    start_batch: int = 0, mixup: Callable | None = None, preempt: PreemptionHandler | None = None,
+                    on_step: Callable[[int, int], None] | None = None, tb_writer: Any = None) -> EpochResult:
+    """Train over `loader` (already positioned at `start_batch`); stops early after a step when preempted."""
+    model, forward, optimizer = state.model, state.forward, state.optimizer
+    forward.train()
+    accum = max(1, cfg.grad_accum_steps)
+    is_ddp = isinstance(forward, nn.parallel.DistributedDataParallel)
+    loss_sum, correct, clips, lr = 0.0, 0.0, 0, lr_at(epoch, state.schedule)
+    bad_paths: list[str] = []
+    bar = None
+    if cfg.progress_bar and du.is_main():
+        from tqdm import tqdm
+
+        bar = tqdm(total=iters_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.max_epoch}",
+                   dynamic_ncols=True, leave=False)
+    start_time = time.perf_counter()
+    i, stop = start_batch - 1, False
+    for i, batch in enumerate(loader, start=start_batch):
+        video = batch["video"].to(cfg.device, non_blocking=True)
+        labels = batch["label"].to(cfg.device, non_blocking=True)
+        bad_paths.extend(batch.get("bad_paths") or [])
+        targets = None
+        if mixup is not None:
+            video, targets = mixup(video, labels)
+        if i % accum == 0 or i == start_batch:  # LR set once per optimizer step
+            lr = lr_at(epoch + i / iters_per_epoch, state.schedule)
+            set_lr(optimizer, lr)
+        sync = (i + 1) % accum == 0 or i + 1 == iters_per_epoch
+        no_sync = forward.no_sync() if is_ddp and not sync else contextlib.nullcontext()
+        amp = torch.autocast(cfg.device.type, dtype=cfg.amp_dtype or torch.float32, enabled=cfg.amp_dtype is not None)
+        with no_sync:
+            with amp:
+                logits = forward(video)
+            logits = logits.float()
+            if targets is not None:
+                loss = soft_target_cross_entropy(logits, targets)
+            else:
+                loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+            scaled = loss / accum
+            (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
+
+        # One all-reduce for both flags keeps ranks in step: every rank stops together.
+        signalled = preempt is not None and preempt.signum is not None
+        nonfinite, stop = _any_rank([not math.isfinite(loss.item()), signalled], cfg.device)
+        if nonfinite:
+            optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {i + 1}/{iters_per_epoch} "
+                                   f"(optimizer step {state.step}); stopping without saving. Lower solver.base_lr or "
+                                   f"set solver.clip_grad_l2norm; the last good checkpoint is kept")
+        if sync:
+            if state.scaler is not None:
+                state.scaler.unscale_(optimizer)
+            if cfg.clip_grad_l2norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_l2norm)
+            if state.scaler is not None:
+                state.scaler.step(optimizer)
+                state.scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if state.ema is not None:
+                state.ema.update(model)
+            state.step += 1
+
+        n = labels.shape[0]
+        hard = targets.argmax(dim=-1) if targets is not None else labels
+        loss_sum += loss.item() * n
+        correct += (logits.argmax(dim=-1) == hard).sum().item()
+        clips += n
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+        elif du.is_main() and ((i + 1) % cfg.log_period == 0 or i + 1 == iters_per_epoch):
+            rate = clips / max(time.perf_counter() - start_time, 1e-9)
+            logger.info("epoch %d/%d iter %d/%d loss %.4f lr %.3e %.1f clips/s (this process)", epoch + 1,
+                        cfg.max_epoch, i + 1, iters_per_epoch, loss.item(), lr, rate)
+        if tb_writer is not None and du.is_main() and (i + 1) % cfg.log_period == 0:
+            global_iter = epoch * iters_per_epoch + i + 1
+            tb_writer.add_scalar("train/loss", loss.item(), global_iter)
+            tb_writer.add_scalar("train/lr", lr, global_iter)
+        if on_step is not None:
+            on_step(epoch, i + 1)
+        if stop and sync:
+            break
+    if bar is not None:
+        bar.close()
+    elapsed = max(time.perf_counter() - start_time, 1e-9)
+    loss_sum, correct, clips_all = du.all_reduce_sum([loss_sum, correct, float(clips)], cfg.device)
+    stopped_early = stop and i + 1 < iters_per_epoch
+    return EpochResult(
+        loss=loss_sum / max(clips_all, 1.0),
+        top1=100.0 * correct / max(clips_all, 1.0),
+        lr=lr,
+        clips_per_s=clips_all / elapsed,
+        clips=int(clips_all),
+        batches_done=i + 1,
+        preempted_by=(preempt.signum or signal.SIGTERM) if stopped_early and preempt is not None else None,
+        bad_paths=bad_paths,
+    )
+
+
+def _any_rank(flags: list[bool], device: torch.device) -> list[bool]:
+    """Element-wise OR of boolean flags over ranks."""
+    if not du.is_dist():
+        return flags
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return [bool(v > 0) for v in t.tolist()]
+
+
+def params_finite(model: nn.Module) -> bool:
+    """True when every weight is finite (checked before writing a checkpoint: never save a NaN model)."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+@torch.no_grad()
+def validate_epoch(model: nn.Module, loader: Iterable, device: torch.device,
+                   amp_dtype: torch.dtype | None) -> dict[str, float] | None:
+    """Multi-view val (mvit_video.eval.run_multiview); {"top1", "top5", "videos", "failed"} on rank 0, else None."""
+    from mvit_video.eval import run_multiview
+    from mvit_video.eval.metrics import summarize
+
+    was_training = model.training
+    model.eval()
+    result = run_multiview(model, loader, device=device, amp_dtype=amp_dtype)
+    model.train(was_training)
+    if not du.is_main():
+        return None
+    if len(result.labels) == 0:
+        logger.warning("val: no video could be decoded (%d failed)", len(result.failed))
+        return {"top1": 0.0, "top5": 0.0, "videos": 0, "failed": len(result.failed)}
+    summary = summarize(result.labels, result.probs)
+    return {"top1": float(summary["top1"]), "top5": float(summary["top5"]), "videos": int(len(result.labels)),
+            "failed": len(result.failed)}
+
+
+def interactive() -> bool:
+    """tqdm bars only when a person watches (stderr is a terminal)."""
+    return sys.stderr.isatty()

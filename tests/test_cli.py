@@ -1,0 +1,90 @@
+"""`python -m mvit_video.train` as users run it: one-line errors, Hydra's own flags, preemption by a real signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import importlib.util
+
+import pytest
+
+# The tiny model + fixture-video overrides shared with tests/engine (loaded by path: tests/ is no package).
+_spec = importlib.util.spec_from_file_location("tiny_config", Path(__file__).parent / "engine" / "tiny_config.py")
+_tiny = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_tiny)
+tiny_overrides = _tiny.tiny_overrides
+
+
+def _train(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mvit_video.train", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data.nope=1"], "error: unknown config key 'data.nope'"),
+        (["-m", "solver.base_lr=1e-3,1e-4", "data.nope=1", "hydra/launcher=mvit_slurm"],
+         "error: unknown config key 'data.nope'"),
+        (["solver.optimizing_method=adam"], "error: config key 'solver.optimizing_method': expected one of adamw, sgd"),
+        (["+experiment=k400_b_32x3"], "error: config key 'data.path_to_data_dir' is empty"),
+    ],
+)
+def test_user_errors_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    r = _train(args, tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith(message), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "outputs").exists()  # nothing started
+
+
+def test_hydra_flags_show_presets_and_the_slurm_launcher(tmp_path: Path) -> None:
+    r = _train(["--cfg", "job", "+experiment=k400_b_32x3"], tmp_path)
+    assert r.returncode == 0 and "name: k400_b_32x3" in r.stdout and "num_frames: 32" in r.stdout
+    r = _train(["hydra/launcher=mvit_slurm", "hydra.launcher.nodes=4", "--cfg", "hydra", "-p", "hydra.launcher"],
+               tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "SlurmLauncher" in r.stdout and "gpus_per_node: 8" in r.stdout and "nodes: 4" in r.stdout
+
+
+def test_sigterm_to_the_process_group_saves_and_the_rerun_resumes(kinetics_list_dir, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = tiny_overrides(kinetics_list_dir, out, "train.batch_size=1", "data_loader.num_workers=1",
+                          "data_loader.persistent_workers=false", "solver.max_epoch=20", "train.eval_period=100",
+                          "train.checkpoint_period=100")  # 80 iterations: the signal lands mid-training
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mvit_video.train", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = out / "train.log"
+    deadline = time.time() + 200
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and "iter 1/4" in log.read_text():
+            break
+        time.sleep(0.2)
+    # As SLURM does: the signal goes to every process of the step, data-loader workers included.
+    os.killpg(proc.pid, signal.SIGTERM)
+    output, _ = proc.communicate(timeout=200)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert (out / "checkpoints" / "checkpoint_preempt.pyth").is_file(), output
+    assert "signal 15: saving" in log.read_text() and "Traceback" not in output
+
+    r = _train(args, tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    text = log.read_text()
+    assert "Resuming from" in text and "checkpoint_preempt.pyth (epoch " in text
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_epoch_00020.pyth"]
+
+
+def test_multirun_gives_each_job_its_own_output_dir(kinetics_list_dir, tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    args = tiny_overrides(kinetics_list_dir, out, "solver.max_epoch=1", "solver.warmup_epochs=0")
+    r = _train(["-m", *args, "solver.base_lr=1e-3,2e-3"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = sorted(p.parent.parent for p in out.glob("*/checkpoints/checkpoint_epoch_00001.pyth"))
+    assert [p.name[:5] for p in jobs] == ["job0-", "job1-"]  # many overrides: short stable names
+    assert ["base_lr: 0.001" in (j / "config.yaml").read_text() for j in jobs] == [True, False]
