@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pytest
 import torch
@@ -215,10 +214,6 @@ def test_torch_compile_fullgraph_matches_eager(tiny):
     torch.testing.assert_close(grad_c, grad_e)
 
 
-@pytest.mark.skipif(
-    os.environ.get("MVIT_TEST_INDUCTOR") != "1",
-    reason="inductor's C++ codegen takes ~90 s for a 2-block model on 2 cores; set MVIT_TEST_INDUCTOR=1",
-)
 def test_torch_compile_inductor_matches_eager(tiny):
     """A tiny model compiles with the default (inductor) backend on CPU and matches eager."""
     torch._dynamo.reset()
