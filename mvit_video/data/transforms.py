@@ -329,17 +329,32 @@ def test_views(
     mean: Sequence[float],
     std: Sequence[float],
     short_side: Optional[int] = None,
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """uint8 frames [T,H,W,3] -> float views [S,3,T,crop,crop]: short side resize, then 1 (center) or 3 crops."""
+    """uint8 frames [T,H,W,3] -> float views [S,3,T,crop,crop]: short side resize, then 1 (center) or 3 crops.
+
+    Each crop is written once, already minus the mean, into `out` (a float32 [S,3,T,crop,crop] tensor, e.g. a slice
+    of a larger batch; allocated when None), which is then divided by the std in place and returned. The resized
+    clip is channels-last (the frames' layout), where a per-channel op is slow; on the contiguous output it is a
+    fast vectorised pass. Values are bit-identical to (crop - mean) / std per crop: the same two float ops.
+    """
     if num_spatial_crops not in (1, 3):
         raise ValueError(f"num_spatial_crops must be 1 or 3, got {num_spatial_crops}")
     video = frames.permute(0, 3, 1, 2).float()  # [T,C,H,W]
     video = short_side_resize(video, int(short_side if short_side is not None else crop_size))
-    m = torch.tensor(mean, dtype=video.dtype).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(std, dtype=video.dtype).view(1, 3, 1, 1) * 255.0
+    m = (torch.tensor(mean, dtype=video.dtype) * 255.0).view(3, 1, 1, 1)  # [C,1,1,1]: broadcast over [C,T,h,w]
+    s = (torch.tensor(std, dtype=video.dtype) * 255.0).view(3, 1, 1, 1)
     idxs = [1] if num_spatial_crops == 1 else [0, 1, 2]
-    crops = [((uniform_crop(video, crop_size, i) - m) / s).permute(1, 0, 2, 3) for i in idxs]
-    return torch.stack(crops).contiguous()
+    shape = (len(idxs), 3, video.shape[0], crop_size, crop_size)
+    if out is None:
+        out = torch.empty(shape, dtype=video.dtype)
+    elif tuple(out.shape) != shape or out.dtype != video.dtype or not out.is_contiguous():
+        raise ValueError(
+            f"test_views: out must be a contiguous {video.dtype} {list(shape)}, got {out.dtype} {list(out.shape)}"
+        )
+    for j, i in enumerate(idxs):
+        torch.sub(uniform_crop(video, crop_size, i).permute(1, 0, 2, 3), m, out=out[j])  # the one copy per crop
+    return out.div_(s)
 
 
 # ---------------------------------------------------------------- mixup / cutmix
