@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mvit_video.models.checkpoint import torch_load
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_torch_save
 
@@ -64,10 +65,7 @@ def load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign files: say which file, not a pickle traceback
-        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    ckpt = torch_load(path)  # weights_only; a truncated or foreign file becomes a UserError naming it
     if not isinstance(ckpt, dict):
         raise UserError(f"checkpoint {path} is not a dict of states")
     return ckpt
