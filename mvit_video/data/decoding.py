@@ -7,6 +7,7 @@ undecodable file raises `VideoDecodeError` naming the path.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import logging
 import os
@@ -52,7 +53,7 @@ def local_path(path: str) -> str:
         raise VideoDecodeError(f"{path}: cannot fetch ({type(e).__name__}: {e})") from e
 
 
-class VideoReader:
+class VideoReader(abc.ABC):
     """Common interface; subclasses decode. `indices` beyond the decodable end repeat the last frame."""
 
     path: str
@@ -64,9 +65,9 @@ class VideoReader:
         """Length in seconds (num_frames / fps)."""
         return self.num_frames / self.fps if self.fps > 0 else 0.0
 
-    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:  # pragma: no cover - interface
+    @abc.abstractmethod
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         """uint8 Tensor[len(indices), H, W, 3] (RGB)."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Release the file."""

@@ -23,6 +23,7 @@ import yaml
 
 from mvit_video.models.checkpoint import strip_wrapper_prefixes
 from mvit_video.models.config import MViTConfig, block_configs
+from mvit_video.models.presets import PRESETS
 from mvit_video.utils.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
@@ -370,43 +371,11 @@ def from_slowfast(
 # torchvision
 # ----------------------------------------------------------------------------------------------------------------
 
-# mvit_v2_s (torchvision/models/video/mvit.py) in PySlowFast's terms: it is the K400 MViTv2-S 16x4 network.
-_MVIT_V2_S = dict(
-    depth=16,
-    embed_dim=96,
-    num_heads=1,
-    mlp_ratio=4.0,
-    qkv_bias=True,
-    droppath_rate=0.2,
-    patch_kernel=[3, 7, 7],
-    patch_stride=[2, 4, 4],
-    patch_padding=[1, 3, 3],
-    cls_embed_on=True,
-    use_abs_pos=False,
-    sep_pos_embed=False,
-    use_mean_pooling=False,
-    norm_stem=False,
-    pool_first=False,
-    pool_kvq_kernel=[3, 3, 3],
-    pool_q_stride=[[i, 1, 2, 2] if i in (1, 3, 14) else [i, 1, 1, 1] for i in range(16)],
-    pool_kv_stride_adaptive=[1, 8, 8],
-    pool_kv_stride=[],
-    dim_mul=[[1, 2.0], [3, 2.0], [14, 2.0]],
-    head_mul=[[1, 2.0], [3, 2.0], [14, 2.0]],
-    mode="conv",
-    rel_pos_spatial=True,
-    rel_pos_temporal=True,
-    rel_pos_zero_init=False,
-    residual_pooling=True,
-    dim_mul_in_att=True,
-    separate_qkv=False,
-)
-
-
 def torchvision_config(num_frames: int = 16, crop_size: int = 224, num_classes: int = 400) -> MViTConfig:
     """torchvision's `mvit_v2_s` as an MViTConfig, built for num_frames x crop_size^2 inputs."""
-    return MViTConfig(
-        num_classes=num_classes, dropout_rate=0.5, num_frames=num_frames, crop_size=crop_size, **_MVIT_V2_S
+    # mvit_v2_s (torchvision/models/video/mvit.py) is PySlowFast's K400 MViTv2-S 16x4 network: our S preset.
+    return PRESETS["mvit_s"].model_config(
+        num_classes=num_classes, dropout_rate=0.5, num_frames=num_frames, crop_size=crop_size
     )
 
 
