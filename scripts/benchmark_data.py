@@ -14,7 +14,7 @@ for each --workers value, with the MViTv2-B clip and test protocol (32 frames x 
                    written with torchvision.transforms.v2 since pytorchvideo.transforms no longer imports)
   test (videos/s; each video gives K temporal x S spatial views, --views/--crops):
     ours           build_dataset(cfg, "test") (all views from one decode) + build_loader
-    ours (no tf)   the same with the spatial views replaced by a no-op
+    ours (no tf)   the same with the view transform (temporal gather + resize/crop/normalise) a no-op
     raw bound      decode the union of the K views' frames once per video, nothing else
     pytorchvideo   ConstantClipsPerVideoSampler(K clips, S augs per clip) + short-side resize + uniform crop
 
@@ -197,9 +197,13 @@ def _no_train_transform(frames: torch.Tensor) -> torch.Tensor:
     return frames
 
 
-def _no_spatial(frames: torch.Tensor) -> torch.Tensor:
-    """Transforms off for test views: the uint8 frames of one temporal clip as a [1,T,H,W,3] view."""
-    return frames.unsqueeze(0)
+def _no_view_transform(frames: torch.Tensor, clips: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Transforms off for test items: the decoded uint8 frames [F,H,W,3] (the union of the K views) as they are.
+
+    The per-view temporal gather is fused into our view transform (each view frame is copied once, from the
+    decoded frames straight into the normalised output), so with transforms off nothing is left to do; the
+    full pipeline ("ours") pays the gather inside its transform."""
+    return frames
 
 
 def ours_loader(list_dir: Path, clip: ClipSettings, split: str, workers: int, decoder: str, batch: int,
@@ -213,11 +217,10 @@ def ours_loader(list_dir: Path, clip: ClipSettings, split: str, workers: int, de
         if split == "train":
             dataset.train_transform = _no_train_transform
         else:
-            # VideoDataset._spatial makes one temporal clip's S views: a private hook, so check it still exists
-            # rather than silently timing the transforms
-            if not callable(getattr(type(dataset), "_spatial", None)):
-                raise RuntimeError("VideoDataset._spatial is gone: update benchmark_data.ours_loader")
-            dataset._spatial = _no_spatial
+            # check the hook still exists rather than silently timing the transforms
+            if not callable(getattr(type(dataset), "view_transform", None)):
+                raise RuntimeError("VideoDataset.view_transform is gone: update benchmark_data.ours_loader")
+            dataset.view_transform = _no_view_transform
     return build_loader(cfg, split, dataset, world_size=1, rank=0)
 
 

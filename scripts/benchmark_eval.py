@@ -139,14 +139,15 @@ def _views_reopen(ds, path: str, whole: bool = False) -> torch.Tensor:
     """The dataset's test views, opening the file once per temporal view (and decoding all of it when `whole`)."""
     with ds._open(path) as reader:
         per_view = ds.view_indices(reader.num_frames, reader.fps)
-    clips = []
+    parts = []
     for idx in per_view:
         with ds._open(path) as reader:
             if whole:
-                clips.append(reader.get_frames(range(reader.num_frames))[idx])
+                parts.append(reader.get_frames(range(reader.num_frames))[idx])
             else:
-                clips.append(reader.get_frames(idx))
-    return torch.cat([ds._spatial(c) for c in clips])
+                parts.append(reader.get_frames(idx))
+    t = len(per_view[0])
+    return ds.view_transform(torch.cat(parts), [range(k * t, (k + 1) * t) for k in range(len(parts))])
 
 
 def _span(keys: list[int], idx: list[int]) -> int:

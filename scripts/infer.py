@@ -22,7 +22,7 @@ import torch
 
 from mvit_video.data.decoding import VideoReader, open_video
 from mvit_video.data.sampling import segment_indices, test_clip_indices
-from mvit_video.data.transforms import test_short_side, test_views
+from mvit_video.data.transforms import multi_view_crops, test_short_side
 from mvit_video.eval.multiview import mean_view_probs
 from mvit_video.utils.errors import UserError, cli_errors
 
@@ -63,10 +63,9 @@ def build_views(reader: VideoReader, first: int, last: int, k: int, s: int, dc: 
     crop = int(dc["test_crop_size"])
     # REFERENCE §8: 3 crops -> short side = crop size; 1 crop -> short side = train_jitter_scales[0], center crop
     short_side = test_short_side(crop, s, dc.get("train_jitter_scales") or [crop])
-    views = [
-        test_views(frames[[pos[i] for i in clip]], crop, s, dc["mean"], dc["std"], short_side) for clip in clips
-    ]
-    return torch.cat(views, dim=0)  # view v = temporal v // S, spatial v % S
+    # view v = temporal v // S, spatial v % S
+    return multi_view_crops(frames, [[pos[i] for i in clip] for clip in clips], crop, s, dc["mean"], dc["std"],
+                            short_side)
 
 
 def topk_entries(probs: torch.Tensor, k: int, names: Sequence[str] | None) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ replaced by a random other one, at most `max_bad_retries` times). Val/test items
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 
 from mvit_video.data import sampling
 from mvit_video.data.decoding import VideoDecodeError, open_video
-from mvit_video.data.transforms import test_views
+from mvit_video.data.transforms import multi_view_crops
 from mvit_video.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -139,9 +140,15 @@ class VideoDataset(Dataset):
             for v in range(k)
         ]
 
-    def _spatial(self, frames: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def view_transform(self, frames: torch.Tensor, clips: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Decoded frames [F,H,W,3] and the K temporal views as index lists into them -> [K*S,3,T,c,c] views.
+
+        The temporal gather is part of this pass (each view frame is copied once, straight into the output), so
+        a subclass or a benchmark replacing it sees the frames exactly as decoded."""
         s = self.spec
-        return test_views(frames, s.test_crop_size, s.num_spatial_crops, s.mean, s.std, s.test_short_side, out=out)
+        return multi_view_crops(
+            frames, clips, s.test_crop_size, s.num_spatial_crops, s.mean, s.std, s.test_short_side
+        )
 
     def _views(self, path: str) -> torch.Tensor:
         with self._open(path) as reader:
@@ -151,20 +158,14 @@ class VideoDataset(Dataset):
                 uniq = sorted({i for idx in per_view for i in idx})
                 frames = reader.get_frames(uniq)
                 pos = {f: i for i, f in enumerate(uniq)}
-                clips = [frames[[pos[i] for i in idx]] for idx in per_view]
+                clips: list[Sequence[int]] = [[pos[i] for i in idx] for idx in per_view]
             else:
-                clips = [reader.get_frames(idx) for idx in per_view]
-        # [K*S,3,T,c,c], v = k*S + s
-        if getattr(self._spatial, "__func__", None) is not VideoDataset._spatial:
-            # `_spatial` replaced (a hook: benchmarks swap in a no-op, subclasses override it): concatenate its views
-            return torch.cat([self._spatial(c) for c in clips])
-        # each temporal view's S crops are written straight into their slice of one preallocated output (no cat)
-        s = self.spec
-        n = 1 if s.num_spatial_crops == 1 else 3
-        out = torch.empty(len(clips) * n, 3, clips[0].shape[0], s.test_crop_size, s.test_crop_size)
-        for k, c in enumerate(clips):
-            self._spatial(c, out=out[k * n : (k + 1) * n])
-        return out
+                # the baseline (tests, scripts/benchmark_eval.py): each view decoded on its own
+                parts = [reader.get_frames(idx) for idx in per_view]
+                frames = torch.cat(parts)
+                ends = list(itertools.accumulate(len(p) for p in parts))
+                clips = [range(end - len(p), end) for end, p in zip(ends, parts)]
+        return self.view_transform(frames, clips)  # [K*S,3,T,c,c], v = k*S + s
 
     def _test_item(self, index: int) -> dict:
         path = self.full_paths[index]

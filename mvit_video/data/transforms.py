@@ -27,6 +27,7 @@ __all__ = [
     "build_train_transform",
     "short_side_resize",
     "uniform_crop",
+    "multi_view_crops",
     "test_views",
     "test_short_side",
     "build_mixup",
@@ -331,30 +332,56 @@ def test_views(
     short_side: Optional[int] = None,
     out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """uint8 frames [T,H,W,3] -> float views [S,3,T,crop,crop]: short side resize, then 1 (center) or 3 crops.
+    """uint8 frames [T,H,W,3] of one clip -> float views [S,3,T,crop,crop] (multi_view_crops with one clip)."""
+    return multi_view_crops(frames, [range(frames.shape[0])], crop_size, num_spatial_crops, mean, std, short_side, out)
 
-    Each crop is written once, already minus the mean, into `out` (a float32 [S,3,T,crop,crop] tensor, e.g. a slice
-    of a larger batch; allocated when None), which is then divided by the std in place and returned. The resized
-    clip is channels-last (the frames' layout), where a per-channel op is slow; on the contiguous output it is a
-    fast vectorised pass. Values are bit-identical to (crop - mean) / std per crop: the same two float ops.
+
+def multi_view_crops(
+    frames: torch.Tensor,
+    clips: Sequence[Sequence[int]],
+    crop_size: int,
+    num_spatial_crops: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    short_side: Optional[int] = None,
+    out: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Decoded uint8 frames [F,H,W,3] and K temporal clips (T indices into frames each) -> float test views
+    [K*S,3,T,crop,crop], view v = clip v // S, spatial crop v % S: short side resize, then 1 (center) or 3 crops.
+
+    The frames come from one decode of the union of the clips: a frame shared by several clips is resized once,
+    and each view frame is copied exactly once, from the (resized) frames straight into its slot of `out`
+    (float32, allocated when None), with no per-clip gather in between. `out` is then normalised in place,
+    (x - 255*mean) / (255*std): per value the same two float ops as (crop - mean) / std on each view.
     """
     if num_spatial_crops not in (1, 3):
         raise ValueError(f"num_spatial_crops must be 1 or 3, got {num_spatial_crops}")
-    video = frames.permute(0, 3, 1, 2).float()  # [T,C,H,W]
-    video = short_side_resize(video, int(short_side if short_side is not None else crop_size))
-    m = (torch.tensor(mean, dtype=video.dtype) * 255.0).view(3, 1, 1, 1)  # [C,1,1,1]: broadcast over [C,T,h,w]
-    s = (torch.tensor(std, dtype=video.dtype) * 255.0).view(3, 1, 1, 1)
+    lengths = {len(c) for c in clips}
+    if len(lengths) != 1:
+        raise ValueError(f"multi_view_crops: all clips need the same number of frames, got {sorted(lengths)}")
+    video = frames.permute(0, 3, 1, 2)  # [F,C,H,W], channels-last memory: no copy
+    size = int(short_side if short_side is not None else crop_size)
+    if min(video.shape[-2:]) != size:
+        video = short_side_resize(video.float(), size)  # (only when needed: the copy_ below converts uint8 itself)
     idxs = [1] if num_spatial_crops == 1 else [0, 1, 2]
-    shape = (len(idxs), 3, video.shape[0], crop_size, crop_size)
+    shape = (len(clips) * len(idxs), 3, lengths.pop(), crop_size, crop_size)
     if out is None:
-        out = torch.empty(shape, dtype=video.dtype)
-    elif tuple(out.shape) != shape or out.dtype != video.dtype or not out.is_contiguous():
+        out = torch.empty(shape, dtype=torch.float32)
+    elif tuple(out.shape) != shape or out.dtype != torch.float32 or not out.is_contiguous():
         raise ValueError(
-            f"test_views: out must be a contiguous {video.dtype} {list(shape)}, got {out.dtype} {list(out.shape)}"
+            f"multi_view_crops: out must be a contiguous float32 {list(shape)}, got {out.dtype} {list(out.shape)}"
         )
-    for j, i in enumerate(idxs):
-        torch.sub(uniform_crop(video, crop_size, i).permute(1, 0, 2, 3), m, out=out[j])  # the one copy per crop
-    return out.div_(s)
+    crops = [uniform_crop(video, crop_size, i) for i in idxs]  # views [F,C,crop,crop]
+    m = (torch.tensor(mean, dtype=out.dtype) * 255.0).view(1, 3, 1, 1, 1)  # broadcast over [S,C,T,h,w]
+    s = (torch.tensor(std, dtype=out.dtype) * 255.0).view(1, 3, 1, 1, 1)
+    n = len(idxs)
+    for k, clip in enumerate(clips):
+        views = out[k * n : (k + 1) * n]
+        for j, crop in enumerate(crops):
+            for t, f in enumerate(clip):
+                views[j, :, t].copy_(crop[f])
+        views.sub_(m).div_(s)  # per clip, while its views are still warm in cache
+    return out
 
 
 # ---------------------------------------------------------------- mixup / cutmix

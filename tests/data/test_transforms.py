@@ -134,3 +134,29 @@ def test_mixup_targets():
     torch.testing.assert_close(target[0], torch.tensor([0.92, 0.02, 0.02, 0.02, 0.02]))
     assert build_mixup(make_cfg("kinetics", "none"), 5) is None
     assert isinstance(build_mixup(make_cfg("kinetics", "mvitv2"), 5), MixupCutmix)
+
+
+@pytest.mark.parametrize("crops,short_side", [(1, 40), (3, 32), (1, 48)])
+def test_multi_view_crops_equal_each_clip_gathered_then_cropped(crops: int, short_side: int):
+    """Views from one set of decoded frames (clips overlap, repeat frames, go backwards) equal gathering each clip
+    and cropping it on its own, bit for bit, with and without a resize."""
+    frames = _clip(t=7, h=48, w=64)
+    clips = [[0, 2, 4], [2, 3, 4], [6, 6, 5]]
+    views = T.multi_view_crops(frames, clips, 32, crops, MEAN, STD, short_side=short_side)
+    assert views.shape == (3 * crops, 3, 3, 32, 32)
+    for k, clip in enumerate(clips):
+        ref = T.test_views(frames[clip].clone(), 32, crops, MEAN, STD, short_side=short_side)
+        assert torch.equal(views[k * crops : (k + 1) * crops], ref)
+    # reference for one view, from the definition: bilinear short side resize, crop, (x/255 - mean)/std
+    x = frames.permute(0, 3, 1, 2).float()
+    if short_side != 48:
+        x = F.interpolate(x, size=(short_side, short_side * 64 // 48), mode="bilinear", align_corners=False)
+    h, w = x.shape[-2:]
+    y0, x0 = -(-(h - 32) // 2), -(-(w - 32) // 2)
+    ref = (x[[6, 6, 5], :, y0 : y0 + 32, x0 : x0 + 32] / 255.0 - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(
+        STD
+    ).view(3, 1, 1)
+    center = 2 * crops + (1 if crops == 3 else 0)
+    torch.testing.assert_close(views[center].permute(1, 0, 2, 3), ref)
+    with pytest.raises(ValueError, match="same number of frames"):
+        T.multi_view_crops(frames, [[0, 1], [2]], 32, crops, MEAN, STD, short_side=short_side)
