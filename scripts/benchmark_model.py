@@ -13,8 +13,9 @@ measured step) over the resident size just before it: activations, gradients and
 (weights and the input are already resident). The child runs with MALLOC_MMAP_THRESHOLD_=65536 so that glibc
 returns freed blocks to the OS and the resident size follows the live allocations. CUDA: torch.cuda.max_memory_allocated over the step instead.
 
-    python scripts/benchmark_model.py                      # 8x160^2, batch 2, 2 threads, CPU
-    python scripts/benchmark_model.py --frames 16 --crop 224 --batch 1 --device cuda
+    python scripts/benchmark_model.py                      # 16x224^2 (the paper's S input), batch 1, 2 threads, CPU
+    python scripts/benchmark_model.py --frames 8 --crop 160 --batch 2      # a smaller, quicker problem
+    python scripts/benchmark_model.py --device cuda --batch 4 --amp bf16
 """
 
 from __future__ import annotations
@@ -103,9 +104,9 @@ def measure_memory(args: argparse.Namespace, which: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=160)
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--classes", type=int, default=400)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)

@@ -6,7 +6,7 @@ its checkpoints load by name. Tokens are [B, N, C] with N = (1 if cls) + T*H*W, 
 Where this differs from a line-by-line port, it is for speed or memory, never for the function computed:
 - attention through F.scaled_dot_product_attention with the rel-pos terms folded into q/k (attention.py);
 - q/k/v pooling on the token layout itself (channels-last), heads kept in the channel axis: no permute copies;
-- a depthwise-conv backward that is ~10x faster than aten's on CPU (_DepthwiseConv3dFn);
+- a depthwise-conv input gradient ~10x faster than aten's on CPU (_DepthwiseConv3dFn);
 - the MLP recomputes GELU in backward instead of storing its output (_GeluLinearFn): ~13% less activation memory;
 - cls-token splits use `split` so their backward is one concatenation, not zero-filled full-size gradients.
 """
@@ -62,8 +62,8 @@ class _DepthwiseConv3dFn(torch.autograd.Function):
 
     Forward is F.conv3d (oneDNN, fast on channels-last input). aten's depthwise-3-D backward on CPU runs ~10-20x
     slower than the forward (a quarter of a train step); here the input gradient is a forward conv of the
-    (stride-dilated) output gradient with the flipped kernel, and the weight gradient is one multiply-reduce per
-    kernel tap, blocked per output frame so the operands stay in cache.
+    (stride-dilated) output gradient with the flipped kernel. The fp32 weight gradient is aten's (fast); in
+    bf16/fp16 it is one multiply-reduce per kernel tap, blocked per output frame so the operands stay in cache.
     """
 
     @staticmethod
@@ -81,7 +81,15 @@ class _DepthwiseConv3dFn(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _depthwise_input_grad(grad, weight, x.shape, stride, padding)
         if ctx.needs_input_grad[1]:
-            grad_w = _depthwise_weight_grad(grad, x, weight.shape, stride, padding)
+            if grad.dtype == torch.float32:
+                # oneDNN's fp32 weight gradient on channels-last is fast (5-10x the multiply-reduce below); only
+                # its input gradient is the slow part
+                grad_w = torch.ops.aten.convolution_backward(
+                    grad, x, weight, None, list(stride), list(padding), [1, 1, 1], False, [0, 0, 0], x.shape[1],
+                    [False, True, False],
+                )[1]
+            else:  # bf16/fp16: oneDNN's half-precision weight gradient is 2-20x slower than the multiply-reduce
+                grad_w = _depthwise_weight_grad(grad, x, weight.shape, stride, padding)
         return grad_x, grad_w, None, None
 
 

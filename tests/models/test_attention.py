@@ -102,6 +102,7 @@ def test_fused_without_rel_pos_is_sdpa():
     torch.testing.assert_close(fused_attention(q, k, v, (2, 2, 2), (2, 2, 2), False), plain_attention(q, k, v, (2, 2, 2), (2, 2, 2), False))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     "shape,kernel,stride",
     [
@@ -112,22 +113,29 @@ def test_fused_without_rel_pos_is_sdpa():
         ((1, 4, 3, 5, 5), (1, 3, 3), (1, 2, 2)),
     ],
 )
-def test_depthwise_conv_backward_equals_aten(shape, kernel, stride):
-    """The pooling conv's own backward (input and weight gradients) equals aten's conv3d backward."""
+def test_depthwise_conv_backward_equals_aten(shape, kernel, stride, dtype):
+    """The pooling conv's own backward (input and weight gradients) equals aten's fp64 conv3d backward; fp32 takes
+    aten's weight gradient, fp64 and bf16 the multiply-reduce."""
     from mvit_video.models.mvit import _DepthwiseConv3dFn
 
     g = torch.Generator().manual_seed(0)
     C = shape[1]
     x = torch.randn(shape, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
     w = torch.randn(C, 1, *kernel, generator=g, dtype=torch.float64)
+    cot = torch.randn(torch.nn.functional.conv3d(x, w, None, stride, [k // 2 for k in kernel], 1, C).shape,
+                      generator=g, dtype=torch.float64)
     padding = tuple(k // 2 for k in kernel)
-    x1, w1 = x.clone().requires_grad_(), w.clone().requires_grad_()
+    # the reference sees the inputs rounded to dtype, in fp64
+    x = x.to(dtype)
+    w = w.to(dtype)
+    x1, w1 = x.double().clone().requires_grad_(), w.double().clone().requires_grad_()
     x2, w2 = x.clone().requires_grad_(), w.clone().requires_grad_()
     ref = torch.nn.functional.conv3d(x1, w1, None, stride, padding, 1, C)
     out = _DepthwiseConv3dFn.apply(x2, w2, stride, padding)
-    torch.testing.assert_close(out, ref)
-    cot = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    tol = {torch.float64: {}, torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=1e-1)}
+    torch.testing.assert_close(out.double(), ref, **tol[dtype])
     ref.backward(cot)
-    out.backward(cot)
-    torch.testing.assert_close(x2.grad, x1.grad)
-    torch.testing.assert_close(w2.grad, w1.grad)
+    out.backward(cot.to(dtype))
+    assert x2.grad.dtype == w2.grad.dtype == dtype
+    torch.testing.assert_close(x2.grad.double(), x1.grad, **tol[dtype])
+    torch.testing.assert_close(w2.grad.double(), w1.grad, **tol[dtype])
