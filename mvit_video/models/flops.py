@@ -18,10 +18,20 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _shape(value: Any) -> list[int]:
-    from fvcore.nn.jit_handles import get_shape
+def _import_fvcore_nn():
+    """fvcore.nn, without the FutureWarning that importing it prints on current torch (its focal-loss module calls
+    torch.jit.script at import time): it says nothing about the user's run."""
+    import warnings
 
-    return get_shape(value)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+        import fvcore.nn
+        import fvcore.nn.jit_handles
+    return fvcore.nn
+
+
+def _shape(value: Any) -> list[int]:
+    return _import_fvcore_nn().jit_handles.get_shape(value)
 
 
 def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
@@ -56,7 +66,7 @@ def count_gflops(model: nn.Module, input_shape: Sequence[int]) -> float:
     Uses fvcore's FlopCountAnalysis with its default operator handles plus one for
     scaled_dot_product_attention; any operator fvcore would skip that is not a known zero-cost op is logged.
     """
-    from fvcore.nn import FlopCountAnalysis
+    FlopCountAnalysis = _import_fvcore_nn().FlopCountAnalysis
 
     shape = tuple(input_shape)
     if len(shape) == 4:

@@ -122,6 +122,20 @@ def test_ema_accumulation_bf16_and_finetuning_with_a_new_head(tiny, caplog) -> N
     assert tuned["head.projection.weight"].shape[0] == 3
 
 
+def test_fp16_with_grad_scaler(tiny) -> None:
+    """fp16 autocast trains through the GradScaler (on CPU here): finite loss, scaler state in the checkpoint."""
+    cfg = tiny("fp16", "solver.max_epoch=1", "solver.warmup_epochs=0", "train.mixed_precision=true",
+               "train.amp_dtype=fp16")
+    out = Path(cfg.output_dir)
+    train(cfg)
+    saved = ck.load(ck.epoch_checkpoint_path(out, 1))
+    assert saved["scaler"] is not None and saved["scaler"]["scale"] > 0
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    assert all(v.dtype == torch.float32 for v in saved["model"].values() if v.is_floating_point())
+    train_line = _metrics(out)[0]
+    assert train_line["split"] == "train" and torch.isfinite(torch.tensor(train_line["loss"]))
+
+
 def test_bad_videos_are_logged_once_and_listed(kinetics_list_dir, video_dir, tmp_path, caplog) -> None:
     from mvit_video.config import compose
     from tiny_config import tiny_overrides
