@@ -187,4 +187,9 @@ def validate(cfg: DictConfig, world_size: int = 1, check_paths: bool = False) ->
     _number(cfg, "test.batch_size", integer=True, min_value=1)
     _number(cfg, "test.num_ensemble_views", integer=True, min_value=1)
     _choice(cfg, "test.num_spatial_crops", [1, 3])
+    crop, short = int(cfg.data.test_crop_size), int(cfg.data.train_jitter_scales[0])
+    if int(cfg.test.num_spatial_crops) == 1 and short < crop:
+        # 1-crop testing resizes the short side to train_jitter_scales[0], then takes the center test_crop_size
+        raise ConfigError(f"config key 'data.train_jitter_scales': its min {short} is the short side before the "
+                          f"1-crop test view and must be >= data.test_crop_size ({crop})")
     return cfg

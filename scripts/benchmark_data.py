@@ -248,7 +248,7 @@ class RawDecode(Dataset):
             else:
                 views = [sampling.test_clip_indices(n, fps, v, c.views, c.num_frames, c.sampling_rate,
                                                     c.target_fps, True) for v in range(c.views)]
-                idx = sorted({i for view in views for i in view})
+                idx = sampling.union_indices(views)[0]
             return reader.get_frames(idx)
 
 

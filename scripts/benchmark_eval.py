@@ -32,6 +32,7 @@ from mvit_video.data import base as data_base
 from mvit_video.data import build_dataset, build_loader
 from mvit_video.data.decoding import HAS_DECORD, open_video
 from mvit_video.data.encode import write_video
+from mvit_video.data.sampling import concat_indices, union_indices
 
 
 def make_frames(num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -146,8 +147,7 @@ def _views_reopen(ds, path: str, whole: bool = False) -> torch.Tensor:
                 parts.append(reader.get_frames(range(reader.num_frames))[idx])
             else:
                 parts.append(reader.get_frames(idx))
-    t = len(per_view[0])
-    return ds.view_transform(torch.cat(parts), [range(k * t, (k + 1) * t) for k in range(len(parts))])
+    return ds.view_transform(torch.cat(parts), concat_indices([len(p) for p in parts]))
 
 
 def _span(keys: list[int], idx: list[int]) -> int:
@@ -169,7 +169,7 @@ def decode_work(cfg, video_dir: Path, paths: list[str]) -> dict[str, float]:
         keyframes.append(len(keys))
         views = dataset.view_indices(len(vr), vr.get_avg_fps())
 
-        once += _span(keys, sorted({i for v in views for i in v}))
+        once += _span(keys, union_indices(views)[0])
         per_view += sum(_span(keys, v) for v in views)
         needed += sum(len(set(v)) for v in views)
     n = len(paths)
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
           f"loader num_workers=0, 1 thread; fastest of {args.repeats} passes")
     for decoder in args.decoders:
         cfg = compose([
-            "data.dataset=kinetics", f"data.path_to_data_dir={root}", f"data.path_prefix={root / 'videos'}",
+            "data=kinetics", f"data.path_to_data_dir={root}", f"data.path_prefix={root / 'videos'}",
             f"data.decoder={decoder}", f"data.num_frames={args.num_frames}", f"data.sampling_rate={args.sampling_rate}",
             f"data.test_crop_size={args.crop}", f"data.train_crop_size={args.crop}",
             f"test.num_ensemble_views={k}", f"test.num_spatial_crops={args.crops}", "test.batch_size=1",
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  decode-once saving vs per-view: {got:.2f}x (target >= {target:.1f}x: "
               f"{'met' if got >= target else 'missed'})")
     if HAS_DECORD:
-        w = decode_work(compose(["data.dataset=kinetics", f"data.path_to_data_dir={root}",
+        w = decode_work(compose(["data=kinetics", f"data.path_to_data_dir={root}",
                                  f"data.num_frames={args.num_frames}", f"data.sampling_rate={args.sampling_rate}",
                                  f"test.num_ensemble_views={k}"]), root / "videos", paths)
         print(f"\nframes to decode per video (keyframes per video: {w['keyframes']:.1f}; frames sampled by the views: "

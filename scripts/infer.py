@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from mvit_video.data.decoding import VideoReader, open_video
-from mvit_video.data.sampling import segment_indices, test_clip_indices
+from mvit_video.data.sampling import segment_indices, test_clip_indices, union_indices
 from mvit_video.data.transforms import multi_view_crops, test_short_side
 from mvit_video.eval.multiview import mean_view_probs
 from mvit_video.utils.errors import UserError, cli_errors
@@ -57,15 +57,13 @@ def temporal_views(num_frames_in_range: int, fps: float, k: int, dc: dict[str, A
 def build_views(reader: VideoReader, first: int, last: int, k: int, s: int, dc: dict[str, Any]) -> torch.Tensor:
     """The K*S normalised views [K*S,3,T,crop,crop] of frames [first, last) of `reader`, decoded in one call."""
     clips = [[first + i for i in clip] for clip in temporal_views(last - first, reader.fps, k, dc)]
-    wanted = sorted({i for clip in clips for i in clip})
+    wanted, positions = union_indices(clips)
     frames = reader.get_frames(wanted)  # [F,H,W,3], one decode for every view
-    pos = {f: j for j, f in enumerate(wanted)}
     crop = int(dc["test_crop_size"])
     # REFERENCE §8: 3 crops -> short side = crop size; 1 crop -> short side = train_jitter_scales[0], center crop
     short_side = test_short_side(crop, s, dc.get("train_jitter_scales") or [crop])
     # view v = temporal v // S, spatial v % S
-    return multi_view_crops(frames, [[pos[i] for i in clip] for clip in clips], crop, s, dc["mean"], dc["std"],
-                            short_side)
+    return multi_view_crops(frames, positions, crop, s, dc["mean"], dc["std"], short_side)
 
 
 def topk_entries(probs: torch.Tensor, k: int, names: Sequence[str] | None) -> list[dict[str, Any]]:

@@ -275,9 +275,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    files = find_annotation_files(args.annotations) if args.annotations else {}
     if args.annotations and not args.annotations.is_dir():
         raise UserError(f"{args.annotations}: annotation directory not found")
+    files = find_annotation_files(args.annotations) if args.annotations else {}
     for split in ("train", "val", "test"):
         if getattr(args, split) is not None:
             files[split] = getattr(args, split)

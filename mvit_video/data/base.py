@@ -7,7 +7,6 @@ replaced by a random other one, at most `max_bad_retries` times). Val/test items
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
 from dataclasses import dataclass, field
@@ -155,16 +154,12 @@ class VideoDataset(Dataset):
             per_view = self.view_indices(reader.num_frames, reader.fps)
             if self.decode_once:
                 # the union of all views' frames in one pass over the file
-                uniq = sorted({i for idx in per_view for i in idx})
-                frames = reader.get_frames(uniq)
-                pos = {f: i for i, f in enumerate(uniq)}
-                clips: list[Sequence[int]] = [[pos[i] for i in idx] for idx in per_view]
+                wanted, clips = sampling.union_indices(per_view)
+                frames = reader.get_frames(wanted)
             else:
                 # the baseline (tests, scripts/benchmark_eval.py): each view decoded on its own
-                parts = [reader.get_frames(idx) for idx in per_view]
-                frames = torch.cat(parts)
-                ends = list(itertools.accumulate(len(p) for p in parts))
-                clips = [range(end - len(p), end) for end, p in zip(ends, parts)]
+                frames = torch.cat([reader.get_frames(idx) for idx in per_view])
+                clips = sampling.concat_indices([len(idx) for idx in per_view])
         return self.view_transform(frames, clips)  # [K*S,3,T,c,c], v = k*S + s
 
     def _test_item(self, index: int) -> dict:

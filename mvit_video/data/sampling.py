@@ -7,9 +7,10 @@ SSv2 uses segment sampling: one frame per equal segment of the video.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -20,6 +21,8 @@ __all__ = [
     "train_clip_indices",
     "test_clip_indices",
     "segment_indices",
+    "union_indices",
+    "concat_indices",
 ]
 
 
@@ -111,6 +114,19 @@ def segment_indices(
         else:
             out.append(s + ((e - s) * (2 * view + 1)) // (2 * num_views))
     return [min(max(x, 0), max(num_video_frames - 1, 0)) for x in out]
+
+
+def union_indices(per_view: Sequence[Sequence[int]]) -> tuple[list[int], list[list[int]]]:
+    """The distinct frames of all views (sorted: one forward decode), and each view as positions into them."""
+    frames = sorted({i for idx in per_view for i in idx})
+    pos = {f: j for j, f in enumerate(frames)}
+    return frames, [[pos[i] for i in idx] for idx in per_view]
+
+
+def concat_indices(lengths: Sequence[int]) -> list[range]:
+    """Positions of consecutive clips of these lengths once concatenated (views decoded one by one)."""
+    ends = list(itertools.accumulate(lengths))
+    return [range(end - n, end) for end, n in zip(ends, lengths)]
 
 
 test_clip_indices.__test__ = False  # not a pytest test, despite the name

@@ -361,6 +361,8 @@ def multi_view_crops(
         raise ValueError(f"multi_view_crops: all clips need the same number of frames, got {sorted(lengths)}")
     video = frames.permute(0, 3, 1, 2)  # [F,C,H,W], channels-last memory: no copy
     size = int(short_side if short_side is not None else crop_size)
+    if size < crop_size:
+        raise ValueError(f"multi_view_crops: short side {size} is smaller than the crop {crop_size}")
     if min(video.shape[-2:]) != size:
         video = short_side_resize(video.float(), size)  # (only when needed: the copy_ below converts uint8 itself)
     idxs = [1] if num_spatial_crops == 1 else [0, 1, 2]

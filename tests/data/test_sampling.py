@@ -75,3 +75,11 @@ def test_segment_sampling():
     # a video shorter than num_frames repeats frames: seg 3/8, bounds (0,0) (0,1) (1,1) (1,2) (2,2) (2,2) (2,3) (3,3)
     # (round(1.5) = 2: round half to even, as numpy)
     assert segment_indices(4, 8, train=False) == [0, 0, 1, 1, 2, 2, 2, 3]
+
+
+def test_union_and_concat_indices():
+    frames, positions = sampling.union_indices([[4, 6, 8], [6, 6, 9], [0, 2, 4]])
+    assert frames == [0, 2, 4, 6, 8, 9]
+    assert positions == [[2, 3, 4], [3, 3, 5], [0, 1, 2]]
+    assert [frames[p] for p in positions[1]] == [6, 6, 9]
+    assert [list(r) for r in sampling.concat_indices([3, 3, 2])] == [[0, 1, 2], [3, 4, 5], [6, 7]]

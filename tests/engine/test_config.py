@@ -105,6 +105,7 @@ def test_unknown_key_or_choice_is_named(override: str, named: str) -> None:
         ("train.amp_dtype=fp8", "train.amp_dtype"),
         ("data.std=[0.2,0.2]", "data.std"),
         ("device=tpu", "device"),
+        ("data.test_crop_size=96", "data.train_jitter_scales"),  # default 1-crop short side 64 < crop 96
     ],
 )
 def test_bad_value_is_named(override: str, key: str) -> None:
