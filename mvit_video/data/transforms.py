@@ -416,9 +416,11 @@ def multi_view_crops(
     std: Sequence[float],
     short_side: Optional[int] = None,
     out: Optional[torch.Tensor] = None,
+    one_crop_index: int = 1,
 ) -> torch.Tensor:
     """Decoded uint8 frames [F,H,W,3] and K temporal clips (T indices into frames each) -> float test views
-    [K*S,3,T,crop,crop], view v = clip v // S, spatial crop v % S: short side resize, then 1 (center) or 3 crops.
+    [K*S,3,T,crop,crop], view v = clip v // S, spatial crop v % S: short side resize, then 1 (center, or
+    `one_crop_index`: PySlowFast's SSv2 takes 0, left/top) or 3 crops.
 
     The frames come from one decode of the union of the clips: a frame shared by several clips is resized once,
     and each view frame is copied exactly once, from the (resized) frames straight into its slot of `out`
@@ -436,7 +438,7 @@ def multi_view_crops(
         raise ValueError(f"multi_view_crops: short side {size} is smaller than the crop {crop_size}")
     if min(video.shape[-2:]) != size:
         video = short_side_resize(video.float(), size)  # (only when needed: the copy_ below converts uint8 itself)
-    idxs = [1] if num_spatial_crops == 1 else [0, 1, 2]
+    idxs = [one_crop_index] if num_spatial_crops == 1 else [0, 1, 2]
     shape = (len(clips) * len(idxs), 3, lengths.pop(), crop_size, crop_size)
     if out is None:
         out = torch.empty(shape, dtype=torch.float32)
