@@ -5,7 +5,8 @@ format `{split}.csv` in data.path_to_data_dir is used instead of the json files 
 
 PySlowFast samples SSv2 from JPEG frames extracted at 30 fps (`ffmpeg -r 30`, its DATASET.md), not from the webm's
 own ~12 fps: data.frame_grid_fps (30) resamples each decoded video to that grid by timestamp, so the segment
-indices land on the same frames. Its test views take the short side to TEST_CROP_SIZE and, with one crop, the
+indices land on the same frames. Frame folders `{id}/{id}_%06d.jpg` at 30 fps (PySlowFast's layout, written by
+`scripts/prepare_ssv2.py --extract-frames`) are read as they are: a list path that is a directory is one video. Its test views take the short side to TEST_CROP_SIZE and, with one crop, the
 left/top crop (spatial index view % NUM_SPATIAL_CROPS = 0), slowfast/datasets/ssv2.py.
 """
 
@@ -16,18 +17,26 @@ import logging
 import os
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from mvit_video.data import sampling
 from mvit_video.data.base import VideoDataset, clip_spec_from_cfg
-from mvit_video.data.decoding import VideoReader
+from mvit_video.data.decoding import VideoDecodeError, VideoReader
 from mvit_video.data.kinetics import _open_text, join_prefix, read_class_names, read_list_file
 from mvit_video.data.transforms import build_train_transform, multi_view_crops
 from mvit_video.utils.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["template_to_class", "read_ssv2_annotations", "build_ssv2", "FrameGridReader", "SSv2Dataset"]
+__all__ = [
+    "template_to_class",
+    "read_ssv2_annotations",
+    "build_ssv2",
+    "FrameGridReader",
+    "FrameFolderReader",
+    "SSv2Dataset",
+]
 
 _SPLIT_FILES = {"train": "train.json", "val": "validation.json", "test": "validation.json"}  # test labels are not public
 
@@ -97,6 +106,41 @@ class FrameGridReader(VideoReader):
         self._reader.close()
 
 
+class FrameFolderReader(VideoReader):
+    """A folder of JPEG frames `{id}_%06d.jpg` (PySlowFast's extracted SSv2 layout), `fps` frames per second;
+    frame i is the i-th file in name order. Decoded to RGB (the model's order; PySlowFast's OpenCV reads BGR and
+    its REVERSE_INPUT_CHANNEL turns it back, see convert.slowfast_input_is_bgr)."""
+
+    name = "jpeg"
+
+    def __init__(self, path: str, fps: float = 30.0) -> None:
+        self.path, self.fps = path, float(fps)
+        try:
+            self._files = sorted(e.path for e in os.scandir(path) if e.name.lower().endswith((".jpg", ".jpeg")))
+        except OSError as e:
+            raise VideoDecodeError(f"{path}: cannot list frames ({e.strerror or e})") from e
+        self.num_frames = len(self._files)
+        if not self._files:
+            raise VideoDecodeError(f"{path}: no .jpg frames in the folder")
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        from PIL import Image  # torchvision's own JPEG decoding is deprecated (0.29)
+
+        last, out, cache = self.num_frames - 1, [], {}
+        for i in indices:
+            f = self._files[min(max(int(i), 0), last)]
+            if f not in cache:
+                try:
+                    with Image.open(f) as img:
+                        cache[f] = torch.from_numpy(np.asarray(img.convert("RGB")).copy())  # [H,W,3] uint8
+                except OSError as e:
+                    raise VideoDecodeError(f"{f}: not a readable JPEG ({e})") from e
+            out.append(cache[f])
+        if len({tuple(x.shape) for x in out}) != 1:
+            raise VideoDecodeError(f"{self.path}: frames of different sizes")
+        return torch.stack(out)
+
+
 class SSv2Dataset(VideoDataset):
     """VideoDataset with PySlowFast's SSv2 frame grid (frame_grid_fps; 0 = the video's own frames) and its
     one-crop test view (left/top)."""
@@ -106,6 +150,8 @@ class SSv2Dataset(VideoDataset):
         self.frame_grid_fps = float(frame_grid_fps)
 
     def _open(self, path: str) -> VideoReader:
+        if os.path.isdir(path):  # extracted frames, already on the 30 fps grid
+            return FrameFolderReader(path, self.frame_grid_fps or 30.0)
         reader = super()._open(path)
         if self.frame_grid_fps > 0 and abs(reader.fps - self.frame_grid_fps) > 1e-6:
             return FrameGridReader(reader, self.frame_grid_fps)
