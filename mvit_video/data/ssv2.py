@@ -6,8 +6,9 @@ format `{split}.csv` in data.path_to_data_dir is used instead of the json files 
 PySlowFast samples SSv2 from JPEG frames extracted at 30 fps (`ffmpeg -r 30`, its DATASET.md), not from the webm's
 own ~12 fps: data.frame_grid_fps (30) resamples each decoded video to that grid by timestamp, so the segment
 indices land on the same frames. Frame folders `{id}/{id}_%06d.jpg` at 30 fps (PySlowFast's layout, written by
-`scripts/prepare_ssv2.py --extract-frames`) are read as they are: a list path that is a directory is one video. Its test views take the short side to TEST_CROP_SIZE and, with one crop, the
-left/top crop (spatial index view % NUM_SPATIAL_CROPS = 0), slowfast/datasets/ssv2.py.
+`scripts/prepare_ssv2.py --extract-frames`) are read as they are: a list path that is a directory is one video.
+Its test views take the short side to TEST_CROP_SIZE and, with one crop, the left/top crop (spatial index
+view % NUM_SPATIAL_CROPS = 0), slowfast/datasets/ssv2.py.
 """
 
 from __future__ import annotations

@@ -243,6 +243,8 @@ def test_prepare_ssv2_extract_frames_gives_the_webm_grid(tmp_path: Path, capsys)
     torch.testing.assert_close(from_frames, webm[0]["views"], atol=0.1, rtol=0)  # JPEG vs VP9 loss only
     ids = (from_frames[0, 0, :, 16, 16] * 0.225 + 0.45) * 255 / 16
     assert ids.round().int().tolist() == [1, 3, 6, 8]  # grid frames 6, 12, 18 ... -> source frames
+    probe = check_dataset.probe_video(str(frame_dir / "21"))  # the doctor reads frame folders too
+    assert probe.ok and (probe.num_frames, probe.fps) == (25, 30.0)
     (frame_dir / "empty").mkdir()
     with pytest.raises(VideoDecodeError, match="empty: no .jpg frames"):
         FrameFolderReader(str(frame_dir / "empty"))
