@@ -106,3 +106,36 @@ def test_mfu_arithmetic() -> None:
     assert throughput.peak_flops(torch.device("cpu"), override_tflops=100) == 100e12
     names = dict(throughput.PEAK_BF16_TFLOPS)
     assert names["H200"] == names["H100"] == 989.0
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg, compiled: bool) -> None:
+    import os
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    if compiled:  # aot_eager: dynamo + AOT autograd as in training, no inductor codegen (see above)
+        real_compile = torch.compile
+        torch.compile = lambda model, **kw: real_compile(model, backend="aot_eager", **kw)
+    train(cfg)
+
+
+def test_compiled_ddp_training_matches_eager_ddp(tiny) -> None:
+    """train.compile=true under 2-process DDP (gloo): trains, and ends at the eager run's weights."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from mvit_video.engine import checkpoint as ck
+
+    weights = {}
+    for compiled in (False, True):
+        cfg = tiny(f"ddp_compiled_{compiled}", "solver.max_epoch=1", "solver.warmup_epochs=0",
+                   f"train.compile={str(compiled).lower()}", "model.dropout_rate=0.0", "mvit.droppath_rate=0.0")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        mp.spawn(_ddp_worker, args=(2, port, cfg, compiled), nprocs=2, join=True)
+        weights[compiled] = ck.load(ck.epoch_checkpoint_path(Path(cfg.output_dir), 1))["model"]
+    for name, value in weights[False].items():
+        torch.testing.assert_close(weights[True][name], value, atol=1e-5, rtol=1e-4, msg=name)
