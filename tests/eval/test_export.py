@@ -34,13 +34,16 @@ def _load(fmt: str, path: Path):
     return lambda x: torch.from_numpy(session.run(None, {"clips": x.numpy()})[0])
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 @pytest.mark.parametrize("fmt,name", [("torchscript", "m.pt"), ("export", "m.pt2"), ("onnx", "m.onnx")])
 def test_export_matches_eager_on_real_views(export, fmt, name, tmp_path, tiny_checkpoint, eval_data, capsys):
     from mvit_video import Predictor
 
     out = tmp_path / name
-    assert export.main(["--checkpoint", str(tiny_checkpoint), "--format", fmt, "--batch", "2", str(out)]) == 0
+    assert export.main(["--checkpoint", str(tiny_checkpoint), "--format", fmt, "--batch", "2", "--bench", "2",
+                        str(out)]) == 0
     printed = capsys.readouterr().out
+    assert "median of 2: eager " in printed and "x eager speed)" in printed
     diff = float(printed.split("max |Δlogit| vs eager: ")[1].split()[0])
     assert diff <= 1e-4 and "(ok," in printed
     meta = json.loads(out.with_name(name + ".json").read_text())
@@ -78,6 +81,13 @@ def test_falls_back_to_plain_attention(export, tmp_path, tiny_checkpoint):
     with pytest.raises(UserError, match="export failed with the fused attention: RuntimeError: unsupported"):
         export.export_checked(model, "export", tmp_path / "n.pt2", x, [x], 1e-4, attention="fused",
                               exporters={"export": picky})
+
+
+def test_export_needs_pt2_name(export, tmp_path, tiny_checkpoint, capsys):
+    with pytest.raises(SystemExit):
+        export.main(["--checkpoint", str(tiny_checkpoint), "--format", "export", str(tmp_path / "m.bin")])
+    assert capsys.readouterr().err.strip().endswith("torch.export files must end in .pt2 (torch.export.load refuses "
+                                                    "other names)")
 
 
 def test_onnx_without_the_packages_is_one_line(export, tmp_path, tiny_checkpoint, monkeypatch, capsys):
