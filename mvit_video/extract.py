@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint, device=torch.device("cuda", local_rank) if device == "cuda" else "cpu", use_ema=args.ema,
             views=args.views, num_frames=args.num_frames, sampling_rate=args.sampling_rate, crop_size=args.crop_size,
             decoder=args.decoder, max_views_per_forward=args.max_views_per_forward)
-        dataset = VideoDataset(paths, [join_prefix(args.prefix, p) for p in paths], labels, "test", predictor.spec())
+        dataset = predictor.dataset(paths, [join_prefix(args.prefix, p) for p in paths], labels)
         result = extract(predictor, dataset, batch_size=args.batch_size, num_workers=args.workers,
                          progress=not args.no_progress)
         if distributed.is_main():

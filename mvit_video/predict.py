@@ -25,7 +25,7 @@ from torch import nn
 
 from mvit_video.data import sampling
 from mvit_video.data.base import ClipSpec, VideoDataset
-from mvit_video.data.decoding import VideoReader, open_video
+from mvit_video.data.decoding import VideoReader
 from mvit_video.data.transforms import test_short_side
 from mvit_video.eval.multiview import mean_view_features, mean_view_probs
 from mvit_video.utils.errors import UserError
@@ -199,22 +199,30 @@ class Predictor:
 
     # ------------------------------------------------------------------ views
 
-    @staticmethod
-    def _sampler(spec: ClipSpec) -> VideoDataset:
-        """A list-less test dataset: its view_indices / view_transform are the ones evaluate uses."""
-        return VideoDataset([], [], [], "test", spec)
+    def dataset(self, paths: Sequence[str] = (), full_paths: Sequence[str] | None = None,
+                labels: Sequence[int] | None = None, views: str | Sequence[int] | None = None) -> VideoDataset:
+        """A test-split dataset over `paths` with these clip settings: its `_open`, `view_indices` and
+        `view_transform` are the ones evaluate uses, so views are sampled here exactly as there (labels default -1).
+        """
+        # One place that picks the dataset class: a dataset with its own test hooks (reader, crops) plugs in here.
+        full = list(full_paths) if full_paths is not None else list(paths)
+        labels = list(labels) if labels is not None else [-1] * len(full)
+        return VideoDataset(list(paths), full, labels, "test", self.spec(views))
 
     def views(self, reader: VideoReader, first: int = 0, last: int | None = None,
               views: str | Sequence[int] | None = None) -> torch.Tensor:
         """The K*S normalised views [K*S,3,T,crop,crop] of frames [first, last) of an open video, one decode."""
+        return self._views(self.dataset(views=views), reader, first, last)
+
+    @staticmethod
+    def _views(sampler: VideoDataset, reader: VideoReader, first: int = 0, last: int | None = None) -> torch.Tensor:
         last = reader.num_frames if last is None else last
-        sampler = self._sampler(self.spec(views))
         per_view = [[first + i for i in idx] for idx in sampler.view_indices(last - first, reader.fps)]
         wanted, clips = sampling.union_indices(per_view)
         return sampler.view_transform(reader.get_frames(wanted), clips)  # view v = temporal v // S, spatial v % S
 
-    def _open(self, video: str | os.PathLike) -> VideoReader:
-        reader = open_video(video, decoder=self.decoder)
+    def _open(self, sampler: VideoDataset, video: str | os.PathLike) -> VideoReader:
+        reader = sampler._open(os.fspath(video))  # the dataset's reader (a subclass may resample frames)
         if not reader.fps > 0:
             reader.close()
             raise UserError(f"{video}: unknown frame rate; cannot place the views in time")
@@ -236,30 +244,34 @@ class Predictor:
 
     def predict(self, video: str | os.PathLike, views: str | Sequence[int] | None = None, topk: int = 5) -> Prediction:
         """Top-k classes of the whole video: mean softmax over the K x S test views (as evaluate scores it)."""
-        spec_views = parse_views(views) if views is not None else self.settings["views"]
-        with self._open(video) as reader:
-            probs = self._probs(self.views(reader, views=spec_views))
+        sampler = self.dataset(views=views)
+        spec = sampler.spec
+        with self._open(sampler, video) as reader:
+            probs = self._probs(self._views(sampler, reader))
             duration, fps = reader.duration, reader.fps
         top, idx = self._topk(probs, topk)
-        return Prediction(str(video), top, idx, probs, spec_views, duration, fps)
+        return Prediction(str(video), top, idx, probs, (spec.num_ensemble_views, spec.num_spatial_crops), duration,
+                          fps)
 
     def timeline(self, video: str | os.PathLike, window: float = 2.0, views: str | Sequence[int] | None = None,
                  topk: int = 5) -> list[WindowPrediction]:
         """Top-k of consecutive non-overlapping windows of `window` seconds, each with its own K x S views."""
         window = check_window(window)
+        sampler = self.dataset(views=views)
         out = []
-        with self._open(video) as reader:
+        with self._open(sampler, video) as reader:
             step = max(1, round(window * reader.fps))
             for a in range(0, reader.num_frames, step):  # one window at a time: memory bounded by one window
                 b = min(a + step, reader.num_frames)
-                probs = self._probs(self.views(reader, a, b, views))
+                probs = self._probs(self._views(sampler, reader, a, b))
                 top, idx = self._topk(probs, topk)
                 out.append(WindowPrediction(a / reader.fps, b / reader.fps, top, idx, probs))
         return out
 
     def features(self, video: str | os.PathLike, views: str | Sequence[int] | None = None) -> torch.Tensor:
         """The pooled embedding [D] (the head's input, model.forward_features) averaged over the views."""
-        with self._open(video) as reader:
-            views_tensor = self.views(reader, views=views)
+        sampler = self.dataset(views=views)
+        with self._open(sampler, video) as reader:
+            views_tensor = self._views(sampler, reader)
         return mean_view_features(self.model, [views_tensor], self.device, self.amp_dtype,
                                   self.max_views_per_forward)[0]
