@@ -122,6 +122,22 @@ def test_without_matplotlib_one_line_and_the_table(trained_run, tmp_path, monkey
     assert not (run / "summary.png").exists()
 
 
+def test_several_runs_and_a_run_without_test(trained_run, tmp_path, capsys):
+    import shutil
+
+    from mvit_video.summary import main
+
+    running = tmp_path / "running"  # a run still training: no test record, no predictions
+    shutil.copytree(trained_run, running, ignore=shutil.ignore_patterns("*.png", "*.csv", "predictions.jsonl"))
+    lines = (running / "metrics.jsonl").read_text().splitlines()
+    (running / "metrics.jsonl").write_text("".join(x + "\n" for x in lines if '"split": "test"' not in x))
+    assert main([str(trained_run), str(running)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[2].split()[0] == str(trained_run) and table[3].split()[0] == str(running)
+    assert table[3].split()[4:] == ["-"] * 6  # test figures, views, GFLOPs
+    assert (running / "summary.png").is_file() and not (running / "confusion.png").exists()
+
+
 def test_not_a_run_directory(tmp_path, capsys):
     from mvit_video.summary import load_run, main
 
