@@ -221,8 +221,8 @@ def plot_summary(run: Run, out: Path) -> None:
     if val:
         ax_acc.plot([r["epoch"] for r in val], [r["top1"] for r in val], marker="s", label="val top-1 (videos)")
         best = max(val, key=lambda r: (r["top1"], -r["epoch"]))
-        ax_acc.annotate(f"best {best['top1']:.1f}", (best["epoch"], best["top1"]), textcoords="offset points",
-                        xytext=(0, 6), ha="center")
+        ax_acc.plot([best["epoch"]], [best["top1"]], marker="*", markersize=14, linestyle="none", color="C1",
+                    label=f"best val {best['top1']:.1f} (epoch {best['epoch']})")
     if run.test and run.test.get("top1") is not None:
         ax_acc.axhline(run.test["top1"], color="gray", linestyle="--", label=f"test top-1 {run.test['top1']:.1f}")
     ax_loss.set(title="train loss", xlabel="epoch", ylabel="loss")
