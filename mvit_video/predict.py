@@ -173,7 +173,7 @@ class Predictor:
         where = f"overridden: {', '.join(self.overridden)}" if self.overridden else "all from the checkpoint"
         if "views" not in self.overridden and "num_ensemble_views" not in self.data_config:
             # the checkpoint does not record test views: the paper's for its dataset
-            where += f"; views: the paper's for {self.data_config.get('dataset', 'kinetics')}"
+            where += "; views: not recorded in the checkpoint, the paper's default (SSv2 1x3, else 5x1)"
         return (f"clips of {s['num_frames']} frames every {s['sampling_rate']} (at {self.data_config['target_fps']} "
                 f"fps), crop {s['crop_size']}, {k}x{v} views ({where})")
 
