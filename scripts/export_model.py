@@ -81,6 +81,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, out: Path, opset: int =
                           opset_version=opset, dynamo=True, verbose=False, external_data=False)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = torch.get_num_threads()  # the same cores as eager torch
+    # no busy-waiting between runs: spinning threads would steal the CPU from whatever runs next (eager, in --bench)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
     return lambda x: torch.from_numpy(session.run(None, {"clips": x.numpy()})[0])
 
