@@ -3,8 +3,9 @@
 Other settings as overrides, e.g. `test.num_ensemble_views=5 test.num_spatial_crops=3 test.split=val`; without
 test.checkpoint the latest checkpoint of `<output_dir>/checkpoints` is tested.
 
-Writes to output_dir: predictions.jsonl (top-5 of each video's averaged distribution), one line appended to
-metrics.jsonl, per_class_accuracy.csv, and failed_videos.txt when some videos could not be decoded. Under torchrun
+Writes to output_dir: predictions.jsonl (top-5 of each video's averaged distribution, with class names when known),
+one line appended to metrics.jsonl, per_class_accuracy.csv, failed_videos.txt when some videos could not be decoded,
+and the test metrics and resolved config to tensorboard/. Under torchrun
 every rank scores its shard; rank 0 writes. `test(cfg, model, class_names)` is also what training calls at the end.
 """
 
@@ -62,16 +63,24 @@ def gflops_per_view(model: nn.Module, num_frames: int, crop_size: int) -> float 
         net.train(was_training)
 
 
-def prediction_lines(result: MultiViewResult, k: int = 5) -> list[str]:
-    """One JSON line per scored video: {"video", "label", "topk": [[class_index, prob], ...]} best first."""
+def prediction_lines(result: MultiViewResult, k: int = 5, class_names: Sequence[str] | None = None) -> list[str]:
+    """One JSON line per scored video: {"video", "label", "topk": [[class_index, prob], ...] best first} plus,
+    when class names are known, "label_name" and "topk_names" (the names of the topk classes, same order)."""
     if len(result) == 0:
         return []
     values, indices = topk_predictions(result.probs, k)
     lines = []
     for path, label, v, i in zip(result.paths, result.labels.tolist(), values.tolist(), indices.tolist()):
-        topk = [[c, round(p, 6)] for c, p in zip(i, v)]
-        lines.append(json.dumps({"video": path, "label": label, "topk": topk}))
+        row: dict[str, Any] = {"video": path, "label": label, "topk": [[c, round(p, 6)] for c, p in zip(i, v)]}
+        if class_names:
+            row["label_name"] = _name(class_names, label)
+            row["topk_names"] = [_name(class_names, c) for c in i]
+        lines.append(json.dumps(row))
     return lines
+
+
+def _name(class_names: Sequence[str], index: int) -> str:
+    return class_names[index] if 0 <= index < len(class_names) else str(index)
 
 
 def per_class_csv(per_class: list[dict[str, Any]], class_names: Sequence[str] | None) -> str:
@@ -87,10 +96,12 @@ def per_class_csv(per_class: list[dict[str, Any]], class_names: Sequence[str] | 
 
 
 def test(cfg: DictConfig, model: nn.Module, class_names: Sequence[str] | None = None, *,
-         count_flops: bool = True, forward: nn.Module | None = None) -> dict[str, Any]:
+         count_flops: bool = True, epoch: int | None = None, forward: nn.Module | None = None) -> dict[str, Any]:
     """Multi-view test of `model` (already on its device) on the `cfg.test.split` list; rank 0 writes the reports.
 
-    `forward` is what scores the views when it is not `model` itself (training's torch.compile'd model).
+    `epoch`: the training epoch of the weights, the TensorBoard step of the test scalars (default solver.max_epoch,
+    where training calls this). `forward` is what scores the views when it is not `model` itself (training's
+    torch.compile'd model).
 
     Returns (on every rank) the metrics.jsonl record plus "per_class", "failed" (paths), "gflops_per_view"
     (counted on rank 0 when `count_flops`; None elsewhere) and "seconds".
@@ -142,7 +153,9 @@ def test(cfg: DictConfig, model: nn.Module, class_names: Sequence[str] | None = 
         if gflops is not None:
             logger.info("%.2f GFLOPs/view x %dx%d views = %.2f GFLOPs/video", gflops, k_views, s_crops,
                         gflops * k_views * s_crops)
+        record["gflops_per_view"] = gflops  # the cost of the tested model, for `python -m mvit_video.summary`
         _write_reports(Path(cfg.output_dir), result, record, metrics["per_class"], names)
+        _write_tensorboard(cfg, record, epoch)
     distributed.barrier()  # when test() returns on any rank, the reports exist
     for path in result.failed:
         logger.warning("could not decode test video %s", path)
@@ -171,7 +184,7 @@ def _check_labels(dataset: Any, model: nn.Module, class_names: Sequence[str] | N
 def _write_reports(out_dir: Path, result: MultiViewResult, record: dict[str, Any],
                    per_class: list[dict[str, Any]], class_names: Sequence[str] | None) -> None:
     """predictions.jsonl, per_class_accuracy.csv, failed_videos.txt (atomically), then the metrics.jsonl line."""
-    lines = prediction_lines(result)
+    lines = prediction_lines(result, class_names=class_names)
     atomic_write_text("".join(line + "\n" for line in lines), out_dir / PREDICTIONS)
     atomic_write_text(per_class_csv(per_class, class_names), out_dir / PER_CLASS)
     if result.failed:
@@ -179,6 +192,25 @@ def _write_reports(out_dir: Path, result: MultiViewResult, record: dict[str, Any
     elif (out_dir / FAILED).exists():
         (out_dir / FAILED).unlink()  # a stale list from an earlier run would mislead
     append_jsonl(record, out_dir / METRICS)  # last: the metrics line only appears once the reports exist
+
+
+def _write_tensorboard(cfg: DictConfig, record: dict[str, Any], epoch: int | None) -> None:
+    """Test metrics as scalars (test/top1, test/top5, test/mean_class_acc) and the resolved config as text, into
+    <output_dir>/tensorboard next to training's curves."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from mvit_video.config import to_yaml
+
+    step = int(epoch if epoch is not None else cfg.solver.max_epoch)
+    writer = SummaryWriter(str(Path(cfg.output_dir) / "tensorboard"))
+    try:
+        for key in ("top1", "top5", "mean_class_acc"):
+            if record.get(key) is not None:
+                writer.add_scalar(f"test/{key}", record[key], step)
+        # 4-space indent: TensorBoard renders text as markdown, where an indented block keeps the YAML layout
+        writer.add_text("config", "".join("    " + line + "\n" for line in to_yaml(cfg).splitlines()), step)
+    finally:
+        writer.close()
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path:
@@ -219,7 +251,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _check_data_config(cfg, info.get("data_config"), path)
         device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device("cpu")
         model = load_model(path, use_ema=bool(cfg.test.use_ema)).to(device)
-        report = test(cfg, model, info.get("class_names"))
+        report = test(cfg, model, info.get("class_names"), epoch=info.get("epoch"))
         if distributed.is_main():
             _print_report(cfg, path, report)
         return report

@@ -1,6 +1,6 @@
 """Evaluation: multi-view scoring of videos (multiview.py) and classification metrics (metrics.py)."""
 
 from mvit_video.eval.metrics import summarize, topk_predictions
-from mvit_video.eval.multiview import MultiViewResult, mean_view_probs, run_multiview
+from mvit_video.eval.multiview import MultiViewResult, mean_view_features, mean_view_probs, run_multiview
 
-__all__ = ["MultiViewResult", "mean_view_probs", "run_multiview", "summarize", "topk_predictions"]
+__all__ = ["MultiViewResult", "mean_view_features", "mean_view_probs", "run_multiview", "summarize", "topk_predictions"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,23 +78,26 @@ def _split_batch(batch: dict[str, Any]) -> list[tuple[int, str, int, bool, torch
 
 
 @torch.no_grad()
-def mean_view_probs(
-    model: nn.Module,
+def mean_view_outputs(
+    forward: Callable[[torch.Tensor], torch.Tensor],
     views: Sequence[torch.Tensor],
     device: torch.device | str,
     amp_dtype: torch.dtype | str | None = None,
     max_views_per_forward: int = 16,
+    softmax: bool = False,
 ) -> list[torch.Tensor]:
-    """Mean softmax over views for each video in `views` (list of [V_i,3,T,H,W]) -> list of [C].
+    """Mean over views of `forward(views)` (softmax first when `softmax`) for each video in `views` (list of
+    [V_i,3,T,H,W]) -> list of [D], float32 on the CPU.
 
-    The views of all videos are forwarded together in chunks of at most `max_views_per_forward`; `model` must
-    already be in eval mode. A torch.compile'd model gets every chunk padded to `max_views_per_forward` views
-    (outputs of the padding dropped): one input shape, so the last chunk does not trigger a recompilation.
+    The views of all videos are forwarded together in chunks of at most `max_views_per_forward`; the module behind
+    `forward` must already be in eval mode. A torch.compile'd `forward` gets every chunk padded to
+    `max_views_per_forward` views (outputs of the padding dropped): one input shape, so the last chunk does not
+    trigger a recompilation.
     """
     device, amp_dtype = torch.device(device), resolve_amp_dtype(amp_dtype)
-    fixed_shape = is_compiled(model)
+    fixed_shape = is_compiled(forward)
     counts = [v.shape[0] for v in views]
-    probs = []
+    outputs = []
     autocast = (
         torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     )
@@ -106,15 +109,38 @@ def mean_view_probs(
         if fixed_shape and n < max_views_per_forward:
             chunk = torch.cat([chunk, chunk.new_zeros((max_views_per_forward - n, *chunk.shape[1:]))])
         with autocast:
-            logits = model(chunk)[:n]
-        probs.append(logits.float().softmax(dim=-1).cpu())  # softmax in fp32: bf16 logits lose the small probs
-    per_view = torch.cat(probs, dim=0)
+            out = forward(chunk)[:n]
+        out = out.float()  # softmax and means in fp32: bf16 logits lose the small probs
+        outputs.append((out.softmax(dim=-1) if softmax else out).cpu())
+    per_view = torch.cat(outputs, dim=0)
     return [p.mean(dim=0) for p in per_view.split(counts, dim=0)]
 
 
-def is_compiled(model: nn.Module) -> bool:
+def mean_view_probs(
+    model: nn.Module,
+    views: Sequence[torch.Tensor],
+    device: torch.device | str,
+    amp_dtype: torch.dtype | str | None = None,
+    max_views_per_forward: int = 16,
+) -> list[torch.Tensor]:
+    """Mean softmax over views for each video in `views` (list of [V_i,3,T,H,W]) -> list of [C]."""
+    return mean_view_outputs(model, views, device, amp_dtype, max_views_per_forward, softmax=True)
+
+
+def mean_view_features(
+    model: nn.Module,
+    views: Sequence[torch.Tensor],
+    device: torch.device | str,
+    amp_dtype: torch.dtype | str | None = None,
+    max_views_per_forward: int = 16,
+) -> list[torch.Tensor]:
+    """Mean over views of the pooled embedding (the head's input, `model.forward_features`) -> list of [D]."""
+    return mean_view_outputs(model.forward_features, views, device, amp_dtype, max_views_per_forward)
+
+
+def is_compiled(module: Any) -> bool:
     """True for a torch.compile'd module (an OptimizedModule wraps the original as `_orig_mod`)."""
-    return hasattr(model, "_orig_mod")
+    return hasattr(module, "_orig_mod")
 
 
 def _chunks(views: Sequence[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
@@ -141,8 +167,13 @@ def run_multiview(
     device: torch.device | str,
     amp_dtype: torch.dtype | str | None = None,
     max_views_per_forward: int = 16,
+    per_video: Callable[..., list[torch.Tensor]] = mean_view_probs,
 ) -> MultiViewResult:
-    """Score every video of `loader` (multi-view test batches) with `model`; gather across ranks if distributed."""
+    """Score every video of `loader` (multi-view test batches) with `model`; gather across ranks if distributed.
+
+    `per_video(model, views, device, amp_dtype, max_views_per_forward)` reduces each video's views to one vector:
+    the mean softmax by default; `mean_view_features` gives embeddings (then `result.probs` holds them).
+    """
     device = torch.device(device)
     amp_dtype = resolve_amp_dtype(amp_dtype)
     if max_views_per_forward < 1:
@@ -164,7 +195,7 @@ def run_multiview(
                     failed.append((index, path))
             if not good:
                 continue
-            video_probs = mean_view_probs(net, [g[3] for g in good], device, amp_dtype, max_views_per_forward)
+            video_probs = per_video(net, [g[3] for g in good], device, amp_dtype, max_views_per_forward)
             records.extend((i, p, y, pr) for (i, p, y, _), pr in zip(good, video_probs))
     finally:
         net.train(was_training)

@@ -59,20 +59,27 @@ def test_json_with_windows(infer, eval_data, tiny_checkpoint, capsys):
         assert all(w["topk"][0]["name"] in CLASS_NAMES for w in v["windows"])
 
 
-def test_views_match_the_test_dataset(infer, eval_overrides, tiny_checkpoint):
-    """infer samples exactly the views evaluate scores (same indices, crops, normalisation)."""
-    from mvit_video.config import compose
-    from mvit_video.data import build_dataset
-    from mvit_video.data.decoding import open_video
-    from mvit_video.models import load_checkpoint_info
+def test_text_timeline_honours_topk(infer, eval_data, tiny_checkpoint, capsys):
+    video = eval_data / "videos" / "v4.mp4"
+    assert infer.main(["--checkpoint", str(tiny_checkpoint), "--topk", "2", "--views", "1x1", "--window", "0.25",
+                       str(video)]) == 0
+    captured = capsys.readouterr()
+    assert "1x1 views (overridden: views)" in captured.err  # the clip settings in use, and where they come from
+    out = captured.out.splitlines()
+    timeline = out[out.index("  timeline:") + 1:]
+    assert len(timeline) == 3  # 20 frames in windows of 8
+    for line in timeline:
+        classes = line.split("s: ", 1)[1].split(", ")
+        assert len(classes) == 2 and all(c.split()[0] in CLASS_NAMES for c in classes)
 
-    dc = load_checkpoint_info(tiny_checkpoint)["data_config"]
-    dataset = build_dataset(compose(eval_overrides), "test")
-    item = dataset[3]
-    with open_video(dataset.full_paths[3]) as reader:
-        views = infer.build_views(reader, 0, reader.num_frames, 2, 1, dc)
-    assert views.shape == item["views"].shape
-    assert (views - item["views"]).abs().max() < 1e-5
+
+@pytest.mark.parametrize("window", ["inf", "nan", "0", "-1"])
+def test_bad_window_is_one_error_line(infer, eval_data, tiny_checkpoint, capsys, window):
+    with pytest.raises(SystemExit) as exit_info:
+        infer.main(["--checkpoint", str(tiny_checkpoint), "--window", window, str(eval_data / "videos" / "v0.mp4")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --window must be a positive, finite number of seconds") and "\n" not in err
 
 
 def test_bad_inputs_give_one_error_line(eval_data, tiny_checkpoint):

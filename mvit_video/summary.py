@@ -1,0 +1,331 @@
+"""How did a run go: `python -m mvit_video.summary RUN [RUN ...]` (RUN = an output_dir of train/evaluate).
+
+Prints one table row per run: epochs trained, the best val top-1 and its epoch, the last test's top-1/top-5 and mean
+class accuracy, its views and GFLOPs. Writes into each run directory:
+  summary.png    train loss, train and val top-1, and the LR against epochs (from metrics.jsonl)
+  confusion.png  the confusion matrix of the last test (predictions.jsonl); with many classes only the --top-n
+                 most-confused ones
+  per_class.csv  per class: videos, top-1, and the class it is most often mistaken for
+The PNGs need matplotlib (`pip install -e ".[plots]"`); without it the table and the CSV are still written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mvit_video.utils.errors import UserError, cli_errors
+from mvit_video.utils.io import atomic_write_text
+
+logger = logging.getLogger("mvit_video.summary")
+
+METRICS, PREDICTIONS = "metrics.jsonl", "predictions.jsonl"
+SUMMARY_PNG, CONFUSION_PNG, PER_CLASS_CSV = "summary.png", "confusion.png", "per_class.csv"
+NO_MATPLOTLIB = 'plots need matplotlib, which is not installed: pip install -e ".[plots]"'
+
+
+@dataclass
+class Run:
+    """What a run directory holds: metrics.jsonl records by split, and the last test's predictions."""
+
+    path: Path
+    train: list[dict[str, Any]] = field(default_factory=list)
+    val: list[dict[str, Any]] = field(default_factory=list)
+    test: dict[str, Any] | None = None  # the last test record
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    class_names: list[str] | None = None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; a broken line is a UserError naming file and line."""
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not a JSON line ({e.msg})") from None
+    return out
+
+
+def load_run(path: str | Path) -> Run:
+    """Read `<path>/metrics.jsonl` (required) and `<path>/predictions.jsonl` (when there is a test)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: not a run directory (no such directory)")
+    if not (path / METRICS).is_file():
+        raise UserError(f"{path}: no {METRICS}; pass the output_dir of a training or evaluate run")
+    run = Run(path)
+    for rec in _read_jsonl(path / METRICS):
+        split = rec.get("split")
+        if split == "train":
+            run.train.append(rec)
+        elif split == "val":
+            run.val.append(rec)
+        elif split == "test":
+            run.test = rec
+    if run.test is not None and (path / PREDICTIONS).is_file():
+        run.predictions = _read_jsonl(path / PREDICTIONS)
+    run.class_names = _class_names(run)
+    return run
+
+
+def _last_per_epoch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per epoch (a resumed run may repeat epochs: the later record wins), sorted by epoch."""
+    by_epoch = {int(r["epoch"]): r for r in records if "epoch" in r}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _class_names(run: Run) -> list[str] | None:
+    """Names from predictions.jsonl (label_name / topk_names), else per_class_accuracy.csv; None when unknown."""
+    names: dict[int, str] = {}
+    for p in run.predictions:
+        if "label_name" in p:
+            names[int(p["label"])] = p["label_name"]
+        for (c, _), n in zip(p.get("topk", []), p.get("topk_names", [])):
+            names[int(c)] = n
+    csv_path = run.path / "per_class_accuracy.csv"
+    if csv_path.is_file():
+        for row in csv.DictReader(csv_path.read_text(encoding="utf-8").splitlines()):
+            names.setdefault(int(row["class_index"]), row["name"])
+    if not names:
+        return None
+    return [names.get(i, str(i)) for i in range(max(names) + 1)]
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+
+def summary_row(run: Run) -> dict[str, Any]:
+    """The table's figures for one run (None where the run has no such record)."""
+    val = _last_per_epoch(run.val)
+    best = max(val, key=lambda r: (r["top1"], -r["epoch"])) if val else None  # the earliest of equal bests
+    t = run.test or {}
+    views = t.get("views")
+    gflops = t.get("gflops_per_view")
+    return {
+        "run": str(run.path),
+        "epochs": max((int(r["epoch"]) for r in run.train), default=None),
+        "best_val_top1": best["top1"] if best else None,
+        "best_val_epoch": best["epoch"] if best else None,
+        "test_top1": t.get("top1"),
+        "test_top5": t.get("top5"),
+        "mean_class_acc": t.get("mean_class_acc"),
+        "views": f"{views[0]}x{views[1]}" if views else None,
+        "gflops_per_view": gflops,
+        "gflops_per_video": gflops * views[0] * views[1] if gflops is not None and views else None,
+        "test_videos": t.get("videos"),
+    }
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Aligned text table of summary rows ("-" where a figure is missing)."""
+    columns = [("run", "run", "{}"), ("epochs", "epochs", "{}"), ("best val top1", "best_val_top1", "{:.2f}"),
+               ("@epoch", "best_val_epoch", "{}"), ("test top1", "test_top1", "{:.2f}"),
+               ("test top5", "test_top5", "{:.2f}"), ("mean class acc", "mean_class_acc", "{:.2f}"),
+               ("views", "views", "{}"), ("GFLOPs/view", "gflops_per_view", "{:.2f}"),
+               ("GFLOPs/video", "gflops_per_video", "{:.2f}")]
+    cells = [[title for title, _, _ in columns]]
+    for row in rows:
+        cells.append(["-" if row[key] is None else fmt.format(row[key]) for _, key, fmt in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = []
+    for j, r in enumerate(cells):
+        # the run name left-aligned, the figures right-aligned
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- per class
+
+
+def confusion_matrix(run: Run) -> np.ndarray:
+    """[C, C] counts, rows = true class, columns = predicted (top-1) class, from the last test's predictions."""
+    pairs = [(int(p["label"]), int(p["topk"][0][0])) for p in run.predictions if p.get("topk")]
+    n = max([max(a, b) for a, b in pairs] + [len(run.class_names or []) - 1, -1]) + 1
+    matrix = np.zeros((n, n), dtype=np.int64)
+    for true, pred in pairs:
+        matrix[true, pred] += 1
+    return matrix
+
+
+def _name(names: Sequence[str] | None, i: int) -> str:
+    return names[i] if names and i < len(names) else str(i)
+
+
+def per_class_csv(matrix: np.ndarray, names: Sequence[str] | None) -> str:
+    """CSV: class_index, name, videos, top1 (percent), most_confused_with (name), confused_videos."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["class_index", "name", "videos", "top1", "most_confused_with", "confused_videos"])
+    for c in range(matrix.shape[0]):
+        videos = int(matrix[c].sum())
+        top1 = f"{100.0 * matrix[c, c] / videos:.4f}" if videos else ""
+        wrong = matrix[c].copy()
+        wrong[c] = 0
+        other = int(wrong.argmax()) if wrong.any() else None
+        writer.writerow([c, _name(names, c), videos, top1, "" if other is None else _name(names, other),
+                         0 if other is None else int(wrong[other])])
+    return out.getvalue()
+
+
+def most_confused(matrix: np.ndarray, top_n: int) -> list[int]:
+    """The classes (at most top_n, sorted by index) with the most off-diagonal videos, as truth or prediction."""
+    if matrix.shape[0] <= top_n:
+        return list(range(matrix.shape[0]))
+    off = matrix - np.diag(np.diag(matrix))
+    score = off.sum(0) + off.sum(1)
+    order = np.lexsort((np.arange(len(score)), -score))  # most confused first, ties by class index
+    return sorted(int(i) for i in order[:top_n])
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend; UserError with the install line when it is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError(NO_MATPLOTLIB) from None
+    matplotlib.use("Agg")  # no display needed (clusters, CI)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_summary(run: Run, out: Path) -> None:
+    """summary.png: train loss; train and val top-1; LR; all against epochs."""
+    plt = _pyplot()
+    train, val = _last_per_epoch(run.train), _last_per_epoch(run.val)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    ax_loss, ax_acc, ax_lr = axes
+    if train:
+        epochs = [r["epoch"] for r in train]
+        ax_loss.plot(epochs, [r["loss"] for r in train], marker="o", label="train")
+        ax_acc.plot(epochs, [r["top1"] for r in train], marker="o", label="train top-1 (clips)")
+        ax_lr.plot(epochs, [r["lr"] for r in train], marker="o")
+    if val:
+        ax_acc.plot([r["epoch"] for r in val], [r["top1"] for r in val], marker="s", label="val top-1 (videos)")
+        best = max(val, key=lambda r: (r["top1"], -r["epoch"]))
+        ax_acc.plot([best["epoch"]], [best["top1"]], marker="*", markersize=14, linestyle="none", color="C1",
+                    label=f"best val {best['top1']:.1f} (epoch {best['epoch']})")
+    if run.test and run.test.get("top1") is not None:
+        ax_acc.axhline(run.test["top1"], color="gray", linestyle="--", label=f"test top-1 {run.test['top1']:.1f}")
+    ax_loss.set(title="train loss", xlabel="epoch", ylabel="loss")
+    ax_acc.set(title="top-1 accuracy", xlabel="epoch", ylabel="%")
+    ax_lr.set(title="learning rate (end of epoch)", xlabel="epoch", ylabel="LR")
+    if train and min(r["lr"] for r in train) > 0:
+        ax_lr.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
+    if train or val or run.test:
+        ax_acc.legend(loc="lower right", fontsize="small")
+    fig.suptitle(run.path.name)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, names: Sequence[str] | None, out: Path, top_n: int, title: str) -> None:
+    """confusion.png: rows = true, columns = predicted; colour = share of the row; counts written in the cells."""
+    plt = _pyplot()
+    keep = most_confused(matrix, top_n)
+    sub = matrix[np.ix_(keep, keep)]
+    rows = sub.sum(1, keepdims=True)
+    share = np.divide(sub, rows, out=np.zeros(sub.shape, dtype=float), where=rows > 0)
+    size = max(4.0, 0.4 * len(keep) + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    labels = [_name(names, i) for i in keep]
+    ax.set_xticks(range(len(keep)), labels, rotation=90, fontsize="small")
+    ax.set_yticks(range(len(keep)), labels, fontsize="small")
+    ax.set(xlabel="predicted", ylabel="true")
+    if len(keep) <= 30:  # counts stay readable up to ~30 classes
+        for i in range(len(keep)):
+            for j in range(len(keep)):
+                if sub[i, j]:
+                    ax.text(j, i, str(sub[i, j]), ha="center", va="center", fontsize="x-small",
+                            color="white" if share[i, j] > 0.5 else "black")
+    shown = "" if len(keep) == matrix.shape[0] else f" ({len(keep)} most-confused of {matrix.shape[0]} classes)"
+    ax.set_title(f"{title}{shown}")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def summarize_run(run: Run, top_n: int, plots: bool) -> list[Path]:
+    """Write per_class.csv (and the PNGs when `plots`) into the run directory; returns the files written."""
+    written = []
+    if run.predictions:
+        matrix = confusion_matrix(run)
+        atomic_write_text(per_class_csv(matrix, run.class_names), run.path / PER_CLASS_CSV)
+        written.append(run.path / PER_CLASS_CSV)
+    if plots:
+        plot_summary(run, run.path / SUMMARY_PNG)
+        written.append(run.path / SUMMARY_PNG)
+        if run.predictions:
+            plot_confusion(matrix, run.class_names, run.path / CONFUSION_PNG, top_n,
+                           f"{run.path.name}: test confusion")
+            written.append(run.path / CONFUSION_PNG)
+    return written
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mvit_video.summary", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="output directories of training / evaluate runs")
+    p.add_argument("--top-n", type=int, default=20, help="classes shown in confusion.png when there are more "
+                   "(the most confused ones; default 20)")
+    p.add_argument("--no-plots", action="store_true", help="only the table and per_class.csv")
+    args = p.parse_args(argv)
+    if args.top_n < 2:
+        p.error("--top-n must be >= 2")
+    return args
+
+
+@cli_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the table of all runs, then write each run's files; without matplotlib: one line, exit code 1."""
+    args = parse_args(argv)
+    runs = [load_run(r) for r in args.runs]
+    print(format_table([summary_row(r) for r in runs]))
+    plots = not args.no_plots
+    missing_matplotlib = False
+    if plots:
+        try:
+            _pyplot()
+        except UserError:
+            missing_matplotlib, plots = True, False
+    for run in runs:
+        written = summarize_run(run, args.top_n, plots)
+        if written:
+            print(f"wrote {', '.join(str(p) for p in written)}")
+    if missing_matplotlib:
+        print(f"error: {NO_MATPLOTLIB}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""mvit_video.Predictor on real tiny videos: the same views and probabilities as evaluate, timeline, features."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mvit_video.config import compose
+from mvit_video.utils.errors import UserError
+
+CLASS_NAMES = ["alpha", "beta", "gamma"]  # as in the tiny checkpoint of tests/eval/conftest.py
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint):
+    from mvit_video import Predictor
+
+    return Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
+
+
+def test_views_match_the_test_dataset(predictor, eval_overrides):
+    """Predictor samples exactly the views evaluate scores (same indices, crops, normalisation)."""
+    from mvit_video.data import build_dataset
+    from mvit_video.data.decoding import open_video
+
+    dataset = build_dataset(compose(eval_overrides), "test")
+    item = dataset[3]
+    with open_video(dataset.full_paths[3]) as reader:
+        views = predictor.views(reader, views="2x1")
+    assert views.shape == item["views"].shape
+    assert (views - item["views"]).abs().max() < 1e-5
+
+
+def test_predictor_matches_evaluate_probabilities(predictor, tmp_path, eval_data, eval_overrides, tiny_checkpoint):
+    from mvit_video.evaluate import test
+    from mvit_video.models import load_model
+
+    test(compose(eval_overrides + [f"output_dir={tmp_path}"]), load_model(tiny_checkpoint), CLASS_NAMES,
+         count_flops=False)  # 2x1 views
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 5
+    for row in rows:
+        pred = predictor.predict(eval_data / "videos" / row["video"], views="2x1", topk=3)
+        assert pred.class_indices == [c for c, _ in row["topk"]]
+        assert [p for _, p in pred.topk] == pytest.approx([p for _, p in row["topk"]], abs=2e-6)
+        assert [n for n, _ in pred.topk] == [CLASS_NAMES[c] for c in pred.class_indices] == row["topk_names"]
+        assert float(pred.probs.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_settings_come_from_the_checkpoint_unless_overridden(tiny_checkpoint, eval_data):
+    from mvit_video import Predictor
+
+    default = Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    assert default.settings == {"num_frames": 4, "sampling_rate": 2, "crop_size": 32, "views": (5, 1)}
+    assert "all from the checkpoint" in default.describe()
+    custom = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", num_frames=8, views="1x3")
+    assert "overridden: num_frames, views" in custom.describe()
+    pred = custom.predict(eval_data / "videos" / "v0.mp4", topk=1)
+    assert pred.views == (1, 3) and len(pred.topk) == 1 and pred.topk[0][0] in CLASS_NAMES
+    from mvit_video.data.decoding import open_video
+
+    with open_video(eval_data / "videos" / "v0.mp4") as reader:
+        assert custom.views(reader).shape == (3, 3, 8, 32, 32)  # 1x3 views of 8 frames
+    with pytest.raises(UserError, match="views must look like 5x1"):
+        default.predict(eval_data / "videos" / "v0.mp4", views="five")
+
+
+def test_timeline_and_features(predictor, eval_data):
+    video = eval_data / "videos" / "v2.mp4"
+    windows = predictor.timeline(video, window=0.25, views="1x1", topk=2)
+    # 20 frames at 30 fps in windows of 0.25 s (8 frames): 0-8, 8-16, 16-20
+    assert [(round(w.start, 3), round(w.end, 3)) for w in windows] == [(0.0, 0.267), (0.267, 0.533), (0.533, 0.667)]
+    assert all(len(w.topk) == 2 and w.topk[0][1] >= w.topk[1][1] for w in windows)
+    for bad in (float("inf"), float("nan"), 0.0, -2.0):
+        with pytest.raises(UserError, match="window must be a positive, finite"):
+            predictor.timeline(video, window=bad)
+
+    emb = predictor.features(video, views="2x1")
+    model = predictor.model
+    assert emb.shape == (model.num_features,)
+    from mvit_video.data.decoding import open_video
+
+    with open_video(video) as reader, torch.no_grad():
+        views = predictor.views(reader, views="2x1")
+        assert torch.allclose(emb, model.forward_features(views).mean(0), atol=1e-6)
+        # the embedding is the head's input: the head of the per-view features gives the per-view logits
+        assert torch.allclose(model.head(model.forward_features(views)), model(views), atol=1e-6)
+
+
+def test_bad_video_is_a_user_error(predictor, eval_data):
+    with pytest.raises(UserError, match="garbage.mp4"):
+        predictor.predict(eval_data / "videos" / "garbage.mp4")
