@@ -4,7 +4,8 @@ Everything a run writes goes to `output_dir` (default `outputs/<name>`): train.l
 tensorboard/, checkpoints/, bad_videos.txt, config.yaml. Re-running the same command resumes from the latest
 checkpoint. SIGTERM/SIGUSR1 (SLURM preemption) save `checkpoints/checkpoint_preempt.pyth` after the current step
 and exit: status 0 after `scontrol requeue` succeeded (under SLURM), else 128 + signal (143 SIGTERM, 138 SIGUSR1);
-under the submitit launcher the signal is handed to submitit, which requeues the job.
+under the submitit launcher the signal is handed to submitit, which requeues the job. SIGINT (Ctrl-C) saves the same
+way and exits 130; a second Ctrl-C stops at once. A run holds `<output_dir>/.run.lock`: a second run there refuses.
 """
 
 from __future__ import annotations
@@ -85,10 +86,12 @@ def _sampler(loader: Any) -> Any:
 
 
 def _ignore_preemption_signals(inner: Callable[[int], None] | None, worker_id: int) -> None:
-    """DataLoader worker init: SLURM signals every process of a step; workers must not die of SIGTERM/SIGUSR1
-    (the main process saves and exits; workers stop with it). Then the loader's own init runs."""
+    """DataLoader worker init: SLURM signals every process of a step, Ctrl-C the whole foreground group; workers
+    must not die of SIGTERM/SIGUSR1/SIGINT (the main process finishes the step, saves, and ends them on its way
+    out: data.loader.stop_workers). Then the loader's own init runs."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if inner is not None:
         inner(worker_id)
 

@@ -78,6 +78,7 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         """Take the lock (creating output_dir), or raise UserError naming the live holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
