@@ -552,6 +552,8 @@ def _hydra_entry() -> None:
 
     @hydra.main(config_path="../conf", config_name="config", version_base=None)
     def hydra_main(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
         _multirun_output_dir(cfg)
         try:
             run(cfg)
@@ -559,8 +561,19 @@ def _hydra_entry() -> None:
             logging.getLogger("mvit_video").error("error: %s", e)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        finally:
+            _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))  # Hydra's own job dir (`0/`): unused
 
     hydra_main()
+
+
+def _remove_if_empty(path: Path) -> None:
+    """rmdir `path` when it exists and is empty (Hydra and submitit create directories a run never uses)."""
+    try:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    except OSError:  # another task removed it or wrote into it meanwhile: leave it
+        pass
 
 
 @cli_errors
@@ -569,7 +582,7 @@ def _single_run(overrides: list[str]) -> None:
 
 
 @cli_errors
-def _precheck_multirun(args: list[str]) -> None:
+def _precheck_multirun(args: list[str]) -> DictConfig:
     """Compose the first job of a sweep before Hydra launches anything: a wrong key fails here, in one line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -585,7 +598,7 @@ def _precheck_multirun(args: list[str]) -> None:
             overrides.append(f"{o.get_key_element()}={first}")
         else:
             overrides.append(o.input_line)
-    validate(compose(overrides))
+    return validate(compose(overrides))
 
 
 def main() -> None:
@@ -593,9 +606,16 @@ def main() -> None:
     args = sys.argv[1:]
     if any(a.startswith("-") for a in args):
         plain = [a for a in args if a not in ("-m", "--multirun")]
+        sweep_dir = None
         if len(plain) < len(args) and not any(a.startswith("-") for a in plain):
-            _precheck_multirun(plain)
-        _hydra_entry()
+            sweep_dir = Path(str(_precheck_multirun(plain).output_dir))
+            print(f"multirun: each job writes to {sweep_dir}/<its overrides> (or {sweep_dir} when it has none); "
+                  f"launcher logs in {sweep_dir / '.submitit'}", file=sys.stderr, flush=True)
+        try:
+            _hydra_entry()
+        finally:
+            if sweep_dir is not None:
+                _remove_if_empty(sweep_dir / ".submitit" / "%j")  # submitit makes its folder pattern literally
         return
     _single_run(args)
 
