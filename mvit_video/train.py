@@ -221,7 +221,7 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
     start = ResumePoint()
     if saved is not None:
         _check_resumable(saved, cfg, model, model_config, latest)
-        start = _restore(state, saved, world, iters_per_epoch, int(cfg.train.batch_size), latest)
+        start = _restore(state, saved, world, iters_per_epoch, int(cfg.train.batch_size))
         logger.info("Resuming from %s (epoch %d, iteration %d)", latest, start.epoch, start.iteration)
     elif str(cfg.train.checkpoint_file_path):
         ck.load_pretrained(model, str(cfg.train.checkpoint_file_path))
@@ -496,8 +496,8 @@ class ResumePoint:
     partial: dict | None = None
 
 
-def _restore(state: TrainState, saved: dict[str, Any], world: int, iters_per_epoch: int, batch_size: int,
-             path: Path | None = None) -> ResumePoint:
+def _restore(state: TrainState, saved: dict[str, Any], world: int, iters_per_epoch: int,
+             batch_size: int) -> ResumePoint:
     """Load weights, optimizer, scaler, EMA and step count from a training checkpoint; return where to go on."""
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
