@@ -64,9 +64,10 @@ def _submitit_ranks() -> tuple[int, int, int, int]:
         raise ConfigError(f"hydra.launcher.tasks_per_node: cannot read this task's rank from submitit ({e}); "
                           f"run one task per job, or launch with torchrun/srun") from None
     if world > 1:
-        env.setdefault("MASTER_ADDR", master)
+        # Set, not defaulted: values inherited from the launching shell (another job's) would point elsewhere.
+        env["MASTER_ADDR"] = master
         # A port derived from the job id: every task of the job computes the same one, other jobs another.
-        env.setdefault("MASTER_PORT", str(20000 + zlib.crc32(job_id.encode()) % 20000))
+        env["MASTER_PORT"] = str(20000 + zlib.crc32(job_id.encode()) % 20000)
         env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"] = str(rank), str(world), str(local_rank)
         env["LOCAL_WORLD_SIZE"] = str(max(1, world // max(1, nodes)))
     return rank, world, local_rank, nodes
