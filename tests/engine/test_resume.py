@@ -106,32 +106,29 @@ def _run_cfg(lists: Path, out: Path):
                                   "train.eval_period=5", "train.checkpoint_period=5"))
 
 
-def test_resume_across_world_sizes_continues_at_the_global_batch(twelve_videos, tmp_path, caplog) -> None:
-    """1 process preempted after 4 of 6 global batches, resumed with 2 (gloo): batches 5 and 6 only; 2 -> 1 alike
-    (before: 1 -> 2 restarted at batch 2, 2 -> 1 skipped to the end and wrote a loss-0.0 line)."""
-    one_to_two = _run_cfg(twelve_videos, tmp_path / "one_to_two")
-    out = Path(one_to_two.output_dir)
+def test_resume_across_world_sizes_continues_at_the_global_batch(twelve_videos, tmp_path) -> None:
+    """6 global batches: 1 process preempted after 3, resumed with 2 (gloo) and preempted after 5, resumed with 1:
+    each batch trained once (before: 1 -> 2 restarted at an earlier batch, 2 -> 1 skipped to the end of the epoch
+    and wrote a loss-0.0 line)."""
+    cfg = _run_cfg(twelve_videos, tmp_path / "run")
+    out = Path(cfg.output_dir)
 
     def stop(epoch: int, iteration: int) -> None:
-        if iteration == 3:  # the step in progress when the signal comes (the 4th) finishes first
+        if iteration == 2:  # the step in progress when the signal comes (the 3rd) finishes first
             os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(SystemExit):
-        train(one_to_two, on_step=stop)
-    assert ck.load(ck.preempt_checkpoint_path(out))["sampler"]["batches_done"] == 4
-    _spawn(one_to_two, 2)
+        train(cfg, on_step=stop)
+    assert ck.load(ck.preempt_checkpoint_path(out))["sampler"]["batches_done"] == 3
+    _spawn(cfg, 2, stop_at=4)
+    saved = ck.load(ck.preempt_checkpoint_path(out))
+    assert saved["sampler"]["batches_done"] == 5 and saved["scheduler"]["step"] == 5  # 3 + 2: none twice
+    train(cfg)
     saved = ck.load(ck.epoch_checkpoint_path(out, 1))
-    assert saved["scheduler"]["step"] == 6 and saved["iteration"] == 6  # 4 + 2: nothing trained twice
-    assert "resuming with 2 processes instead of 1: epoch 1 continues at global batch 4/6" in (
-        out / "train.log").read_text()
-
-    two_to_one = _run_cfg(twelve_videos, tmp_path / "two_to_one")
-    out = Path(two_to_one.output_dir)
-    _spawn(two_to_one, 2, stop_at=1)
-    assert ck.load(ck.preempt_checkpoint_path(out))["sampler"]["batches_done"] == 2
-    train(two_to_one)
-    saved = ck.load(ck.epoch_checkpoint_path(out, 1))
-    assert saved["scheduler"]["step"] == 6  # 2 + 4: nothing skipped
+    assert saved["scheduler"]["step"] == 6 and saved["iteration"] == 6  # 5 + 1: none skipped
+    log = (out / "train.log").read_text()
+    assert "resuming with 2 processes instead of 1: epoch 1 continues at global batch 3/6" in log
+    assert "resuming with 1 process instead of 2: epoch 1 continues at global batch 5/6" in log
     lines = _metrics(out)
     assert [m["epoch"] for m in lines if m["split"] == "train"] == [1] and lines[0]["loss"] > 0
 
