@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mvit_video.utils.errors import ConfigError
 
-__all__ = ["ResumableDistributedSampler", "ShardSampler", "train_collate", "test_collate", "worker_init_fn", "build_loader",
-           "stop_workers"]
+__all__ = ["ResumableDistributedSampler", "ShardSampler", "train_collate", "test_collate", "worker_init_fn",
+           "build_loader", "stop_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,9 @@ def build_loader(cfg, split: str, dataset: Dataset, *, world_size: int = 1, rank
             len(dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=int(cfg.seed), drop_last=True,
             keyed=True,
         )
-        return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=train_collate, drop_last=True, **common)
+        return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=train_collate, drop_last=True,
+                              **common)
     batch = max(1, int(cfg.test.batch_size) // world_size)
     sampler = ShardSampler(len(dataset), num_replicas=world_size, rank=rank)
-    return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=test_collate, drop_last=False, **common)
+    return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=test_collate, drop_last=False,
+                          **common)

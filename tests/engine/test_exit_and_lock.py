@@ -18,12 +18,13 @@ from mvit_video.engine.runlock import LOCK_NAME, RunLock
 from mvit_video.utils.errors import UserError
 
 _INJECT = """
-import sys
+import sys, time
 from mvit_video.config import compose
 from mvit_video.train import train
 
 def boom(epoch, iteration):
     if iteration == 2:
+        print("raising at", time.time(), flush=True)
         raise KeyError("injected failure")
 
 train(compose(sys.argv[1:]), on_step=boom)
@@ -49,7 +50,10 @@ def test_an_error_inside_an_epoch_with_two_workers_exits_within_seconds(kinetics
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError("the process did not exit after the error") from None
+    exited = time.time()
     assert proc.returncode == 1 and "KeyError: 'injected failure'" in output
+    raised = float(output.split("raising at ")[1].split()[0])
+    assert exited - raised < 30
     assert not (tmp_path / "run" / LOCK_NAME).exists()  # released on the way out
 
 

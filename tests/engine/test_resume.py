@@ -23,7 +23,8 @@ def _metrics(out: Path) -> list[dict]:
 
 
 def _assert_same_weights(a: Path, b: Path, epoch: int) -> None:
-    want, got = ck.load(ck.epoch_checkpoint_path(a, epoch))["model"], ck.load(ck.epoch_checkpoint_path(b, epoch))["model"]
+    want = ck.load(ck.epoch_checkpoint_path(a, epoch))["model"]
+    got = ck.load(ck.epoch_checkpoint_path(b, epoch))["model"]
     assert want.keys() == got.keys()
     diff = max((want[k].float() - got[k].float()).abs().max().item() for k in want)
     assert diff == 0.0, f"max |dweight| {diff}"
