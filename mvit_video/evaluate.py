@@ -87,8 +87,10 @@ def per_class_csv(per_class: list[dict[str, Any]], class_names: Sequence[str] | 
 
 
 def test(cfg: DictConfig, model: nn.Module, class_names: Sequence[str] | None = None, *,
-         count_flops: bool = True) -> dict[str, Any]:
+         count_flops: bool = True, forward: nn.Module | None = None) -> dict[str, Any]:
     """Multi-view test of `model` (already on its device) on the `cfg.test.split` list; rank 0 writes the reports.
+
+    `forward` is what scores the views when it is not `model` itself (training's torch.compile'd model).
 
     Returns (on every rank) the metrics.jsonl record plus "per_class", "failed" (paths), "gflops_per_view"
     (counted on rank 0 when `count_flops`; None elsewhere) and "seconds".
@@ -112,7 +114,7 @@ def test(cfg: DictConfig, model: nn.Module, class_names: Sequence[str] | None = 
     logger.info("testing %d videos of the %s list with %dx%d views on %d process(es)", len(dataset), split,
                 k_views, s_crops, world)
     start = time.perf_counter()
-    result = run_multiview(model, loader, device=device, amp_dtype=amp_dtype,
+    result = run_multiview(model if forward is None else forward, loader, device=device, amp_dtype=amp_dtype,
                            max_views_per_forward=chunk)
     seconds = time.perf_counter() - start
 

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, open_dict
 from mvit_video.config import compose, to_yaml, validate
 from mvit_video.engine import checkpoint as ck
 from mvit_video.engine import distributed as du
+from mvit_video.engine import throughput
 from mvit_video.engine.ema import ModelEma
 from mvit_video.engine.runlock import RunLock
 from mvit_video.engine.loop import (LoopSettings, PreemptionHandler, TrainState, TrainingDiverged, interactive,
@@ -228,8 +229,14 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
         if ema is not None:
             ema.load_state_dict(model.state_dict())
 
-    if cfg.train.compile:
-        state.forward = torch.compile(model)
+    compiled = _compile_enabled(cfg.train.compile, device)
+    eval_forward: torch.nn.Module = model
+    if compiled:
+        # Compiled once, wrapped by DDP (which then all-reduces after the compiled backward). Train steps have one
+        # shape (drop_last); val/test chunks are padded to one shape (mean_view_probs): no recompilation per batch.
+        eval_forward = state.forward = torch.compile(model)
+        logger.info("torch.compile on (train.compile=%s): compilation happens in the first train step and the "
+                    "first val/test batch", cfg.train.compile)
     if world > 1:
         state.forward = torch.nn.parallel.DistributedDataParallel(
             state.forward, device_ids=[device.index] if device.type == "cuda" else None)
@@ -238,7 +245,8 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
     settings = LoopSettings(device=device, amp_dtype=amp_dtype, grad_accum_steps=int(cfg.train.grad_accum_steps),
                             clip_grad_l2norm=cfg.solver.clip_grad_l2norm, label_smoothing=label_smoothing,
                             log_period=int(cfg.log_period), max_epoch=int(cfg.solver.max_epoch),
-                            progress_bar=interactive())
+                            progress_bar=interactive(), compiled=compiled)
+    flops_per_clip, peak = _mfu_inputs(cfg, model, device)
     writer = None
     if du.is_main():
         from torch.utils.tensorboard import SummaryWriter
@@ -305,22 +313,28 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
                 preempt.exit()
             epochs_done = epoch + 1
             clips = max(sums["clips"], 1.0)
+            mfu = throughput.mfu(result.clips_per_s_per_gpu, flops_per_clip, peak)
             last["train"] = {"split": "train", "epoch": epochs_done, "loss": sums["loss_sum"] / clips,
                              "top1": 100.0 * sums["correct"] / clips, "lr": result.lr,
-                             "clips_per_s": result.clips_per_s}
+                             "clips_per_s": result.clips_per_s,
+                             "clips_per_s_per_gpu": result.clips_per_s_per_gpu,
+                             "data_wait_frac": result.data_wait_frac, "mfu": mfu}
             if sums["clips"] == 0:  # e.g. an old checkpoint saved at the very end of the epoch: nothing to report
                 logger.warning("epoch %d: no batch left to train after the resume; no train line written",
                                epochs_done)
             elif du.is_main():
                 append_jsonl(last["train"], metrics_path)
-                logger.info("epoch %d/%d: train loss %.4f top1 %.2f%% lr %.3e %.1f clips/s", epochs_done,
-                            settings.max_epoch, last["train"]["loss"], last["train"]["top1"], result.lr,
-                            result.clips_per_s)
+                logger.info("epoch %d/%d: train loss %.4f top1 %.2f%% lr %.3e | %.1f clips/s (%.1f per %s), "
+                            "%.0f%% of step time waiting for data%s", epochs_done, settings.max_epoch,
+                            last["train"]["loss"], last["train"]["top1"], result.lr, result.clips_per_s,
+                            result.clips_per_s_per_gpu, "GPU" if device.type == "cuda" else "process",
+                            100 * result.data_wait_frac, f", MFU {100 * mfu:.1f}%" if mfu is not None else "")
                 writer.add_scalar("epoch/train_loss", last["train"]["loss"], epochs_done)
                 writer.add_scalar("epoch/train_top1", last["train"]["top1"], epochs_done)
             is_last = epochs_done == int(cfg.solver.max_epoch)
             if epochs_done % int(cfg.train.eval_period) == 0 or is_last:
-                last["val"] = _validate(state, val_loader, device, amp_dtype, epochs_done, metrics_path, writer)
+                last["val"] = _validate(state, eval_forward, val_loader, device, amp_dtype, epochs_done,
+                                        metrics_path, writer, int(cfg.test.max_views_per_forward))
             if epochs_done % int(cfg.train.checkpoint_period) == 0 or is_last:
                 save(epochs_done, 0, ck.epoch_checkpoint_path(output_dir, epochs_done))
                 if du.is_main():
@@ -348,16 +362,36 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
             logger.info("the test already ran (see %s); test again with python -m mvit_video.evaluate",
                         metrics_path)
         else:
-            last["test"] = test(cfg, model, class_names)
+            last["test"] = test(cfg, model, class_names, forward=eval_forward)
     return last
 
 
-def _validate(state: TrainState, loader: Any, device: torch.device, amp_dtype: torch.dtype | None, epoch: int,
-              metrics_path: Path, writer: Any) -> dict[str, Any] | None:
-    """Multi-view val of the weights (and of the EMA weights when enabled); rank 0 logs and writes metrics."""
+def _compile_enabled(setting: Any, device: torch.device) -> bool:
+    """train.compile: true | false | auto (on for CUDA; off on CPU, where compiling measured no faster)."""
+    return setting is True or (setting == "auto" and device.type == "cuda")
+
+
+def _mfu_inputs(cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> tuple[float | None, float | None]:
+    """(model FLOPs per training clip, peak FLOP/s) for the MFU figure; (None, None) off CUDA or when unknown."""
+    peak = throughput.peak_flops(device, cfg.train.get("peak_tflops"))
+    if peak is None or not du.is_main():
+        return None, None
+    from mvit_video.models.flops import count_gflops
+
+    gflops = count_gflops(model, (1, 3, int(cfg.data.num_frames), int(cfg.data.train_crop_size),
+                                  int(cfg.data.train_crop_size)))
+    logger.info("MFU basis: %.1f GFLOPs per clip forward (fvcore), peak %.0f TFLOP/s", gflops, peak / 1e12)
+    return throughput.train_flops_per_clip(gflops, bool(cfg.model.act_checkpoint)), peak
+
+
+def _validate(state: TrainState, forward: torch.nn.Module, loader: Any, device: torch.device,
+              amp_dtype: torch.dtype | None, epoch: int, metrics_path: Path, writer: Any,
+              max_views: int) -> dict[str, Any] | None:
+    """Multi-view val of the weights through `forward` (the model, or its compiled version), and of the EMA
+    weights when enabled; rank 0 logs and writes metrics."""
     out = None
-    for split, net in [("val", state.model)] + ([("val_ema", state.ema.module)] if state.ema is not None else []):
-        summary = validate_epoch(net, loader, device, amp_dtype)
+    for split, net in [("val", forward)] + ([("val_ema", state.ema.module)] if state.ema is not None else []):
+        summary = validate_epoch(net, loader, device, amp_dtype, max_views)
         if summary is None:
             continue
         record = {"split": split, "epoch": epoch, "top1": summary["top1"], "top5": summary["top5"]}

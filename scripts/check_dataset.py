@@ -78,7 +78,13 @@ def probe_video(path: str, decoder: str = "decord") -> Probe:
     from mvit_video.data.decoding import open_video  # imported in the worker: decord state is per process
 
     try:
-        with open_video(path, decoder=decoder) as reader:
+        if os.path.isdir(path):  # an SSv2 frame folder (prepare_ssv2.py --extract-frames): one video
+            from mvit_video.data.ssv2 import FrameFolderReader
+
+            opened = FrameFolderReader(path)
+        else:
+            opened = open_video(path, decoder=decoder)
+        with opened as reader:
             n = int(reader.num_frames)
             frames = reader.get_frames(sorted({0, n // 2, n - 1}))
             if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1] == 0 or frames.shape[2] == 0:

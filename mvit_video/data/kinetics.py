@@ -102,7 +102,10 @@ def build_kinetics(
         labels=labels,
         split=split,
         spec=clip_spec_from_cfg(cfg),
-        train_transform=build_train_transform(cfg) if split == "train" else None,
+        # PySlowFast's Kinetics decoder scales frames to short side TRAIN_JITTER_SCALES[0] before augmentation
+        train_transform=(
+            build_train_transform(cfg, decode_short_side=int(d.train_jitter_scales[0])) if split == "train" else None
+        ),
         num_sample=int(d.num_sample) if split == "train" else 1,
         max_bad_retries=int(d.max_bad_retries),
         class_names=class_names,

@@ -7,9 +7,11 @@ SSv2 uses segment sampling: one frame per equal segment of the video.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
+from fractions import Fraction
 from typing import Optional, Sequence
 
 import torch
@@ -23,6 +25,7 @@ __all__ = [
     "segment_indices",
     "union_indices",
     "concat_indices",
+    "frame_grid",
 ]
 
 
@@ -68,9 +71,12 @@ def train_clip_indices(
     target_fps: float = 30.0,
     rng: Optional[random.Random] = None,
 ) -> list[int]:
-    """Frame indices of one training clip with a uniformly random start (rng: a random.Random; default global)."""
+    """Frame indices of one training clip with a uniformly random start (rng: a random.Random; default global).
+
+    The start is rounded up to a whole frame: PySlowFast's default (torchvision) decode path seeks to the start
+    time and its clip begins at the first frame with pts >= start, i.e. ceil(start)."""
     size = clip_size(num_frames, sampling_rate, fps, target_fps)
-    start = start_index(num_video_frames, size, -1, 1, False, rng)
+    start = math.ceil(start_index(num_video_frames, size, -1, 1, False, rng))
     return clip_indices(num_video_frames, start, size, num_frames)
 
 
@@ -127,6 +133,33 @@ def concat_indices(lengths: Sequence[int]) -> list[range]:
     """Positions of consecutive clips of these lengths once concatenated (views decoded one by one)."""
     ends = list(itertools.accumulate(lengths))
     return [range(end - n, end) for end, n in zip(ends, lengths)]
+
+
+@functools.lru_cache(maxsize=4096)
+def frame_grid(
+    num_video_frames: int, fps: float, grid_fps: float = 30.0, time_base: Fraction = Fraction(1, 1000)
+) -> tuple[int, ...]:
+    """The source frame shown at each frame of the video resampled to `grid_fps` by duplicating/dropping frames by
+    timestamp, as `ffmpeg -r 30` / its fps filter (rounding "near") extract PySlowFast's SSv2 JPEG frames.
+
+    Frame i has timestamp i / fps stored in `time_base` units (1 ms: WebM, the SSv2 videos); grid frame k shows
+    the last frame whose timestamp rounds to <= k grid ticks; the grid ends where the last frame does (its
+    timestamp plus one frame duration, each stored in `time_base` units), rounded."""
+    rate = Fraction(fps).limit_denominator(1001)
+    grid = Fraction(grid_fps).limit_denominator(1001)
+
+    def near(x: Fraction) -> int:  # round half away from zero (FFmpeg's AV_ROUND_NEAR_INF) for x >= 0
+        return math.floor(x + Fraction(1, 2))
+
+    stored = [near(Fraction(i) / rate / time_base) for i in range(num_video_frames)]
+    ticks = [near(t * time_base * grid) for t in stored]
+    end = near((stored[-1] + math.floor(1 / rate / time_base)) * time_base * grid) if stored else 1
+    out, j = [], 0
+    for k in range(max(end, 1)):
+        while j + 1 < num_video_frames and ticks[j + 1] <= k:
+            j += 1
+        out.append(j)
+    return tuple(out)
 
 
 test_clip_indices.__test__ = False  # not a pytest test, despite the name

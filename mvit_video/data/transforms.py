@@ -1,10 +1,11 @@
 """Clip transforms on whole clips (one parameter set per clip), test-time views, and batch-level mixup/cutmix.
 
-Train: RandomResizedCrop (or short-side jitter + random crop) -> flip -> RandAugment (timm rand-m7-n4-mstd0.5-inc1
-semantics) -> normalise -> random erasing. (PySlowFast runs RandAugment on the full frames before the crop; here it
-runs on the crop, which is cheaper and the same augmentation up to the translate/rotate reference size.) torchvision.transforms.v2 treats a `tv_tensors.Video` [T, C, H, W] as
-one sample, so every frame gets the same crop, flip and ops. Test: PySlowFast's short-side resize and 1 or 3
-crops (REFERENCE §5, §8).
+Train, in PySlowFast's order (slowfast/datasets/utils.py aug_frame): [Kinetics: short side to train_jitter_scales[0],
+as its decoder does] -> RandAugment on the full frames (timm rand-m7-n4-mstd0.5-inc1 semantics, fill 128, bicubic)
+-> RandomResizedCrop (or short-side jitter + random crop) -> flip -> normalise -> random erasing (one box for the
+clip, fresh noise per frame). torchvision.transforms.v2 treats a `tv_tensors.Video` [T, C, H, W] as one sample, so
+every frame gets the same crop, flip and ops. Test: PySlowFast's short-side resize and 1 or 3 crops (REFERENCE §5,
+§8). Mixup/CutMix pair each clip with the mirrored batch (PySlowFast's flip(0)), never with its neighbour.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mvit_video.utils.errors import ConfigError
 
 __all__ = [
     "RandAugmentVideo",
+    "RandomErasingCube",
     "TrainTransform",
     "build_train_transform",
     "short_side_resize",
@@ -65,16 +67,35 @@ def _signed(x: float) -> float:
     return -x if random.random() < 0.5 else x
 
 
-def _affine(video: torch.Tensor, fill: list[float], interp, **kw) -> torch.Tensor:
-    kw.setdefault("angle", 0.0)
-    kw.setdefault("translate", [0, 0])
-    kw.setdefault("scale", 1.0)
-    kw.setdefault("shear", [0.0, 0.0])
-    return TF.affine(video, interpolation=interp, fill=fill, **kw)
+def _pil_affine(video: torch.Tensor, coeffs: Sequence[float], fill: list[float], mode: str) -> torch.Tensor:
+    """PIL's Image.transform(AFFINE, coeffs) on uint8 [T,C,H,W]: output pixel centre (x, y) samples the input at
+    (a x + b y + c, d x + e y + f); outside the input -> `fill`. torchvision's tensor affine has no bicubic, so
+    grid_sample does the sampling (`mode` nearest | bilinear | bicubic; torch's bicubic kernel is a=-0.75, PIL's
+    a=-0.5)."""
+    t, c, h, w = video.shape
+    a, b, cc, d, e, f = (float(v) for v in coeffs)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5, indexing="ij"
+    )
+    xin, yin = a * xs + b * ys + cc, d * xs + e * ys + f
+    grid = torch.stack([2 * xin / w - 1, 2 * yin / h - 1], dim=-1).to(torch.float32)  # align_corners=False
+    # border padding: PIL clamps the neighbours of a point inside the image; points outside get the fill below
+    out = F.grid_sample(video.float(), grid.expand(t, h, w, 2), mode=mode, padding_mode="border", align_corners=False)
+    outside = ((xin < 0) | (xin >= w) | (yin < 0) | (yin >= h)).to(torch.bool)
+    out = torch.where(outside, torch.tensor(fill, dtype=out.dtype).view(1, c, 1, 1), out)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _rotate_coeffs(degrees: float, h: int, w: int) -> tuple[float, ...]:
+    """PIL's Image.rotate(degrees) (counter-clockwise about the centre) as AFFINE coefficients."""
+    rad = -math.radians(degrees)
+    a, b, d, e = math.cos(rad), math.sin(rad), -math.sin(rad), math.cos(rad)
+    cx, cy = w / 2.0, h / 2.0
+    return a, b, a * -cx + b * -cy + cx, d, e, d * -cx + e * -cy + cy
 
 
 def _op_table(increasing: bool):
-    """op name -> fn(video uint8 [T,C,H,W], level 0..10, fill, interp). timm's magnitude mappings."""
+    """op name -> fn(video uint8 [T,C,H,W], level 0..10, fill, interp mode). timm's magnitude mappings."""
 
     def posterize(v, lvl, *_):
         # timm: increasing -> 4 - int(level * 0.4) bits (level 10 = 0 bits = black, as PIL); else int(level * 0.4)
@@ -100,21 +121,22 @@ def _op_table(increasing: bool):
 
         return op
 
+    # geometric ops as timm builds them on PIL images (coefficients of Image.transform / Image.rotate)
     def rotate(v, lvl, fill, interp):
-        return TF.rotate(v, _signed(lvl / _MAX_LEVEL * 30.0), interpolation=interp, fill=fill)
+        return _pil_affine(v, _rotate_coeffs(_signed(lvl / _MAX_LEVEL * 30.0), *v.shape[-2:]), fill, interp)
 
     def shear(axis):
         def op(v, lvl, fill, interp):
-            deg = math.degrees(math.atan(_signed(lvl / _MAX_LEVEL * 0.3)))
-            return _affine(v, fill, interp, shear=[deg, 0.0] if axis == 0 else [0.0, deg], center=[0, 0])
+            k = _signed(lvl / _MAX_LEVEL * 0.3)
+            return _pil_affine(v, (1, k, 0, 0, 1, 0) if axis == 0 else (1, 0, 0, k, 1, 0), fill, interp)
 
         return op
 
     def translate(axis):
         def op(v, lvl, fill, interp):
-            size = v.shape[-1] if axis == 0 else v.shape[-2]
-            px = int(round(_signed(lvl / _MAX_LEVEL * 0.45) * size))
-            return _affine(v, fill, interp, translate=[px, 0] if axis == 0 else [0, px])
+            pct = _signed(lvl / _MAX_LEVEL * 0.45)  # of the width (X) / height (Y), fractional pixels as PIL
+            coeffs = (1, 0, pct * v.shape[-1], 0, 1, 0) if axis == 0 else (1, 0, 0, 0, 1, pct * v.shape[-2])
+            return _pil_affine(v, coeffs, fill, interp)
 
         return op
 
@@ -152,16 +174,18 @@ class RandAugmentVideo(torch.nn.Module):
         magnitude_std: float = 0.5,
         increasing: bool = True,
         prob: float = 0.5,
-        fill: Sequence[float] = (124.0, 116.0, 104.0),
+        fill: Sequence[float] = (128.0, 128.0, 128.0),
         interpolation: str = "bicubic",
     ) -> None:
         super().__init__()
         self.num_ops, self.magnitude, self.magnitude_std, self.prob = num_ops, magnitude, magnitude_std, prob
         self.ops = _op_table(increasing)
         self.names = list(self.ops)
+        # PySlowFast's create_random_augment passes no img_mean, so timm's default fill (128, 128, 128) is used
         self.fill = [float(x) for x in fill]
-        # tensor affine/rotate support nearest and bilinear only: bicubic (timm's PIL default) maps to bilinear
-        self.interp = v2.InterpolationMode.NEAREST if interpolation == "nearest" else v2.InterpolationMode.BILINEAR
+        if interpolation not in ("nearest", "bilinear", "bicubic"):
+            raise ConfigError(f"aug.interpolation: expected nearest, bilinear or bicubic, got {interpolation!r}")
+        self.interp = interpolation
 
     def sample_level(self) -> float:
         """One magnitude draw (timm: gaussian around `magnitude`, clipped to [0, 10])."""
@@ -196,13 +220,53 @@ class ShortSideJitterCrop(torch.nn.Module):
             size = int(round(random.uniform(self.min_size, self.max_size)))
         video = short_side_resize(video, max(size, self.crop_size))  # never smaller than the crop
         h, w = video.shape[-2:]
-        y = random.randint(0, h - self.crop_size) if h > self.crop_size else 0
-        x = random.randint(0, w - self.crop_size) if w > self.crop_size else 0
+        # offsets in [0, H - crop - 1]: PySlowFast's np.random.randint(0, H - crop) never draws the last one
+        y = random.randint(0, h - self.crop_size - 1) if h > self.crop_size else 0
+        x = random.randint(0, w - self.crop_size - 1) if w > self.crop_size else 0
         return video[..., y : y + self.crop_size, x : x + self.crop_size]
 
 
+class RandomErasingCube:
+    """PySlowFast's random erasing (slowfast/datasets/random_erasing.py, timm semantics, cube=True) on a normalised
+    clip [T,C,H,W]: with probability `probability`, `count` (1..max_count) boxes, each the same on every frame and
+    filled with fresh per-pixel N(0,1) noise on each frame ("pixel" mode); up to 100 tries per box, area in
+    [min_area, max_area] / count of the frame, log-uniform aspect in [min_aspect, 1 / min_aspect]."""
+
+    def __init__(
+        self,
+        probability: float,
+        min_area: float = 0.02,
+        max_area: float = 1 / 3,
+        min_aspect: float = 0.3,
+        max_count: int = 1,
+        attempts: int = 100,
+    ) -> None:
+        self.probability, self.min_area, self.max_area = probability, min_area, max_area
+        self.log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+        self.max_count, self.attempts = max(1, int(max_count)), attempts
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        if random.random() > self.probability:
+            return video
+        t, c, h, w = video.shape
+        count = 1 if self.max_count == 1 else random.randint(1, self.max_count)
+        for _ in range(count):
+            for _ in range(self.attempts):
+                area = random.uniform(self.min_area, self.max_area) * h * w / count
+                aspect = math.exp(random.uniform(*self.log_aspect))
+                bh, bw = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+                if bw < w and bh < h:
+                    top, left = random.randint(0, h - bh), random.randint(0, w - bw)
+                    video[:, :, top : top + bh, left : left + bw] = torch.randn(t, c, bh, bw, dtype=video.dtype)
+                    break
+        return video
+
+
 class TrainTransform(torch.nn.Module):
-    """uint8 frames [T,H,W,3] -> float clip [3,T,crop,crop], normalised; one random parameter set per call."""
+    """uint8 frames [T,H,W,3] -> float clip [3,T,crop,crop], normalised; one random parameter set per call.
+
+    decode_short_side: resize the decoded frames to this short side first (PySlowFast's Kinetics decoder does this
+    with TRAIN_JITTER_SCALES[0] before any augmentation; None keeps the frames as decoded, as its SSv2 JPEGs)."""
 
     def __init__(
         self,
@@ -217,8 +281,10 @@ class TrainTransform(torch.nn.Module):
         rand_augment: Optional[RandAugmentVideo] = None,
         re_prob: float = 0.0,
         re_count: int = 1,
+        decode_short_side: Optional[int] = None,
     ) -> None:
         super().__init__()
+        self.decode_short_side = decode_short_side
         if scale:
             # bilinear without antialias, as PySlowFast's F.interpolate-based random_resized_crop
             self.crop = v2.RandomResizedCrop(crop_size, scale=tuple(scale), ratio=tuple(aspect), antialias=False)
@@ -227,25 +293,30 @@ class TrainTransform(torch.nn.Module):
         self.flip = v2.RandomHorizontalFlip() if random_flip else None
         self.rand_augment = rand_augment
         self.mean, self.std = list(mean), list(std)
-        # value="random": erase with per-pixel N(0,1) noise on the normalised clip (timm's mode "pixel")
-        self.erase = [v2.RandomErasing(p=re_prob, value="random") for _ in range(re_count)] if re_prob > 0 else []
+        self.erase = RandomErasingCube(re_prob, max_count=re_count) if re_prob > 0 else None
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         video = tv_tensors.Video(frames.permute(0, 3, 1, 2))  # [T,C,H,W] uint8
+        if self.decode_short_side:
+            video = short_side_resize(video, int(self.decode_short_side))  # no-op when already that size
+        if self.rand_augment is not None:
+            video = self.rand_augment(video)  # on the full frames, before the crop (PySlowFast's aug_frame)
         video = self.crop(video)
         if self.flip is not None:
             video = self.flip(video)
-        if self.rand_augment is not None:
-            video = self.rand_augment(video)
         video = TF.to_dtype(video, torch.float32, scale=True)
         video = TF.normalize(video, self.mean, self.std)
-        for erase in self.erase:
-            video = erase(video)
-        return video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()  # [C,T,H,W]
+        video = video.as_subclass(torch.Tensor)
+        if self.erase is not None:
+            video = self.erase(video)
+        return video.permute(1, 0, 2, 3).contiguous()  # [C,T,H,W]
 
 
-def build_train_transform(cfg, random_flip: Optional[bool] = None) -> TrainTransform:
-    """The train transform from cfg.data / cfg.aug; `random_flip` overrides data.random_flip (SSv2: False)."""
+def build_train_transform(
+    cfg, random_flip: Optional[bool] = None, decode_short_side: Optional[int] = None
+) -> TrainTransform:
+    """The train transform from cfg.data / cfg.aug; `random_flip` overrides data.random_flip (SSv2: False);
+    `decode_short_side` as TrainTransform (Kinetics: data.train_jitter_scales[0])."""
     d, a = cfg.data, cfg.aug
     ra = None
     re_prob = 0.0
@@ -257,7 +328,6 @@ def build_train_transform(cfg, random_flip: Optional[bool] = None) -> TrainTrans
                 magnitude=spec["magnitude"],
                 magnitude_std=spec["magnitude_std"],
                 increasing=spec["increasing"],
-                fill=[round(255 * m) for m in d.mean],
                 interpolation=str(a.interpolation),
             )
         if a.re_mode != "pixel":
@@ -275,6 +345,7 @@ def build_train_transform(cfg, random_flip: Optional[bool] = None) -> TrainTrans
         rand_augment=ra,
         re_prob=re_prob,
         re_count=int(a.re_count),
+        decode_short_side=decode_short_side,
     )
 
 
@@ -345,9 +416,11 @@ def multi_view_crops(
     std: Sequence[float],
     short_side: Optional[int] = None,
     out: Optional[torch.Tensor] = None,
+    one_crop_index: int = 1,
 ) -> torch.Tensor:
     """Decoded uint8 frames [F,H,W,3] and K temporal clips (T indices into frames each) -> float test views
-    [K*S,3,T,crop,crop], view v = clip v // S, spatial crop v % S: short side resize, then 1 (center) or 3 crops.
+    [K*S,3,T,crop,crop], view v = clip v // S, spatial crop v % S: short side resize, then 1 (center, or
+    `one_crop_index`: PySlowFast's SSv2 takes 0, left/top) or 3 crops.
 
     The frames come from one decode of the union of the clips: a frame shared by several clips is resized once,
     and each view frame is copied exactly once, from the (resized) frames straight into its slot of `out`
@@ -365,7 +438,7 @@ def multi_view_crops(
         raise ValueError(f"multi_view_crops: short side {size} is smaller than the crop {crop_size}")
     if min(video.shape[-2:]) != size:
         video = short_side_resize(video.float(), size)  # (only when needed: the copy_ below converts uint8 itself)
-    idxs = [1] if num_spatial_crops == 1 else [0, 1, 2]
+    idxs = [one_crop_index] if num_spatial_crops == 1 else [0, 1, 2]
     shape = (len(clips) * len(idxs), 3, lengths.pop(), crop_size, crop_size)
     if out is None:
         out = torch.empty(shape, dtype=torch.float32)
@@ -390,8 +463,12 @@ def multi_view_crops(
 
 
 class MixupCutmix:
-    """Batch-level mixup/cutmix (torchvision v2; one of them per batch, cutmix with prob `switch_prob`), applied
-    with probability `prob`, then label smoothing: (video [B,3,T,H,W], labels [B]) -> (video, soft [B,C])."""
+    """Batch-level mixup/cutmix as PySlowFast (slowfast/datasets/mixup.py): with probability `prob`, cutmix (prob
+    `switch_prob`) or mixup, each clip paired with the mirrored batch `flip(0)`; then label smoothing:
+    (video [B,3,T,H,W], labels [B]) -> (video, soft targets [B,C]).
+
+    Not torchvision.transforms.v2.MixUp/CutMix: they pair each clip with its neighbour (`roll(1)`), and with
+    repeated augmentation (data.num_sample 2) a clip's neighbour is often the other clip of the same video."""
 
     def __init__(
         self,
@@ -403,24 +480,47 @@ class MixupCutmix:
         label_smoothing: float = 0.1,
     ) -> None:
         self.num_classes, self.prob, self.smoothing = num_classes, prob, label_smoothing
-        choices, weights = [], []
-        if alpha > 0:
-            choices.append(v2.MixUp(alpha=alpha, num_classes=num_classes))
-            weights.append(1.0 - switch_prob if cutmix_alpha > 0 else 1.0)
-        if cutmix_alpha > 0:
-            choices.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
-            weights.append(switch_prob if alpha > 0 else 1.0)
-        self.mix = v2.RandomChoice(choices, p=weights) if choices else None
+        self.alpha, self.cutmix_alpha, self.switch_prob = alpha, cutmix_alpha, switch_prob
+
+    def sample(self) -> tuple[float, bool]:
+        """(lam, use_cutmix); lam 1.0 = no mixing. Beta draws as PySlowFast's _get_mixup_params."""
+        if not (self.alpha > 0 or self.cutmix_alpha > 0) or float(torch.rand(())) >= self.prob:
+            return 1.0, False
+        if self.alpha > 0 and self.cutmix_alpha > 0:
+            use_cutmix = float(torch.rand(())) < self.switch_prob
+        else:
+            use_cutmix = self.cutmix_alpha > 0
+        a = self.cutmix_alpha if use_cutmix else self.alpha
+        return float(torch.distributions.Beta(a, a).sample()), use_cutmix
+
+    @staticmethod
+    def cutmix_box(h: int, w: int, lam: float) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1): a box of side sqrt(1 - lam) of the frame around a uniform centre, clipped to it."""
+        ratio = math.sqrt(1.0 - lam)
+        cut_h, cut_w = int(h * ratio), int(w * ratio)
+        cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        return (
+            min(max(cy - cut_h // 2, 0), h),
+            min(max(cy + cut_h // 2, 0), h),
+            min(max(cx - cut_w // 2, 0), w),
+            min(max(cx + cut_w // 2, 0), w),
+        )
 
     def __call__(self, video: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         labels = labels.long()
-        if self.mix is not None and random.random() < self.prob:
-            # MixUp/CutMix only index the batch dim (first) and H, W (last two): wrapping [B,3,T,H,W] as a
-            # 5-D Video passes their shape check without a copy
-            mixed, target = self.mix(tv_tensors.Video(video), labels)
-            video = mixed.as_subclass(torch.Tensor)
-        else:
-            target = F.one_hot(labels, self.num_classes).to(video.dtype if video.is_floating_point() else torch.float32)
+        lam, use_cutmix = self.sample()
+        if lam != 1.0:
+            partner = video.flip(0)  # clip i with clip B-1-i (PySlowFast), not clip i-1
+            if use_cutmix:
+                y0, y1, x0, x1 = self.cutmix_box(video.shape[-2], video.shape[-1], lam)
+                video = video.clone()
+                video[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]
+                lam = 1.0 - (y1 - y0) * (x1 - x0) / float(video.shape[-2] * video.shape[-1])  # the box as clipped
+            else:
+                video = video * lam + partner * (1.0 - lam)
+        dtype = video.dtype if video.is_floating_point() else torch.float32
+        one_hot = F.one_hot(labels, self.num_classes).to(dtype)
+        target = one_hot * lam + one_hot.flip(0) * (1.0 - lam)
         target = target * (1.0 - self.smoothing) + self.smoothing / self.num_classes
         return video, target
 

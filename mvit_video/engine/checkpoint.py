@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvit_video.models.checkpoint import torch_load
+from mvit_video.models.checkpoint import strip_wrapper_prefixes, torch_load
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_torch_save
 
@@ -147,14 +147,40 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
+def _is_torchvision_state(state: dict) -> bool:
+    return any(k.removeprefix("module.").startswith(("conv_proj.", "pos_encoding.")) for k in state)
+
+
+def pretrained_state_dict(ckpt: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """Our state dict from any checkpoint train.checkpoint_file_path may name: ours ("model"), a plain state dict,
+    PySlowFast's .pyth ("model_state" + its "cfg", through convert.from_slowfast: key checks, BGR input folded) or
+    torchvision's mvit_v2_s weights (through convert.from_torchvision). Wrapper prefixes are removed."""
+    from mvit_video.models import convert  # lazily: the converter pulls in yaml parsing the loop never needs
+
+    if "model_state" in ckpt and "model" not in ckpt:  # PySlowFast: its key names, maybe a BGR-input kernel
+        cfg = ckpt.get("cfg")
+        if not (isinstance(cfg, str) and cfg.strip()):
+            raise UserError(
+                f"checkpoint {path}: a PySlowFast checkpoint without its 'cfg'; convert it first: "
+                f"python scripts/convert_checkpoint.py --from slowfast --config <its yaml> {path} converted.pyth"
+            )
+        source = f"{path} (stored cfg)"
+        bgr = convert.slowfast_input_is_bgr(cfg, source=source)
+        return convert.from_slowfast(ckpt["model_state"], source=str(path), reverse_input_channel=bgr)
+    state = ckpt.get("model") or ckpt.get("state_dict") or ckpt
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if _is_torchvision_state(state):
+        return convert.from_torchvision(state)
+    return strip_wrapper_prefixes(state)
+
+
 def load_pretrained(model: nn.Module, path: str | Path) -> None:
     """Load initial weights for fine-tuning; head weights of another shape are dropped (head stays re-initialised).
 
-    Accepts our checkpoints ("model"), PySlowFast's ("model_state") and plain state dicts; a `module.` prefix
-    (saved from DDP) is removed."""
+    Accepts what pretrained_state_dict does: ours, PySlowFast's and torchvision's checkpoints (the foreign ones
+    through the converter, as scripts/convert_checkpoint.py)."""
     ckpt = load(path)
-    state = ckpt.get("model") or ckpt.get("model_state") or ckpt.get("state_dict") or ckpt
-    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    state = pretrained_state_dict(ckpt, path)
     own = model.state_dict()
     dropped = []
     for key in list(state):
@@ -162,25 +188,19 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
             if not key.startswith("head"):
                 raise UserError(f"checkpoint {path}: '{key}' has shape {tuple(state[key].shape)}, the model "
                                 f"expects {tuple(own[key].shape)} (is it the same architecture?)")
-            dropped.append(key)
+            dropped.append((key, tuple(state[key].shape)))
             del state[key]
     missing, unexpected = model.load_state_dict(state, strict=False)
     if dropped:
         logger.info("fine-tuning from %s: head re-initialised for %d classes (checkpoint head %s)", path,
-                    _num_classes(own, dropped), tuple(_ckpt_shape(ckpt, dropped[0])))
+                    _num_classes(own, [k for k, _ in dropped]), dropped[0][1])
     else:
         logger.info("initialised weights from %s", path)
     # The head keys we dropped are "missing" on purpose; anything else missing means the wrong file.
-    missing = [k for k in missing if k not in dropped]
+    missing = [k for k in missing if k not in {k for k, _ in dropped}]
     if missing or unexpected:
         raise UserError(f"checkpoint {path} does not match the model: missing {missing[:5]}, "
                         f"unexpected {unexpected[:5]} (convert foreign checkpoints with scripts/convert_checkpoint.py)")
-
-
-def _ckpt_shape(ckpt: dict, key: str) -> torch.Size:
-    """Shape of `key` in a checkpoint's state dict (any of the supported layouts)."""
-    state = ckpt.get("model") or ckpt.get("model_state") or ckpt.get("state_dict") or ckpt
-    return state.get(key, state.get("module." + key)).shape
 
 
 def _num_classes(own: dict, keys: list[str]) -> int:

@@ -40,6 +40,7 @@ class TrainState:
     scaler: torch.amp.GradScaler | None = None
     ema: ModelEma | None = None
     step: int = 0  # optimizer steps done since the start of training
+    compile_reported: bool = False  # the first (compiling) step's time was logged
 
 
 @dataclass
@@ -54,6 +55,7 @@ class LoopSettings:
     log_period: int = 10
     max_epoch: int = 1
     progress_bar: bool = False  # tqdm when interactive, plain log lines otherwise
+    compiled: bool = False  # torch.compile on: the first step's time (compilation) is logged
 
 
 @dataclass
@@ -63,9 +65,11 @@ class EpochResult:
     loss: float
     top1: float
     lr: float
-    clips_per_s: float
+    clips_per_s: float  # over all processes
     clips: int
     batches_done: int  # batches of this epoch done, counted from its start (resume included)
+    clips_per_s_per_gpu: float = 0.0  # mean per process
+    data_wait_frac: float = 0.0  # share of the epoch's wall time spent waiting for the next batch (mean of ranks)
     preempted_by: int | None = None  # signal number when stopped early
     bad_paths: list[str] = field(default_factory=list)
 
@@ -154,7 +158,9 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
                    dynamic_ncols=True, leave=False)
     start_time = time.perf_counter()
     i, stop = start_batch - 1, False
+    data_wait, waited_since = 0.0, start_time
     for i, batch in enumerate(loader, start=start_batch):
+        data_wait += time.perf_counter() - waited_since  # the step before ended with a host sync (loss.item())
         video = batch["video"].to(cfg.device, non_blocking=True)
         labels = batch["label"].to(cfg.device, non_blocking=True)
         bad_paths.extend(batch.get("bad_paths") or [])
@@ -219,12 +225,20 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
             tb_writer.add_scalar("train/lr", lr, global_iter)
         if on_step is not None:
             on_step(epoch, i + 1)
+        if cfg.compiled and not state.compile_reported:
+            state.compile_reported = True
+            if du.is_main():
+                logger.info("torch.compile: first step took %.1f s (includes compiling forward and backward)",
+                            time.perf_counter() - start_time)
         if stop and sync:
             break
+        waited_since = time.perf_counter()
     if bar is not None:
         bar.close()
     elapsed = max(time.perf_counter() - start_time, 1e-9)
-    loss_sum, correct, clips_all = du.all_reduce_sum([loss_sum, correct, float(clips)], cfg.device)
+    loss_sum, correct, clips_all, wait_frac_sum = du.all_reduce_sum(
+        [loss_sum, correct, float(clips), data_wait / elapsed], cfg.device)
+    world = du.get_world_size()
     stopped_early = stop and i + 1 < iters_per_epoch
     return EpochResult(
         loss=loss_sum / max(clips_all, 1.0),
@@ -232,6 +246,8 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
         lr=lr,
         clips_per_s=clips_all / elapsed,
         clips=int(clips_all),
+        clips_per_s_per_gpu=clips_all / world / elapsed,
+        data_wait_frac=wait_frac_sum / world,
         batches_done=i + 1,
         preempted_by=(preempt.signum or signal.SIGTERM) if stopped_early and preempt is not None else None,
         bad_paths=bad_paths,
@@ -253,15 +269,16 @@ def params_finite(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def validate_epoch(model: nn.Module, loader: Iterable, device: torch.device,
-                   amp_dtype: torch.dtype | None) -> dict[str, float] | None:
+def validate_epoch(model: nn.Module, loader: Iterable, device: torch.device, amp_dtype: torch.dtype | None,
+                   max_views_per_forward: int = 16) -> dict[str, float] | None:
     """Multi-view val (mvit_video.eval.run_multiview); {"top1", "top5", "videos", "failed"} on rank 0, else None."""
     from mvit_video.eval import run_multiview
     from mvit_video.eval.metrics import summarize
 
     was_training = model.training
     model.eval()
-    result = run_multiview(model, loader, device=device, amp_dtype=amp_dtype)
+    result = run_multiview(model, loader, device=device, amp_dtype=amp_dtype,
+                           max_views_per_forward=max_views_per_forward)
     model.train(was_training)
     if not du.is_main():
         return None

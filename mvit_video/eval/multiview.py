@@ -88,9 +88,11 @@ def mean_view_probs(
     """Mean softmax over views for each video in `views` (list of [V_i,3,T,H,W]) -> list of [C].
 
     The views of all videos are forwarded together in chunks of at most `max_views_per_forward`; `model` must
-    already be in eval mode.
+    already be in eval mode. A torch.compile'd model gets every chunk padded to `max_views_per_forward` views
+    (outputs of the padding dropped): one input shape, so the last chunk does not trigger a recompilation.
     """
     device, amp_dtype = torch.device(device), resolve_amp_dtype(amp_dtype)
+    fixed_shape = is_compiled(model)
     counts = [v.shape[0] for v in views]
     probs = []
     autocast = (
@@ -100,11 +102,19 @@ def mean_view_probs(
         # slices of the (pinned) loader tensors go to the device one by one: no host-side copy of the whole batch
         moved = [p.to(device, non_blocking=True) for p in pieces]
         chunk = torch.cat(moved) if len(moved) > 1 else moved[0]
+        n = chunk.shape[0]
+        if fixed_shape and n < max_views_per_forward:
+            chunk = torch.cat([chunk, chunk.new_zeros((max_views_per_forward - n, *chunk.shape[1:]))])
         with autocast:
-            logits = model(chunk)
+            logits = model(chunk)[:n]
         probs.append(logits.float().softmax(dim=-1).cpu())  # softmax in fp32: bf16 logits lose the small probs
     per_view = torch.cat(probs, dim=0)
     return [p.mean(dim=0) for p in per_view.split(counts, dim=0)]
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """True for a torch.compile'd module (an OptimizedModule wraps the original as `_orig_mod`)."""
+    return hasattr(model, "_orig_mod")
 
 
 def _chunks(views: Sequence[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:

@@ -262,29 +262,47 @@ def config_from_slowfast_yaml(
     values["crop_size"] = crop_size if crop_size is not None else get("DATA", data, "TRAIN_CROP_SIZE", int)
     config = _make_config(values, source)
 
-    dataset = (cfg.get("TEST") or {}).get("DATASET") or (cfg.get("TRAIN") or {}).get("DATASET") or "kinetics"
+    dataset = _slowfast_dataset(cfg)
+    mean, std = get("DATA", data, "MEAN", [float]), get("DATA", data, "STD", [float])
+    if dataset in _BGR_DATASETS:
+        # its loader normalised BGR frames with these lists: in RGB order the statistics are the lists reversed
+        mean, std = mean[::-1], std[::-1]
     data_config = {
         "num_frames": config.num_frames,
         "sampling_rate": get("DATA", data, "SAMPLING_RATE", int),
         "target_fps": get("DATA", data, "TARGET_FPS", int),
         "train_crop_size": config.crop_size,
         "test_crop_size": crop_size if crop_size is not None else get("DATA", data, "TEST_CROP_SIZE", int),
-        "mean": get("DATA", data, "MEAN", [float]),
-        "std": get("DATA", data, "STD", [float]),
-        "dataset": str(dataset).lower(),
+        "mean": mean,
+        "std": std,
+        "dataset": dataset,
         "use_offset_sampling": get("DATA", data, "USE_OFFSET_SAMPLING", bool),
         "train_jitter_scales": get("DATA", data, "TRAIN_JITTER_SCALES", [int]),
     }
     return config, data_config
 
 
+# PySlowFast datasets whose loader reads frames with OpenCV, so in BGR order: SSv2 (its JPEG frames,
+# slowfast/datasets/ssv2.py retry_load_images). Kinetics decodes to RGB.
+_BGR_DATASETS = {"ssv2"}
+
+
+def _slowfast_dataset(cfg: Mapping) -> str:
+    """TEST.DATASET (else TRAIN.DATASET, else kinetics), lower case."""
+    name = (cfg.get("TEST") or {}).get("DATASET") or (cfg.get("TRAIN") or {}).get("DATASET") or "kinetics"
+    return str(name).lower()
+
+
 def slowfast_input_is_bgr(
     yaml_text: str, *, source: str = "PySlowFast config", base_dir: str | os.PathLike | None = None
 ) -> bool:
-    """DATA.REVERSE_INPUT_CHANNEL: PySlowFast normalised RGB clips, then fed them to the network as BGR (its SSv2
-    configs do this). from_slowfast(..., reverse_input_channel=True) folds that swap into the weights."""
+    """Whether the PySlowFast network took its input channels in BGR order: frames read as BGR (SSv2) or as RGB
+    (Kinetics), then reversed when DATA.REVERSE_INPUT_CHANNEL. SSv2 with REVERSE_INPUT_CHANNEL (its MViTv2
+    configs) therefore fed RGB. from_slowfast(..., reverse_input_channel=True) folds a BGR input into the weights;
+    the statistics of a BGR-read dataset are reversed in config_from_slowfast_yaml's data_config."""
     cfg = parse_slowfast_yaml(yaml_text, source=source, base_dir=base_dir)
-    return bool(_section(cfg, "DATA", source)["REVERSE_INPUT_CHANNEL"])
+    reverse = bool(_section(cfg, "DATA", source)["REVERSE_INPUT_CHANNEL"])
+    return (_slowfast_dataset(cfg) in _BGR_DATASETS) != reverse
 
 
 def _make_config(values: dict[str, Any], source: str) -> MViTConfig:
@@ -341,8 +359,8 @@ def from_slowfast(
 ) -> dict[str, torch.Tensor]:
     """PySlowFast MViT `model_state` -> our state dict (strip `module.`; refuse any key not understood).
 
-    reverse_input_channel (DATA.REVERSE_INPUT_CHANNEL): the source network saw normalised clips with channels
-    in BGR order; the patch-embedding kernel's input channels are reversed so ours takes RGB and computes the same."""
+    reverse_input_channel (slowfast_input_is_bgr): the source network saw normalised clips with channels in BGR
+    order; the patch-embedding kernel's input channels are reversed so ours takes RGB and computes the same."""
     out = strip_wrapper_prefixes(state_dict)
     unknown = []
     for key in out:
@@ -361,9 +379,9 @@ def from_slowfast(
     if reverse_input_channel:
         weight = out.get("patch_embed.proj.weight")
         if weight is None or weight.dim() != 5 or weight.shape[1] != 3:
-            raise UserError(f"{source}: no RGB patch_embed.proj.weight to fold DATA.REVERSE_INPUT_CHANNEL into")
+            raise UserError(f"{source}: no RGB patch_embed.proj.weight to fold the BGR input order into")
         out["patch_embed.proj.weight"] = weight.flip(1)  # conv(W[:, ::-1], rgb) == conv(W, bgr)
-        logger.info("%s: DATA.REVERSE_INPUT_CHANNEL folded into patch_embed.proj.weight; the model takes RGB", source)
+        logger.info("%s: BGR input order folded into patch_embed.proj.weight; the model takes RGB", source)
     return out
 
 

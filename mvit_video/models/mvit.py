@@ -5,8 +5,9 @@ its checkpoints load by name. Tokens are [B, N, C] with N = (1 if cls) + T*H*W, 
 
 Where this differs from a line-by-line port, it is for speed or memory, never for the function computed:
 - attention through F.scaled_dot_product_attention with the rel-pos terms folded into q/k (attention.py);
-- q/k/v pooling on the token layout itself (channels-last), heads kept in the channel axis: no permute copies;
-- a depthwise-conv input gradient ~10x faster than aten's on CPU (_DepthwiseConv3dFn);
+- q/k/v pooling with heads kept in the channel axis; on CPU on the token layout itself (channels-last, no permute
+  copy), on CUDA on contiguous NCDHW (native depthwise kernels; cuDNN's channels-last one is pathological);
+- a depthwise-conv input gradient ~10x faster than aten's on CPU (_DepthwiseConv3dFn, CPU only);
 - the MLP recomputes GELU in backward instead of storing its output (_GeluLinearFn): ~13% less activation memory;
 - cls-token splits use `split` so their backward is one concatenation, not zero-filled full-size gradients.
 """
@@ -41,8 +42,8 @@ def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
 def pool_tokens(x: Tensor, pool: nn.Module, thw: Size3, has_cls: bool) -> tuple[Tensor, Size3]:
     """Apply a 3-D pooling to the spatial tokens of x [B, N, C]; the cls token passes through.
 
-    The pooling runs on a channels-last view ([B, C, T, H, W] with C innermost, i.e. the token layout itself),
-    so no permute copy is needed and depthwise convs use the faster channels-last kernels.
+    The pooling gets a channels-last view ([B, C, T, H, W] with C innermost, i.e. the token layout itself); a conv
+    pool makes it the layout its device is fastest with (`depthwise_memory_format`).
     """
     # split (not slicing): its backward is one cat, not a zero-filled full-size gradient per slice.
     cls_tok, x = x.split([1, x.shape[1] - 1], dim=1) if has_cls else (None, x)
@@ -157,12 +158,28 @@ class HeadwiseConv3d(nn.Conv3d):
         self.num_heads = num_heads
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: [B, heads*head_dim, T, H, W] (channels-last) -> pooled, same layout."""
+        """x: [B, heads*head_dim, T, H, W] -> pooled [B, heads*head_dim, T', H', W'] (layout per device)."""
         weight = self.weight if self.num_heads == 1 else self.weight.repeat(self.num_heads, 1, 1, 1, 1)
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-        if x.device.type == "cpu" and torch.is_grad_enabled():
+        x = x.contiguous(memory_format=depthwise_memory_format(x.device.type))
+        if use_custom_depthwise_backward(x.device.type) and torch.is_grad_enabled():
             return _DepthwiseConv3dFn.apply(x, weight.to(x.dtype), tuple(self.stride), tuple(self.padding))
         return F.conv3d(x, weight.to(x.dtype), None, self.stride, self.padding, 1, x.shape[1])
+
+
+def depthwise_memory_format(device_type: str) -> torch.memory_format:
+    """The layout the depthwise pooling conv gets on each device: each device's fastest correct kernels.
+
+    CPU: channels-last, i.e. the token layout itself (no copy), where oneDNN's depthwise kernels are fast.
+    CUDA (and anything else): contiguous NCDHW. A channels-last grouped 3-D conv goes to cuDNN, whose bf16
+    depthwise *weight gradient* took 95% of an H200 train step (0.38x torchvision's speed, issue #9); NCDHW input
+    goes to PyTorch's native conv_depthwise3d kernels, as torchvision's model does.
+    """
+    return torch.channels_last_3d if device_type == "cpu" else torch.contiguous_format
+
+
+def use_custom_depthwise_backward(device_type: str) -> bool:
+    """Only on CPU does aten's depthwise-3-D backward need replacing (_DepthwiseConv3dFn); CUDA's native one is fast."""
+    return device_type == "cpu"
 
 
 def make_pool(mode: str, kernel: Size3 | None, stride: Size3, head_dim: int, num_heads: int) -> nn.Module | None:

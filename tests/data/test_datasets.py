@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from data_helpers import make_cfg
 
 from mvit_video.data import build_dataset
@@ -69,6 +71,13 @@ def test_train_item_repeated_augmentation(kinetics_list_dir):
     assert item["video"].shape == (2, 3, T, CROP, CROP) and item["video"].dtype == torch.float32
     assert item["label"] == 1 and item["index"] == 1 and item["bad_paths"] == []
     assert not torch.equal(item["video"][0], item["video"][1])  # two independent augmentations
+
+
+def test_kinetics_train_frames_go_to_the_first_jitter_scale(kinetics_list_dir):
+    """PySlowFast's Kinetics decoder scales frames to short side TRAIN_JITTER_SCALES[0] before augmentation; its
+    SSv2 reads the JPEGs as they are."""
+    ds = build_dataset(_cfg(kinetics_list_dir, "kinetics", "mvitv2"), "train")
+    assert ds.train_transform.decode_short_side == 32
 
 
 @pytest.mark.parametrize("crops, decoder", [(1, "decord"), (3, "decord"), (3, "pyav")])
@@ -159,6 +168,42 @@ def test_ssv2_official_json(video_dir, tmp_path):
     # segment sampling of a 48-frame video with 4 frames: segments of 47/4 = 11.75 -> bounds (0,12) (12,24)
     # (24,35) (35,47), the middle of each
     assert val.view_indices(48, 30.0) == [[6, 18, 29, 41]]
+
+
+def test_ssv2_samples_pyslowfast_30fps_frame_grid(video_dir, tmp_path):
+    """PySlowFast samples SSv2 from JPEGs extracted at 30 fps (ffmpeg -r 30): a 12 fps webm of 20 frames is 50
+    grid frames, and the segment indices pick the frames that extraction wrote (frame ids in the pixels)."""
+    from mvit_video.data.encode import write_video
+    from mvit_video.data.sampling import frame_grid
+
+    d = _ssv2_dir(video_dir, tmp_path)
+    frames = np.zeros((20, 32, 48, 3), np.uint8)
+    for t in range(20):
+        frames[t] = 8 * t
+    for vid in ("11", "12"):
+        write_video(d / f"{vid}.webm", frames, fps=12.0)
+    cfg = _cfg(d, "ssv2", "none", **{"test.num_ensemble_views": 1, "test.num_spatial_crops": 1})
+    val = build_dataset(cfg, "val")
+    with val._open(str(d / "12.webm")) as reader:
+        assert (reader.num_frames, reader.fps) == (50, 30.0)
+    idx = val.view_indices(50, 30.0)[0]
+    assert idx == [6, 18, 30, 43]  # segments of 49/4 on the 50-frame grid
+    views = val[0]["views"]  # [1,3,T,32,32]
+    ids = (views[0, 0, :, 16, 16] * 0.225 + 0.45) * 255 / 8
+    assert ids.round().int().tolist() == [frame_grid(20, 12.0)[i] for i in idx] == [2, 7, 12, 17]
+    assert val.view_indices(20, 12.0)[0] != idx  # the webm's own frames would be a different grid
+
+
+def test_ssv2_one_crop_test_view_is_left_at_crop_size(video_dir, tmp_path):
+    """PySlowFast's Ssv2 test: short side = TEST_CROP_SIZE, spatial index view % NUM_SPATIAL_CROPS = 0 (left)."""
+    cfg = _cfg(_ssv2_dir(video_dir, tmp_path), "ssv2", "none", **{"test.num_ensemble_views": 1,
+                                                                  "test.num_spatial_crops": 1})  # fmt: skip
+    val = build_dataset(cfg, "val")
+    frames = torch.arange(64, dtype=torch.uint8).view(1, 1, 64, 1).expand(2, 40, 64, 3).contiguous()  # value = x
+    views = val.view_transform(frames, [range(2)])
+    x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(32, 51), mode="bilinear", align_corners=False)
+    ref = (x[:, :, :32, :32] / 255.0 - 0.45) / 0.225
+    torch.testing.assert_close(views[0].permute(1, 0, 2, 3), ref)
 
 
 def test_ssv2_bad_json(tmp_path):

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+import pytest
+
 from mvit_video.data import sampling
-from mvit_video.data.sampling import clip_size, segment_indices, start_index, train_clip_indices
+from mvit_video.data.encode import write_video
+from mvit_video.data.sampling import clip_size, frame_grid, segment_indices, start_index, train_clip_indices
 
 test_clip_indices = sampling.test_clip_indices  # __test__ = False on it: pytest does not collect it
 
@@ -29,6 +33,12 @@ def test_train_clip_random_start():
     for _ in range(50):
         idx = train_clip_indices(300, 30.0, 8, 8, 30.0, rng=rng)
         assert 0 <= idx[0] <= 236 and idx[-1] - idx[0] in (62, 63, 64) and len(idx) == 8
+
+
+def test_train_clip_start_rounds_up():
+    """PySlowFast's default decode path starts the clip at the first frame with pts >= start: ceil, not floor.
+    301 frames: delta 237, start 118.5 -> frame 119."""
+    assert train_clip_indices(301, 30.0, 8, 8, 30.0, rng=_HalfRng()) == [119 + 9 * j for j in range(8)]
 
 
 def test_test_views_offset_sampling():
@@ -83,3 +93,47 @@ def test_union_and_concat_indices():
     assert positions == [[2, 3, 4], [3, 3, 5], [0, 1, 2]]
     assert [frames[p] for p in positions[1]] == [6, 6, 9]
     assert [list(r) for r in sampling.concat_indices([3, 3, 2])] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+
+
+def _ffmpeg_fps_filter_sources(path, grid_fps: int = 30) -> list[int]:
+    """Frame ids (written into the pixels) of a video passed through FFmpeg's fps filter (PyAV's filter graph):
+    what `ffmpeg -r 30` extraction of PySlowFast's SSv2 frames shows at each 30 fps frame."""
+    import av
+
+    out = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        graph = av.filter.Graph()
+        src, fps, sink = graph.add_buffer(template=stream), graph.add("fps", str(grid_fps)), graph.add("buffersink")
+        src.link_to(fps)
+        fps.link_to(sink)
+        graph.configure()
+
+        def drain():
+            while True:
+                try:
+                    frame = graph.pull()
+                except (av.error.BlockingIOError, av.error.EOFError):
+                    return
+                out.append(int(round(frame.to_ndarray(format="rgb24")[..., 0].mean() / 8)))
+
+        for frame in container.decode(stream):
+            graph.push(frame)
+            drain()
+        graph.push(None)
+        drain()
+    return out
+
+
+@pytest.mark.parametrize(
+    "num_frames, fps", [(10, 12.0), (23, 12.0), (7, 12.5), (12, 15.0), (2, 24.0), (9, 25.0), (30, 29.97), (6, 30.0)]
+)
+def test_frame_grid_matches_ffmpeg_fps_filter(tmp_path, num_frames: int, fps: float):
+    """SSv2 webm (~12 fps, 1 ms timestamps) resampled to 30 fps duplicates the frames FFmpeg does."""
+    frames = np.zeros((num_frames, 32, 32, 3), np.uint8)
+    for t in range(num_frames):
+        frames[t] = 8 * t  # frame id, robust to VP9 loss
+    write_video(tmp_path / "v.webm", frames, fps=fps)
+    assert list(frame_grid(num_frames, fps)) == _ffmpeg_fps_filter_sources(tmp_path / "v.webm")
+    # 12 fps, hand-checked: frame i at round(i * 1000 / 12) ms, shown from round(ms * 30 / 1000)
+    assert frame_grid(10, 12.0)[:10] == (0, 0, 1, 1, 1, 2, 2, 2, 3, 3)

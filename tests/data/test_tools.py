@@ -200,6 +200,56 @@ def test_prepare_ssv2(tmp_path: Path, capsys) -> None:
     assert code == 2 and "Dancing with something" in err and "entry 0" in err
 
 
+def test_prepare_ssv2_extract_frames_gives_the_webm_grid(tmp_path: Path, capsys) -> None:
+    """--extract-frames writes PySlowFast's layout {id}/{id}_%06d.jpg at 30 fps; data.dataset=ssv2 reads a folder
+    as one video, with the frames the 30 fps grid of the webm gives."""
+    from data_helpers import make_cfg
+
+    from mvit_video.data import build_dataset
+    from mvit_video.data.decoding import VideoDecodeError
+    from mvit_video.data.ssv2 import FrameFolderReader
+
+    ann = tmp_path / "labels"
+    ann.mkdir()
+    (ann / "labels.json").write_text(json.dumps({"Pushing something": "0", "Pulling something": "1"}))
+    (ann / "train.json").write_text(json.dumps([{"id": "11", "template": "Pushing [something]"}]))
+    (ann / "validation.json").write_text(json.dumps([{"id": "21", "template": "Pulling [something]"},
+                                                     {"id": "22", "template": "Pulling [something]"}]))
+    vids = tmp_path / "videos"
+    frames = np.zeros((10, 32, 48, 3), np.uint8)
+    for t in range(10):
+        frames[t] = 16 * t  # frame id in the pixels
+    for vid in ("11", "21"):
+        vids.mkdir(exist_ok=True)
+        write_video(vids / f"{vid}.webm", frames, fps=12.0)
+    out, frame_dir = tmp_path / "lists", tmp_path / "frames"
+    code, stdout, _ = _run_cli(prepare_ssv2.main, ["--annotations", str(ann), "--videos", str(vids), "--out",
+                                                   str(out), "--extract-frames", str(frame_dir), "--workers", "1"],
+                               capsys)  # fmt: skip
+    assert code == 0 and "extracted 2/2 videos" in stdout
+    assert (out / "train.csv").read_text() == "11 0\n" and (out / "val.csv").read_text() == "21 1\n"
+    assert (out / "missing_val.txt").read_text() == "22\n"
+    written = sorted(p.name for p in (frame_dir / "21").iterdir())
+    assert len(written) == 25 and written[0] == "21_000001.jpg" and written[-1] == "21_000025.jpg"
+    cfg = make_cfg("ssv2", "none", {"data.path_to_data_dir": str(out), "data.path_prefix": str(frame_dir),
+                                    "data.num_frames": 4, "data.train_crop_size": 32, "data.test_crop_size": 32,
+                                    "test.num_ensemble_views": 1, "test.num_spatial_crops": 1})  # fmt: skip
+    val = build_dataset(cfg, "val")
+    with val._open(val.full_paths[0]) as reader:
+        assert (reader.num_frames, reader.fps) == (25, 30.0)
+    from_frames = val[0]["views"]
+    webm = build_dataset(cfg, "val")
+    webm.full_paths = [str(vids / "21.webm")]
+    torch.testing.assert_close(from_frames, webm[0]["views"], atol=0.1, rtol=0)  # JPEG vs VP9 loss only
+    ids = (from_frames[0, 0, :, 16, 16] * 0.225 + 0.45) * 255 / 16
+    assert ids.round().int().tolist() == [1, 3, 6, 8]  # grid frames 6, 12, 18 ... -> source frames
+    probe = check_dataset.probe_video(str(frame_dir / "21"))  # the doctor reads frame folders too
+    assert probe.ok and (probe.num_frames, probe.fps) == (25, 30.0)
+    (frame_dir / "empty").mkdir()
+    with pytest.raises(VideoDecodeError, match="empty: no .jpg frames"):
+        FrameFolderReader(str(frame_dir / "empty"))
+
+
 # ------------------------------------------------------------------------------------------------ class lists
 
 

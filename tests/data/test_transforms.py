@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,11 +32,12 @@ def _clip(t: int = 6, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def test_one_parameter_set_per_clip():
-    # identical frames stay identical after crop, flip, RandAugment and erasing: all frames share the parameters
+    # identical frames stay identical after crop, flip and RandAugment: all frames share the parameters (erasing
+    # shares its box but not its noise: test_random_erasing_one_box_fresh_noise_per_frame)
     torch.manual_seed(0)
     random.seed(0)
     frames = _clip(1).repeat(8, 1, 1, 1)
-    full = TrainTransform(32, MEAN, STD, rand_augment=RandAugmentVideo(num_ops=4, magnitude=9), re_prob=1.0)
+    full = TrainTransform(32, MEAN, STD, rand_augment=RandAugmentVideo(num_ops=4, magnitude=9))
     jitter = TrainTransform(32, MEAN, STD, scale=[], jitter_scales=[40, 56], rand_augment=RandAugmentVideo())
     for transform in (full, jitter):
         for _ in range(25):
@@ -47,7 +50,7 @@ def test_build_train_transform_from_cfg():
     cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32})
     t = build_train_transform(cfg)
     assert isinstance(t.rand_augment, RandAugmentVideo) and t.rand_augment.num_ops == 4
-    assert t.flip is not None and len(t.erase) == 1
+    assert t.flip is not None and isinstance(t.erase, T.RandomErasingCube) and t.erase.probability == 0.25
     assert t(_clip()).shape == (3, 6, 32, 32)
     assert build_train_transform(cfg, random_flip=False).flip is None
     assert build_train_transform(make_cfg("ssv2", "mvitv2_ssv2")).flip is None
@@ -160,3 +163,152 @@ def test_multi_view_crops_equal_each_clip_gathered_then_cropped(crops: int, shor
     torch.testing.assert_close(views[center].permute(1, 0, 2, 3), ref)
     with pytest.raises(ValueError, match="same number of frames"):
         T.multi_view_crops(frames, [[0, 1], [2]], 32, crops, MEAN, STD, short_side=short_side)
+
+
+# ---------------------------------------------------------------- PySlowFast recipe parity (issue 12)
+
+
+def _same_video_batch(num_videos: int = 8, num_sample: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch as the loader builds it with repeated augmentation: the num_sample clips of a video adjacent;
+    label = video id, and each clip a constant (its row number) so the partner can be read back."""
+    b = num_videos * num_sample
+    video = torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1, 1).expand(b, 3, 1, 224, 224).contiguous()
+    labels = torch.arange(num_videos).repeat_interleave(num_sample)
+    return video, labels
+
+
+def test_mixup_pairs_each_clip_with_the_mirrored_batch():
+    torch.manual_seed(0)
+    video, labels = _same_video_batch()
+    b = len(labels)
+    out, target = MixupCutmix(8, alpha=0.8, cutmix_alpha=0.0, label_smoothing=0.0)(video, labels)
+    lam = float(target[0, labels[0]])
+    partner = torch.arange(b - 1, -1, -1, dtype=torch.float32)  # flip(0): row i with row B-1-i
+    torch.testing.assert_close(out[:, 0, 0, 0, 0], lam * torch.arange(b, dtype=torch.float32) + (1 - lam) * partner)
+    torch.testing.assert_close(target[torch.arange(b), labels.flip(0)], torch.full((b,), 1 - lam))
+
+
+def test_mixup_rarely_mixes_a_clip_with_its_own_video():
+    """PySlowFast measured 16 of 800 targets left unmixed with NUM_SAMPLE 2 (flip(0) pairing; only boxes clipped
+    to nothing stay unmixed); torchvision's roll(1) pairing left 406 of 800."""
+    torch.manual_seed(0)
+    mix = MixupCutmix(8, label_smoothing=0.1)
+    unmixed = 0
+    for _ in range(50):  # 50 batches x 16 clips = 800 targets, as the PySlowFast measurement
+        video, labels = _same_video_batch()
+        _, target = mix(video, labels)
+        unmixed += int(((target > 0.1 / 8 + 1e-6).sum(1) == 1).sum())
+    assert unmixed <= 40, unmixed
+
+
+def test_random_erasing_one_box_fresh_noise_per_frame():
+    """PySlowFast (random_erasing.py, cube mode): the same box on every frame, new N(0,1) noise on each frame."""
+    random.seed(0)
+    torch.manual_seed(0)
+    frames = torch.zeros(6, 32, 32, 3, dtype=torch.uint8)
+    kw = dict(crop_size=32, mean=[0.0] * 3, std=[1.0] * 3, scale=[1.0, 1.0], aspect=[1.0, 1.0], random_flip=False)
+    for _ in range(20):
+        out = TrainTransform(re_prob=1.0, **kw)(frames)  # [3,T,32,32]; 0 outside the erased box
+        box = out != 0
+        assert box.any()
+        assert torch.equal(box, box[:, :1].expand_as(box))  # the same box on every frame
+        assert not torch.equal(out[:, 0], out[:, 1])  # but not the same noise
+        ys, xs = box[0, 0].nonzero(as_tuple=True)
+        h, w = int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+        assert h * w <= round((32 * 32 / 3) ** 0.5 * (10 / 3) ** 0.5 + 1) ** 2  # area up to 1/3 of the frame
+
+
+def test_random_erasing_tries_up_to_100_boxes():
+    """On a 6x300 frame a drawn box fits 2% of the time: 100 tries erase 87% of the clips, 10 tries 19%."""
+    random.seed(0)
+    erase = T.RandomErasingCube(1.0)
+    assert (erase.min_area, erase.max_area, erase.attempts) == (0.02, 1 / 3, 100)
+    assert erase.log_aspect == pytest.approx((math.log(0.3), math.log(1 / 0.3)))
+    hits = sum(bool(erase(torch.zeros(2, 3, 6, 300)).any()) for _ in range(400))
+    ten = T.RandomErasingCube(1.0, attempts=10)
+    hits10 = sum(bool(ten(torch.zeros(2, 3, 6, 300)).any()) for _ in range(400))
+    assert hits > 300 and hits10 < 120, (hits, hits10)
+
+
+def test_rand_augment_runs_on_the_full_frames_with_fill_128():
+    """PySlowFast's aug_frame: RandAugment on the whole decoded frames, before the crop; fill (128,128,128)."""
+    seen = []
+
+    class Recording(RandAugmentVideo):
+        def forward(self, video):
+            seen.append(tuple(video.shape))
+            return super().forward(video)
+
+    cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32, "data.train_jitter_scales": [48, 60]})
+    t = build_train_transform(cfg)
+    assert t.rand_augment.fill == [128.0] * 3 and t.rand_augment.interp == "bicubic"
+    t.rand_augment = Recording()
+    t(_clip(t=4, h=48, w=64))
+    assert seen == [(4, 3, 48, 64)]
+    # a full-strength translation leaves the fill in the uncovered part
+    random.seed(1)
+    frames = torch.zeros(2, 3, 20, 40, dtype=torch.uint8)
+    out = t.rand_augment.ops["TranslateXRel"](frames, 10.0, [128.0] * 3, "bicubic")
+    assert int((out == 128).all(1).all(0).any(0).sum()) == 18  # 0.45 * 40 columns filled
+
+
+@pytest.mark.parametrize("op", ["rotate", "shear", "translate"])
+def test_geometric_ops_match_pil(op: str):
+    """The affine ops sample where PIL's Image.transform / rotate do (timm applies them to PIL images), with fill."""
+    from PIL import Image
+
+    h, w = 30, 40
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    img = (128 + 100 * torch.sin(xx / 5.0) * torch.cos(yy / 7.0)).round().to(torch.uint8)  # smooth: kernels agree
+    frame = img.view(1, 1, h, w).expand(1, 3, h, w).contiguous()
+    pil = Image.fromarray(frame[0].permute(1, 2, 0).numpy())
+    if op == "rotate":
+        ours = T._pil_affine(frame, T._rotate_coeffs(20.0, h, w), [128.0] * 3, "bicubic")
+        ref = pil.rotate(20.0, resample=Image.BICUBIC, fillcolor=(128, 128, 128))
+    else:
+        coeffs = (1, 0.3, 0, 0, 1, 0) if op == "shear" else (1, 0, 0.45 * w, 0, 1, 0)
+        ours = T._pil_affine(frame, coeffs, [128.0] * 3, "bicubic")
+        ref = pil.transform(pil.size, Image.AFFINE, coeffs, resample=Image.BICUBIC, fillcolor=(128, 128, 128))
+    ref = torch.from_numpy(np.array(ref)).permute(2, 0, 1)
+    diff = (ours[0].int() - ref.int()).abs()
+    assert diff.float().mean() < 1.5 and (diff > 8).float().mean() < 0.02, (diff.float().mean(), diff.max())
+
+
+def test_ssv2_presets_crop_with_short_side_jitter():
+    """PySlowFast's SSv2 configs leave TRAIN_JITTER_SCALES_RELATIVE empty: inverse-uniform short side in
+    [256, 320] (L: [356, 446]) then a random crop, offsets in [0, size - crop - 1]."""
+    from mvit_video.config import compose
+
+    for name, scales, crop in [("ssv2_s_16x4", [256, 320], 224), ("ssv2_b_32x3", [256, 320], 224),
+                               ("ssv2_l_40x3", [356, 446], 312)]:  # fmt: skip
+        cfg = compose([f"+experiment={name}"])
+        t = build_train_transform(cfg, random_flip=False)
+        assert isinstance(t.crop, T.ShortSideJitterCrop), name
+        assert (t.crop.min_size, t.crop.max_size, t.crop.crop_size, t.crop.inverse_uniform) == (*scales, crop, True)
+        assert t.decode_short_side is None  # SSv2 frames are used as read
+    random.seed(0)
+    crop = T.ShortSideJitterCrop(10, 10, 8)
+    video = torch.arange(10).view(1, 1, 1, 10).expand(1, 1, 10, 10)
+    starts = {int(crop(video)[0, 0, 0, 0]) for _ in range(300)}
+    assert starts == {0, 1}  # 10 - 8 = 2 is never drawn
+
+
+
+def test_train_frames_resized_to_decode_short_side_first():
+    """PySlowFast's Kinetics decoder returns frames at short side TRAIN_JITTER_SCALES[0]; the crop works on those."""
+    cfg = make_cfg("kinetics", "none", {"data.train_crop_size": 32, "data.train_jitter_scales": [40, 50]})
+    seen = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self, crop):
+            super().__init__()
+            self.inner = crop
+
+        def forward(self, v):
+            seen.append(tuple(v.shape))
+            return self.inner(v)
+
+    t = build_train_transform(cfg, decode_short_side=40)
+    t.crop = Recording(t.crop)
+    t(_clip(t=2, h=96, w=128))
+    assert seen == [(2, 3, 40, 53)]

@@ -60,7 +60,7 @@ class _Net(nn.Module):
 
 def test_load_pretrained_reinitialises_a_head_of_another_size(tmp_path: Path, caplog) -> None:
     src = _Net(400)
-    torch.save({"model_state": {f"module.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "k400.pyth")
+    torch.save({f"module.{k}": v for k, v in src.state_dict().items()}, tmp_path / "k400.pyth")  # saved from DDP
     dst = _Net(174)
     head_before = dst.head.projection.weight.clone()
     with caplog.at_level("INFO"):
@@ -74,3 +74,77 @@ def test_load_pretrained_reinitialises_a_head_of_another_size(tmp_path: Path, ca
         wrong.head = nn.Module()
         wrong.head.projection = nn.Linear(9, 174)
         ck.load_pretrained(wrong, tmp_path / "k400.pyth")
+
+
+_PYSLOWFAST_YAML = """\
+TRAIN:
+  DATASET: {dataset}
+DATA:
+  NUM_FRAMES: 4
+  TRAIN_CROP_SIZE: 32
+  INPUT_CHANNEL_NUM: [3]
+  REVERSE_INPUT_CHANNEL: {reverse}
+MVIT:
+  DEPTH: 2
+  EMBED_DIM: 16
+  PATCH_PADDING: (1, 3, 3)
+  USE_ABS_POS: False
+  REL_POS_SPATIAL: True
+  REL_POS_TEMPORAL: True
+  POOL_KVQ_KERNEL: [3, 3, 3]
+  POOL_KV_STRIDE_ADAPTIVE: [1, 4, 4]
+  POOL_Q_STRIDE: [[0, 1, 1, 1], [1, 1, 2, 2]]
+  DIM_MUL: [[1, 2.0]]
+  HEAD_MUL: [[1, 2.0]]
+  RESIDUAL_POOLING: True
+  DIM_MUL_IN_ATT: True
+MODEL:
+  NUM_CLASSES: 5
+  ARCH: mvit
+  MODEL_NAME: MViT
+"""
+
+
+def _tiny_mvit(yaml_text: str, seed: int = 0):
+    from mvit_video.models import MViT
+    from mvit_video.models.convert import config_from_slowfast_yaml
+
+    torch.manual_seed(seed)
+    config = config_from_slowfast_yaml(yaml_text)[0]
+    return MViT(config).eval(), config
+
+
+@pytest.mark.parametrize("dataset, reverse, flipped", [("ssv2", False, True), ("ssv2", True, False),
+                                                       ("kinetics", False, False)])  # fmt: skip
+def test_load_pretrained_converts_pyslowfast_checkpoints(tmp_path: Path, dataset, reverse, flipped) -> None:
+    """A PySlowFast .pyth goes through convert.from_slowfast: a BGR-input kernel is folded to RGB, keys checked."""
+    yaml_text = _PYSLOWFAST_YAML.format(dataset=dataset, reverse=reverse)
+    src, _ = _tiny_mvit(yaml_text, seed=0)
+    state = {f"module.{k}": v for k, v in src.state_dict().items()}
+    torch.save({"epoch": 3, "model_state": state, "optimizer_state": {}, "cfg": yaml_text}, tmp_path / "sf.pyth")
+    dst, _ = _tiny_mvit(yaml_text, seed=1)
+    ck.load_pretrained(dst, tmp_path / "sf.pyth")
+    kernel = src.patch_embed.proj.weight
+    assert torch.equal(dst.patch_embed.proj.weight, kernel.flip(1) if flipped else kernel)
+    assert torch.equal(dst.blocks[1].attn.rel_pos_h, src.blocks[1].attn.rel_pos_h)
+    # the converter's checks apply: a key it does not understand, or no cfg to tell the channel order
+    torch.save({"model_state": {**state, "blocks.0.gamma_1": torch.ones(16)}, "cfg": yaml_text}, tmp_path / "x.pyth")
+    with pytest.raises(UserError, match="layer scale"):
+        ck.load_pretrained(dst, tmp_path / "x.pyth")
+    torch.save({"model_state": state}, tmp_path / "nocfg.pyth")
+    with pytest.raises(UserError, match="convert it first: python scripts/convert_checkpoint.py"):
+        ck.load_pretrained(dst, tmp_path / "nocfg.pyth")
+
+
+def test_load_pretrained_converts_torchvision_weights(tmp_path: Path) -> None:
+    from mvit_video.models.convert import torchvision_mvit
+
+    _, config = _tiny_mvit(_PYSLOWFAST_YAML.format(dataset="kinetics", reverse=False))
+    torch.manual_seed(2)
+    reference = torchvision_mvit(config).eval()
+    torch.save(reference.state_dict(), tmp_path / "tv.pth")
+    dst, _ = _tiny_mvit(_PYSLOWFAST_YAML.format(dataset="kinetics", reverse=False), seed=3)
+    ck.load_pretrained(dst, tmp_path / "tv.pth")
+    x = torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x), reference(x), atol=1e-4, rtol=1e-4)

@@ -50,7 +50,9 @@ def test_preset_composes_with_official_recipe(name: str) -> None:
     assert cfg.aug.enable and cfg.aug.aa_type == "rand-m7-n4-mstd0.5-inc1" and cfg.mixup.enable
     large = depth == 48
     assert cfg.model.act_checkpoint == large
-    assert list(cfg.data.mean) == ([0.485, 0.456, 0.406] if large else [0.45, 0.45, 0.45])
+    # SSv2-L: PySlowFast normalised BGR frames with the RGB-ordered ImageNet mean, then reversed (REFERENCE §9)
+    imagenet = [0.406, 0.456, 0.485] if name.startswith("ssv2") else [0.485, 0.456, 0.406]
+    assert list(cfg.data.mean) == (imagenet if large else [0.45, 0.45, 0.45])
     if name.startswith("k"):
         assert cfg.data.dataset == "kinetics" and cfg.data.random_flip
         assert cfg.solver.weight_decay == 0.05 and cfg.solver.clip_grad_l2norm == 1.0

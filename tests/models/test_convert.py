@@ -299,6 +299,38 @@ def test_slowfast_bgr_input_folded_into_weights():
         assert (reference(rgb.flip(1)) - converted(rgb)).abs().max().item() <= 1e-5
 
 
+def test_ssv2_reverse_input_channel_reproduces_slowfast_inputs(tmp_path):
+    """PySlowFast's SSv2 loader reads BGR JPEGs (OpenCV), normalises them with the RGB-ordered DATA.MEAN/STD,
+    then REVERSE_INPUT_CHANNEL reverses them: its network saw RGB with R normalised by (0.406, 0.225). The
+    converted checkpoint takes RGB (no kernel flip) and carries the statistics that reproduce those inputs."""
+    yaml_text = (
+        SLOWFAST_TINY_YAML.replace("DATASET: kinetics", "DATASET: ssv2")
+        .replace("  INPUT_CHANNEL_NUM: [3]\n", "  INPUT_CHANNEL_NUM: [3]\n  REVERSE_INPUT_CHANNEL: True\n"
+                 "  MEAN: [0.485, 0.456, 0.406]\n  STD: [0.229, 0.224, 0.225]\n")
+    )  # fmt: skip
+    assert not slowfast_input_is_bgr(yaml_text)
+    source = slowfast_tiny_state_dict()
+    src = write_pyth(tmp_path / "ssv2_l.pyth", source, cfg=yaml_text)
+    dst = tmp_path / "ssv2_l_converted.pyth"
+    result = run_cli("--from", "slowfast", str(src), str(dst))
+    assert result.returncode == 0, result.stderr
+    data_config = load_checkpoint_info(dst)["data_config"]
+    assert data_config["mean"] == [0.406, 0.456, 0.485] and data_config["std"] == [0.225, 0.224, 0.229]
+
+    rgb = torch.randint(0, 256, (4, 32, 32, 3), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    # PySlowFast: BGR read, tensor_normalize with the lists as given, T H W C -> C T H W, channels reversed
+    bgr = rgb.flip(-1).float() / 255.0
+    pysf = ((bgr - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])).permute(3, 0, 1, 2)
+    pysf = pysf[[2, 1, 0]].unsqueeze(0)
+    ours = (rgb.float() / 255.0 - torch.tensor(data_config["mean"])) / torch.tensor(data_config["std"])
+    ours = ours.permute(3, 0, 1, 2).unsqueeze(0)
+    config = dataclasses.replace(config_from_slowfast_yaml(yaml_text)[0], attention="plain")
+    reference = MViT(config).eval()
+    reference.load_state_dict(source)
+    with torch.no_grad():
+        assert (reference(pysf) - load_model(dst)(ours)).abs().max().item() <= 1e-4
+
+
 def test_slowfast_config_from_yaml():
     config, data = config_from_slowfast_yaml(SLOWFAST_TINY_YAML)
     assert config.patch_kernel == [3, 7, 7] and config.patch_padding == [1, 3, 3]  # "(3, 7, 7)" strings decoded
