@@ -110,8 +110,35 @@ def _list(cfg: DictConfig, key: str, length: int | None = None, positive: bool =
     return value
 
 
+# Keys that take true/false only: any other string ("no", "off") would read as true.
+BOOL_KEYS = (
+    "model.act_checkpoint",
+    *(f"mvit.{k}" for k in ("qkv_bias", "cls_embed_on", "use_abs_pos", "sep_pos_embed", "use_mean_pooling",
+                            "norm_stem", "pool_first", "rel_pos_spatial", "rel_pos_temporal", "rel_pos_zero_init",
+                            "residual_pooling", "dim_mul_in_att", "separate_qkv")),
+    "data.use_offset_sampling", "data.inv_uniform_sample", "data.random_flip",
+    "aug.enable", "mixup.enable", "data_loader.pin_memory", "data_loader.persistent_workers",
+    "train.enable", "train.auto_resume", "train.ema.enable",
+    "solver.base_lr_scale_num_shards", "solver.cosine_after_warmup", "solver.nesterov", "solver.zero_wd_1d_param",
+    "solver.zero_decay_pos_cls", "test.enable", "test.use_ema",
+)
+
+
+def _bool(cfg: DictConfig, key: str, also: Sequence[str] = ()) -> None:
+    """A boolean key: true/false (Hydra also reads True, FALSE, ...), or one of `also`; else ConfigError."""
+    value = OmegaConf.select(cfg, key, throw_on_missing=False, default=_MISSING)
+    if value is _MISSING:
+        return  # an optional key some configs leave out
+    if not isinstance(value, bool) and value not in also:
+        choices = ", ".join(["true", "false", *also])
+        raise ConfigError(f"config key '{key}': expected {choices}, got {value!r}")
+
+
 def validate(cfg: DictConfig, world_size: int = 1, check_paths: bool = False) -> DictConfig:
     """Check keys and values that would otherwise fail deep inside training; raises ConfigError naming the key."""
+    for key in BOOL_KEYS:
+        _bool(cfg, key)
+    _bool(cfg, "train.compile", also=("auto",))
     _choice(cfg, "device", ["auto", "cpu", "cuda"])
     _number(cfg, "seed", integer=True, min_value=0)
     _number(cfg, "num_shards", integer=True, min_value=1)
@@ -166,6 +193,9 @@ def validate(cfg: DictConfig, world_size: int = 1, check_paths: bool = False) ->
     ckpt = str(_get(cfg, "train.checkpoint_file_path"))
     if check_paths and ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"config key 'train.checkpoint_file_path': {ckpt} does not exist")
+    resume = str(cfg.train.get("resume_from") or "")
+    if check_paths and resume and not Path(resume).is_file():
+        raise ConfigError(f"config key 'train.resume_from': {resume} does not exist")
 
     _choice(cfg, "solver.optimizing_method", ["adamw", "sgd"])
     _choice(cfg, "solver.lr_policy", ["cosine"])
@@ -185,6 +215,8 @@ def validate(cfg: DictConfig, world_size: int = 1, check_paths: bool = False) ->
         _number(cfg, "solver.clip_grad_l2norm", min_value=0.0)
 
     _number(cfg, "test.batch_size", integer=True, min_value=1)
+    _choice(cfg, "test.split", ["train", "val", "test"])
+    _number(cfg, "test.max_views_per_forward", integer=True, min_value=1)
     _number(cfg, "test.num_ensemble_views", integer=True, min_value=1)
     _choice(cfg, "test.num_spatial_crops", [1, 3])
     crop, short = int(cfg.data.test_crop_size), int(cfg.data.train_jitter_scales[0])

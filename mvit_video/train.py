@@ -4,15 +4,17 @@ Everything a run writes goes to `output_dir` (default `outputs/<name>`): train.l
 tensorboard/, checkpoints/, bad_videos.txt, config.yaml. Re-running the same command resumes from the latest
 checkpoint. SIGTERM/SIGUSR1 (SLURM preemption) save `checkpoints/checkpoint_preempt.pyth` after the current step
 and exit: status 0 after `scontrol requeue` succeeded (under SLURM), else 128 + signal (143 SIGTERM, 138 SIGUSR1);
-under the submitit launcher the signal is handed to submitit, which requeues the job.
+under the submitit launcher the signal is handed to submitit, which requeues the job. SIGINT (Ctrl-C) saves the same
+way and exits 130; a second Ctrl-C stops at once. A run holds `<output_dir>/.run.lock`: a second run there refuses.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import json
 import logging
-import math
 import os
 import random
 import signal
@@ -30,11 +32,12 @@ from mvit_video.engine import checkpoint as ck
 from mvit_video.engine import distributed as du
 from mvit_video.engine import throughput
 from mvit_video.engine.ema import ModelEma
+from mvit_video.engine.runlock import RunLock
 from mvit_video.engine.loop import (LoopSettings, PreemptionHandler, TrainState, TrainingDiverged, interactive,
                                     params_finite, train_one_epoch, validate_epoch)
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
 from mvit_video.utils.errors import ConfigError, UserError, cli_errors
-from mvit_video.utils.io import append_jsonl, atomic_write_text
+from mvit_video.utils.io import append_jsonl, atomic_write_text, read_jsonl
 
 logger = logging.getLogger("mvit_video.train")
 
@@ -84,10 +87,12 @@ def _sampler(loader: Any) -> Any:
 
 
 def _ignore_preemption_signals(inner: Callable[[int], None] | None, worker_id: int) -> None:
-    """DataLoader worker init: SLURM signals every process of a step; workers must not die of SIGTERM/SIGUSR1
-    (the main process saves and exits; workers stop with it). Then the loader's own init runs."""
+    """DataLoader worker init: SLURM signals every process of a step, Ctrl-C the whole foreground group; workers
+    must not die of SIGTERM/SIGUSR1/SIGINT (the main process finishes the step, saves, and ends them on its way
+    out: data.loader.stop_workers). Then the loader's own init runs."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if inner is not None:
         inner(worker_id)
 
@@ -112,11 +117,46 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, world) - int(cfg.data_loader.num_workers)))
     du.init_distributed(device.type)
     output_dir = Path(str(cfg.output_dir))
-    setup_logging(output_dir, rank)
+    lock = None
     try:
+        setup_logging(None, rank)
+        lock = _lock_output_dir(output_dir)  # before anything is written there
+        setup_logging(output_dir, rank)
         return _train(cfg, device, output_dir, on_step)
     finally:
+        # Every exit path, error or signal, ends the data-loader workers now (see stop_workers)
+        from mvit_video.data.loader import stop_workers
+
+        stop_workers()
+        if lock is not None:
+            lock.release()
         du.cleanup()
+
+
+def _lock_output_dir(output_dir: Path) -> RunLock | None:
+    """Rank 0 checks output_dir is a writable directory and takes its run lock; every rank fails if it could not."""
+    lock, error = None, None
+    if du.is_main():
+        try:
+            if output_dir.exists() and not output_dir.is_dir():
+                raise ConfigError(f"config key 'output_dir': {output_dir} is a file, not a directory")
+            try:
+                output_dir.mkdir(parents=True, exist_ok=True)
+                lock = RunLock(output_dir).acquire()
+            except (FileExistsError, NotADirectoryError):
+                raise ConfigError(f"config key 'output_dir': {output_dir} is below a file, not a directory") from None
+            except PermissionError:
+                raise ConfigError(f"config key 'output_dir': {output_dir} is not writable") from None
+            except OSError as e:
+                raise ConfigError(f"config key 'output_dir': cannot write to {output_dir} ({e.strerror})") from None
+        except UserError as e:
+            error = e
+    first = du.all_gather_object(str(error) if error is not None else None)[0]
+    if error is not None:
+        raise error
+    if first is not None:
+        raise UserError(first)
+    return lock
 
 
 def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
@@ -135,9 +175,10 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg, "val")
     num_classes = int(cfg.model.num_classes)
-    if getattr(train_set, "num_classes", None) and train_set.num_classes > num_classes:
-        raise ConfigError(f"config key 'model.num_classes' is {num_classes} but the training list has "
-                          f"{train_set.num_classes} classes")
+    # Label problems fail here, not after an epoch (val) or at the end (the test, a checkpoint's class names).
+    _check_labels(num_classes, {"train": train_set, "val": val_set,
+                                **({str(cfg.test.split): build_dataset(cfg, str(cfg.test.split))}
+                                   if cfg.test.enable else {})})
     class_names = getattr(train_set, "class_names", None)
     train_loader = _shield_workers(build_loader(cfg, "train", train_set, world_size=world, rank=rank))
     val_loader = _shield_workers(build_loader(cfg, "val", val_set, world_size=world, rank=rank))
@@ -168,11 +209,20 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
     ema = ModelEma(model, float(cfg.train.ema.decay)) if cfg.train.ema.enable else None
     state = TrainState(model=model, forward=model, optimizer=optimizer, schedule=schedule, scaler=scaler, ema=ema)
 
-    # Resume (auto_resume) beats initial weights (checkpoint_file_path), as in PySlowFast.
-    latest = ck.find_latest(output_dir) if cfg.train.auto_resume else None
+    # Resume (train.resume_from, else auto_resume) beats initial weights (checkpoint_file_path), as in PySlowFast.
+    if du.is_main():
+        for orphan in ck.remove_orphan_tmp(output_dir):  # we hold the lock: no live writer owns these
+            logger.info("removed %s (left by a killed write)", orphan)
+    latest, saved = None, None
+    if str(cfg.train.get("resume_from") or ""):
+        latest = Path(str(cfg.train.resume_from))
+        saved = ck.load(latest)
+    elif cfg.train.auto_resume:
+        latest, saved = ck.load_latest(output_dir)
     start = ResumePoint()
-    if latest is not None:
-        start = _restore(state, ck.load(latest), world, iters_per_epoch)
+    if saved is not None:
+        _check_resumable(saved, cfg, model, model_config, latest)
+        start = _restore(state, saved, world, iters_per_epoch, int(cfg.train.batch_size))
         logger.info("Resuming from %s (epoch %d, iteration %d)", latest, start.epoch, start.iteration)
     elif str(cfg.train.checkpoint_file_path):
         ck.load_pretrained(model, str(cfg.train.checkpoint_file_path))
@@ -203,9 +253,12 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
 
         writer = SummaryWriter(str(output_dir / "tensorboard"))
     metrics_path = output_dir / "metrics.jsonl"
+    if du.is_main():
+        # Lines of epochs the checkpoint does not cover are redone below: drop them, so each epoch appears once.
+        _truncate_metrics(metrics_path, start.epoch)
     seen_bad: set[str] = set()
 
-    def save(epochs_done: int, batches_done: int, path: Path) -> None:
+    def save(epochs_done: int, batches_done: int, path: Path, partial: dict[str, float] | None = None) -> None:
         """Checkpoint after `epochs_done` epochs + `batches_done` batches of the next (collective over ranks)."""
         if not params_finite(model):
             raise TrainingDiverged(f"weights became NaN/inf by epoch {epochs_done + 1}, iteration {batches_done}; "
@@ -221,8 +274,11 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "ema": ema.state_dict() if ema is not None else None,
                 "rng": rngs,
+                # batches_done counts global batches (train.batch_size is global): valid for any world size;
+                # partial: the interrupted epoch's loss/accuracy sums so far, so its metrics line covers all of it
                 "sampler": {"epoch": epochs_done, "batches_done": batches_done,
-                            "start_index": batches_done * per_process_batch, "world_size": world},
+                            "start_index": batches_done * per_process_batch, "world_size": world,
+                            "batch_size": int(cfg.train.batch_size), "partial": partial},
                 "cfg": to_yaml(cfg),
             })
             ck.save(data, path)
@@ -231,45 +287,50 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
     preempt = PreemptionHandler().install()
     last: dict[str, Any] = {}
     try:
-        if start.epoch >= int(cfg.solver.max_epoch):
+        finished_before = start.epoch >= int(cfg.solver.max_epoch)
+        if finished_before:
             logger.info("training already finished (%d epochs); nothing to train", start.epoch)
+        if start.rng is not None:
+            # The loaders draw their worker seeds from their own generators and the items seed their own
+            # augmentation, so the saved state continues the global stream (dropout, drop path, mixup) exactly.
+            ck.set_rng_state(start.rng)
         for epoch in range(start.epoch, int(cfg.solver.max_epoch)):
             first = epoch == start.epoch
             start_batch = start.batch if first else 0
             if sampler is not None:
                 sampler.set_epoch(epoch)
                 sampler.set_start_index(start_batch * per_process_batch)
-            # RNG states are restored where they were saved: an epoch-end checkpoint before the loader draws its
-            # worker seed, a mid-epoch one after; so a resumed run draws exactly the numbers of an unbroken one.
-            if first and start.rng is not None and start_batch == 0:
-                ck.set_rng_state(start.rng)
-            batches = iter(train_loader)
-            if first and start.rng is not None and start_batch > 0:
-                ck.set_rng_state(start.rng)
-            result = train_one_epoch(state, batches, epoch, iters_per_epoch, settings, start_batch=start_batch,
-                                     mixup=mixup, preempt=preempt, on_step=on_step, tb_writer=writer)
+            result = train_one_epoch(state, iter(train_loader), epoch, iters_per_epoch, settings,
+                                     start_batch=start_batch, mixup=mixup, preempt=preempt, on_step=on_step,
+                                     tb_writer=writer)
             _report_bad_videos(result.bad_paths, seen_bad, output_dir, epoch)
+            sums = _epoch_sums(result, start.partial if first and start_batch > 0 else None)
             if result.preempted_by is not None:
                 path = ck.preempt_checkpoint_path(output_dir)
                 logger.info("signal %d: saving %s at epoch %d, iteration %d/%d", result.preempted_by, path,
                             epoch + 1, result.batches_done, iters_per_epoch)
-                save(epoch, result.batches_done, path)
+                save(epoch, result.batches_done, path, sums)
                 preempt.exit()
             epochs_done = epoch + 1
+            clips = max(sums["clips"], 1.0)
             mfu = throughput.mfu(result.clips_per_s_per_gpu, flops_per_clip, peak)
-            last["train"] = {"split": "train", "epoch": epochs_done, "loss": result.loss, "top1": result.top1,
-                             "lr": result.lr, "clips_per_s": result.clips_per_s,
+            last["train"] = {"split": "train", "epoch": epochs_done, "loss": sums["loss_sum"] / clips,
+                             "top1": 100.0 * sums["correct"] / clips, "lr": result.lr,
+                             "clips_per_s": result.clips_per_s,
                              "clips_per_s_per_gpu": result.clips_per_s_per_gpu,
                              "data_wait_frac": result.data_wait_frac, "mfu": mfu}
-            if du.is_main():
+            if sums["clips"] == 0:  # e.g. an old checkpoint saved at the very end of the epoch: nothing to report
+                logger.warning("epoch %d: no batch left to train after the resume; no train line written",
+                               epochs_done)
+            elif du.is_main():
                 append_jsonl(last["train"], metrics_path)
                 logger.info("epoch %d/%d: train loss %.4f top1 %.2f%% lr %.3e | %.1f clips/s (%.1f per %s), "
-                            "%.0f%% of step time waiting for data%s", epochs_done, settings.max_epoch, result.loss,
-                            result.top1, result.lr, result.clips_per_s, result.clips_per_s_per_gpu,
-                            "GPU" if device.type == "cuda" else "process", 100 * result.data_wait_frac,
-                            f", MFU {100 * mfu:.1f}%" if mfu is not None else "")
-                writer.add_scalar("epoch/train_loss", result.loss, epochs_done)
-                writer.add_scalar("epoch/train_top1", result.top1, epochs_done)
+                            "%.0f%% of step time waiting for data%s", epochs_done, settings.max_epoch,
+                            last["train"]["loss"], last["train"]["top1"], result.lr, result.clips_per_s,
+                            result.clips_per_s_per_gpu, "GPU" if device.type == "cuda" else "process",
+                            100 * result.data_wait_frac, f", MFU {100 * mfu:.1f}%" if mfu is not None else "")
+                writer.add_scalar("epoch/train_loss", last["train"]["loss"], epochs_done)
+                writer.add_scalar("epoch/train_top1", last["train"]["top1"], epochs_done)
             is_last = epochs_done == int(cfg.solver.max_epoch)
             if epochs_done % int(cfg.train.eval_period) == 0 or is_last:
                 last["val"] = _validate(state, eval_forward, val_loader, device, amp_dtype, epochs_done,
@@ -295,7 +356,13 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
     if cfg.test.enable:
         from mvit_video.evaluate import test
 
-        last["test"] = test(cfg, model, class_names, forward=eval_forward)
+        tested = du.is_main() and any(m.get("split") == "test" for m in read_jsonl(metrics_path))
+        if finished_before and du.all_gather_object(tested)[0]:
+            # Re-running a finished command: the test is done and in metrics.jsonl; do not add a second line.
+            logger.info("the test already ran (see %s); test again with python -m mvit_video.evaluate",
+                        metrics_path)
+        else:
+            last["test"] = test(cfg, model, class_names, forward=eval_forward)
     return last
 
 
@@ -355,17 +422,116 @@ def _report_bad_videos(paths: list[str], seen: set[str], output_dir: Path, epoch
                        len(every), len(new), len(seen), output_dir / "bad_videos.txt")
 
 
+def _check_labels(num_classes: int, datasets: dict[str, Any]) -> None:
+    """model.num_classes must match the class list and cover every label of the lists used (ConfigError)."""
+    for split, ds in datasets.items():
+        names = getattr(ds, "class_names", None)
+        if names and len(names) != num_classes:
+            raise ConfigError(f"config key 'model.num_classes' is {num_classes} but the dataset's class list "
+                              f"(classes.txt / labels.json in data.path_to_data_dir) has {len(names)} classes")
+        labels = getattr(ds, "labels", None) or []
+        if labels and max(labels) >= num_classes:
+            i = labels.index(max(labels))
+            raise ConfigError(f"the {split} list has label {max(labels)} ({ds.paths[i]}) but model.num_classes is "
+                              f"{num_classes}: labels must be in [0, {num_classes - 1}]")
+
+
+def _cfg_key(field_name: str) -> str:
+    """The config key of an MViTConfig field, as users write it."""
+    if field_name in ("num_classes", "dropout_rate", "act_checkpoint", "attention"):
+        return f"model.{field_name}"
+    return {"num_frames": "data.num_frames", "crop_size": "data.train_crop_size"}.get(field_name, f"mvit.{field_name}")
+
+
+# Keys whose change makes the resumed run another run: the LR at the resume point moves (warned about).
+_SCHEDULE_KEYS = ("solver.base_lr", "solver.max_epoch", "solver.warmup_epochs", "solver.warmup_start_lr",
+                  "solver.cosine_end_lr", "solver.lr_policy", "solver.cosine_after_warmup",
+                  "solver.base_lr_scale_num_shards", "train.batch_size", "train.grad_accum_steps", "num_shards")
+# Keys that change the optimizer's state layout: it cannot be resumed.
+_OPTIMIZER_KEYS = ("solver.optimizing_method", "solver.zero_wd_1d_param", "solver.zero_decay_pos_cls")
+
+
+def _changed(old: Any, new: DictConfig, keys: tuple[str, ...]) -> list[str]:
+    """'key old -> new' for each of `keys` whose value differs between two configs."""
+    from omegaconf import OmegaConf
+
+    out = []
+    for key in keys:
+        a, b = OmegaConf.select(old, key, default=None), OmegaConf.select(new, key, default=None)
+        if a is not None and a != b:
+            out.append(f"{key} {a} -> {b}")
+    return out
+
+
+def _check_resumable(saved: dict[str, Any], cfg: DictConfig, model: torch.nn.Module, model_config: Any,
+                     path: Path | None) -> None:
+    """Refuse a checkpoint of another architecture or optimizer (one line naming the keys); warn about changed
+    schedule or model settings that still load."""
+    from omegaconf import OmegaConf
+
+    from mvit_video.models.checkpoint import _plain
+
+    own = _plain(dataclasses.asdict(model_config))
+    theirs = saved.get("model_config") or {}
+    differ = [f"{_cfg_key(k)} {theirs[k]} -> {own[k]}" for k in own if k in theirs and theirs[k] != own[k]]
+    weights, shapes = saved.get("model") or {}, {k: v.shape for k, v in model.state_dict().items()}
+    shapes_ok = weights.keys() == shapes.keys() and all(weights[k].shape == shapes[k] for k in shapes)
+    advice = f"use another output_dir, or train.auto_resume=false to start over in {cfg.output_dir}"
+    if not shapes_ok:
+        raise UserError(f"cannot resume from {path}: it is another architecture "
+                        f"({'; '.join(differ) or 'different weights'}); {advice}")
+    old = OmegaConf.create(saved["cfg"]) if isinstance(saved.get("cfg"), str) else OmegaConf.create({})
+    optimizer = _changed(old, cfg, _OPTIMIZER_KEYS)
+    if optimizer:
+        raise UserError(f"cannot resume from {path}: the optimizer changed ({'; '.join(optimizer)}); {advice}")
+    changed = _changed(old, cfg, _SCHEDULE_KEYS) + differ
+    if changed:
+        logger.warning("resuming from %s with changed settings (the LR schedule and results differ from an "
+                       "unchanged run): %s", path, "; ".join(changed))
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Drop train/val lines of epochs after `epochs_done` (and torn lines); test lines stay. Atomic rewrite."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    keep = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # half a line from a kill during the write
+        if isinstance(record, dict) and int(record.get("epoch", 0) or 0) <= epochs_done:
+            keep.append(line)
+    if len(keep) != len(lines):
+        atomic_write_text("".join(f"{x}\n" for x in keep), path)
+        logger.info("metrics.jsonl: removed %d line(s) beyond epoch %d (redone from the checkpoint)",
+                    len(lines) - len(keep), epochs_done)
+
+
+def _epoch_sums(result: Any, partial: dict[str, float] | None) -> dict[str, float]:
+    """Loss/correct/clip totals of the epoch so far: this run's part plus the part before a mid-epoch resume."""
+    sums = {"loss_sum": result.loss * result.clips, "correct": result.top1 * result.clips / 100.0,
+            "clips": float(result.clips)}
+    for key in sums:
+        sums[key] += float((partial or {}).get(key, 0.0))
+    return sums
+
+
 @dataclass
 class ResumePoint:
-    """Where training continues: completed epochs, batches into the next epoch, this rank's RNG state."""
+    """Where training continues: completed epochs, global batches into the next epoch, this rank's RNG state,
+    and the loss/accuracy sums of the batches done before (so the epoch's metrics line covers all of it)."""
 
     epoch: int = 0
     batch: int = 0
     iteration: int = 0
     rng: dict | None = None
+    partial: dict | None = None
 
 
-def _restore(state: TrainState, saved: dict[str, Any], world: int, iters_per_epoch: int) -> ResumePoint:
+def _restore(state: TrainState, saved: dict[str, Any], world: int, iters_per_epoch: int,
+             batch_size: int) -> ResumePoint:
     """Load weights, optimizer, scaler, EMA and step count from a training checkpoint; return where to go on."""
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
@@ -375,16 +541,23 @@ def _restore(state: TrainState, saved: dict[str, Any], world: int, iters_per_epo
         state.ema.load_state_dict(saved["ema"] if saved.get("ema") else state.model.state_dict())
     state.step = int(saved["scheduler"]["step"])
     position = saved.get("sampler") or {}
+    # A global batch index: global batch b holds samples [b*B, (b+1)*B) of the epoch's permutation whatever the
+    # number of processes (each rank takes every world-th of them), so it is not rescaled.
     batch = int(position.get("batches_done", 0))
     saved_world = int(position.get("world_size", world))
-    if batch and saved_world != world:
-        # Another world size orders samples differently: keep the global count, start at the next batch.
-        batch = min(math.ceil(batch * saved_world / world), iters_per_epoch)
-        logger.warning("resuming mid-epoch with %d processes instead of %d: the sample order differs",
-                       world, saved_world)
+    saved_batch = int(position.get("batch_size", batch_size))
+    if batch and saved_batch != batch_size:
+        batch = min(batch * saved_batch // batch_size, iters_per_epoch)  # samples done, in the new batch size
+        logger.warning("train.batch_size changed %d -> %d mid-epoch: continuing at batch %d", saved_batch,
+                       batch_size, batch)
     rngs = saved.get("rng") or []
+    if saved_world != world:
+        logger.warning("resuming with %d process%s instead of %d: epoch %d continues at global batch %d/%d (same "
+                       "samples, same augmentation); the per-process RNG streams (dropout, drop path, mixup) %s",
+                       world, "es" if world > 1 else "", saved_world, int(saved["epoch"]) + 1, batch,
+                       iters_per_epoch, "restart from the seed" if len(rngs) != world else "are restored")
     return ResumePoint(epoch=int(saved["epoch"]), batch=batch, iteration=int(saved.get("iteration", 0)),
-                       rng=rngs[du.get_rank()] if len(rngs) == world else None)
+                       rng=rngs[du.get_rank()] if len(rngs) == world else None, partial=position.get("partial"))
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -413,6 +586,8 @@ def _hydra_entry() -> None:
 
     @hydra.main(config_path="../conf", config_name="config", version_base=None)
     def hydra_main(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
         _multirun_output_dir(cfg)
         try:
             run(cfg)
@@ -420,8 +595,19 @@ def _hydra_entry() -> None:
             logging.getLogger("mvit_video").error("error: %s", e)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        finally:
+            _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))  # Hydra's own job dir (`0/`): unused
 
     hydra_main()
+
+
+def _remove_if_empty(path: Path) -> None:
+    """rmdir `path` when it exists and is empty (Hydra and submitit create directories a run never uses)."""
+    try:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    except OSError:  # another task removed it or wrote into it meanwhile: leave it
+        pass
 
 
 @cli_errors
@@ -430,7 +616,7 @@ def _single_run(overrides: list[str]) -> None:
 
 
 @cli_errors
-def _precheck_multirun(args: list[str]) -> None:
+def _precheck_multirun(args: list[str]) -> DictConfig:
     """Compose the first job of a sweep before Hydra launches anything: a wrong key fails here, in one line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -446,7 +632,7 @@ def _precheck_multirun(args: list[str]) -> None:
             overrides.append(f"{o.get_key_element()}={first}")
         else:
             overrides.append(o.input_line)
-    validate(compose(overrides))
+    return validate(compose(overrides))
 
 
 def main() -> None:
@@ -454,9 +640,16 @@ def main() -> None:
     args = sys.argv[1:]
     if any(a.startswith("-") for a in args):
         plain = [a for a in args if a not in ("-m", "--multirun")]
+        sweep_dir = None
         if len(plain) < len(args) and not any(a.startswith("-") for a in plain):
-            _precheck_multirun(plain)
-        _hydra_entry()
+            sweep_dir = Path(str(_precheck_multirun(plain).output_dir))
+            print(f"multirun: each job writes to {sweep_dir}/<its overrides> (or {sweep_dir} when it has none); "
+                  f"launcher logs in {sweep_dir / '.submitit'}", file=sys.stderr, flush=True)
+        try:
+            _hydra_entry()
+        finally:
+            if sweep_dir is not None:
+                _remove_if_empty(sweep_dir / ".submitit" / "%j")  # submitit makes its folder pattern literally
         return
     _single_run(args)
 

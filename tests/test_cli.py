@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -88,3 +89,19 @@ def test_multirun_gives_each_job_its_own_output_dir(kinetics_list_dir, tmp_path:
     jobs = sorted(p.parent.parent for p in out.glob("*/checkpoints/checkpoint_epoch_00001.pyth"))
     assert [p.name[:5] for p in jobs] == ["job0-", "job1-"]  # many overrides: short stable names
     assert ["base_lr: 0.001" in (j / "config.yaml").read_text() for j in jobs] == [True, False]
+
+
+def test_submitit_tasks_form_one_process_group(kinetics_list_dir, tmp_path: Path) -> None:
+    """hydra.launcher.tasks_per_node=2: the two tasks take their ranks from submitit and train as one 2-process run
+    (before: two 1-process runs in one directory); no empty `0/` or literal `.submitit/%j/` is left behind."""
+    out = tmp_path / "sweep"
+    args = tiny_overrides(kinetics_list_dir, out, "solver.max_epoch=1", "solver.warmup_epochs=0")
+    r = _train(["-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", *args], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"multirun: each job writes to {out}/" in r.stderr
+    runs = [p.parent for p in out.glob("*/train.log")]
+    assert len(runs) == 1
+    log = (runs[0] / "train.log").read_text()
+    assert "(2 processes on cpu)" in log and log.count("epoch 1/1: train loss") == 1
+    assert [json.loads(x)["split"] for x in (runs[0] / "metrics.jsonl").read_text().splitlines()] == ["train", "val"]
+    assert not (out / "0").exists() and not (out / ".submitit" / "%j").exists()

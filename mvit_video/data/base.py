@@ -7,11 +7,15 @@ replaced by a random other one, at most `max_bad_retries` times). Val/test items
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import random
+import struct
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -30,6 +34,28 @@ def warn_bad_video(path: str, error: BaseException) -> None:
     if path not in _WARNED:
         _WARNED.add(path)
         logger.warning("skipping unreadable video: %s", error)
+
+
+def item_seed(seed: int, epoch: int, index: int, retry: int = 0) -> int:
+    """A 63-bit seed that depends only on (run seed, epoch, sample index, retry): not on worker or rank."""
+    digest = hashlib.blake2b(struct.pack("<4q", seed, epoch, index, retry), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@contextlib.contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """Seed python's, numpy's and torch's global RNGs (what the transforms draw from), restoring them after:
+    without workers the item runs in the training process, whose own RNG stream (dropout, mixup) must not move."""
+    py, npy, th = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.random.set_rng_state(th)
 
 
 @dataclass
@@ -83,8 +109,14 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> dict:
-        return self._train_item(index) if self.split == "train" else self._test_item(index)
+    def __getitem__(self, key: int | tuple[int, int, int]) -> dict:
+        """`dataset[index]`, or `dataset[(seed, epoch, index)]` (the training sampler's keys): then every random
+        draw of the item is a function of those three numbers alone, so any worker, rank or resumed run makes the
+        same clips."""
+        if isinstance(key, tuple):
+            seed, epoch, index = (int(k) for k in key)
+            return self._train_item(index, (seed, epoch)) if self.split == "train" else self._test_item(index)
+        return self._train_item(key) if self.split == "train" else self._test_item(key)
 
     # ------------------------------------------------------------------ train
 
@@ -106,19 +138,26 @@ class VideoDataset(Dataset):
             return self.train_transform(frames).unsqueeze(0)  # no stack copy
         return torch.stack([self.train_transform(frames) for _ in range(self.num_sample)])
 
-    def _train_item(self, index: int) -> dict:
+    def _train_item(self, index: int, seed_epoch: Optional[tuple[int, int]] = None) -> dict:
         bad: list[str] = []
         last_error: Optional[BaseException] = None
-        for _ in range(self.max_bad_retries + 1):
+        asked = index
+        for retry in range(self.max_bad_retries + 1):
             path = self.full_paths[index]
+            rngs = (seeded_rngs(item_seed(*seed_epoch, asked, retry)) if seed_epoch is not None
+                    else contextlib.nullcontext())
             try:
-                video = self._train_clips(path)
+                with rngs:
+                    video = self._train_clips(path)
                 return {"video": video, "label": self.labels[index], "index": index, "bad_paths": bad}
             except VideoDecodeError as e:
                 warn_bad_video(path, e)
                 bad.append(path)
                 last_error = e
-                index = random.randrange(len(self))
+                if seed_epoch is not None:  # the replacement, too, depends only on (seed, epoch, index, retry)
+                    index = item_seed(*seed_epoch, asked, retry + 1) % len(self)
+                else:
+                    index = random.randrange(len(self))
         raise UserError(
             f"{len(bad)} videos in a row could not be decoded (data.max_bad_retries={self.max_bad_retries}); "
             f"last: {last_error}. Check the list with scripts/check_dataset.py"

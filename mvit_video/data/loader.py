@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import math
+import multiprocessing
+import os
 import random
-from typing import Iterator
+import signal
+import weakref
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -12,7 +18,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mvit_video.utils.errors import ConfigError
 
-__all__ = ["ResumableDistributedSampler", "ShardSampler", "train_collate", "test_collate", "worker_init_fn", "build_loader"]
+__all__ = ["ResumableDistributedSampler", "ShardSampler", "train_collate", "test_collate", "worker_init_fn",
+           "build_loader", "stop_workers"]
+
+logger = logging.getLogger(__name__)
 
 
 class ResumableDistributedSampler(Sampler[int]):
@@ -28,11 +37,15 @@ class ResumableDistributedSampler(Sampler[int]):
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = True,
+        keyed: bool = False,
     ) -> None:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside [0, {num_replicas})")
         self.dataset_len, self.num_replicas, self.rank = dataset_len, num_replicas, rank
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        # keyed: yield (seed, epoch, index) so the dataset seeds each item's augmentation from them (exact resume
+        # with workers: persistent workers hold a stale copy of everything but the indices they are sent)
+        self.keyed = keyed
         self.epoch = 0
         self.start_index = 0
         if drop_last:  # every rank the same count: drop the tail that does not divide evenly
@@ -65,9 +78,12 @@ class ResumableDistributedSampler(Sampler[int]):
         order = order[: self.total_size]
         return order[self.rank : self.total_size : self.num_replicas]
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int, int]]:
         start, self.start_index = self.start_index, 0
-        return iter(self.epoch_indices()[start:])
+        order = self.epoch_indices()[start:]
+        if self.keyed:
+            return iter([(self.seed, self.epoch, i) for i in order])
+        return iter(order)
 
     def __len__(self) -> int:
         return self.num_samples - self.start_index
@@ -113,12 +129,59 @@ def test_collate(items: list[dict]) -> dict:
     }
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel SIGKILLs this worker when the main process dies (even by SIGKILL), so no orphan
+    worker keeps a GPU node's cores busy. Elsewhere a no-op (torch's watchdog still ends orphans within seconds)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def worker_init_fn(worker_id: int) -> None:
     """Per-worker setup: one intra-op thread (workers already fill the cores) and numpy/random seeded from torch."""
+    _die_with_parent()
     torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32  # torch gives each worker its own base_seed + worker_id
     random.seed(seed)
     np.random.seed(seed)
+
+
+# Live multi-process iterators of loaders built here: stop_workers() ends their workers on every exit path.
+_ITERATORS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+class _TrackedLoader(DataLoader):
+    """A DataLoader whose worker iterators are registered for stop_workers()."""
+
+    def _get_iterator(self):
+        it = super()._get_iterator()
+        if self.num_workers > 0:
+            _ITERATORS.add(it)
+        return it
+
+
+def stop_workers() -> None:
+    """End every data-loader worker of this process now: a clean shutdown first, then SIGKILL for any left.
+
+    Call on every exit path of a run. Otherwise an exception keeps the iterators alive (in its traceback) until
+    interpreter exit, where multiprocessing SIGTERMs the workers -- which ignore SIGTERM during training (SLURM
+    signals every process) -- and then waits for them forever."""
+    for it in list(_ITERATORS):
+        try:
+            it._shutdown_workers()  # torch's own clean path: workers get None, exit, are joined
+        except Exception as e:  # noqa: BLE001 -- best effort on the way out; SIGKILL below still ends them
+            logger.debug("data-loader shutdown failed: %s", e)
+        _ITERATORS.discard(it)
+    from torch.utils.data._utils.worker import _worker_loop
+
+    for proc in multiprocessing.active_children():
+        if getattr(proc, "_target", None) is _worker_loop and proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
 
 
 def build_loader(cfg, split: str, dataset: Dataset, *, world_size: int = 1, rank: int = 0) -> DataLoader:
@@ -132,15 +195,21 @@ def build_loader(cfg, split: str, dataset: Dataset, *, world_size: int = 1, rank
         pin_memory=bool(dl.pin_memory) and torch.cuda.is_available(),
         persistent_workers=bool(dl.persistent_workers) and workers > 0,
         worker_init_fn=worker_init_fn if workers > 0 else None,
+        # Its own generator for the workers' base seed: creating an iterator must not draw from the global RNG,
+        # or a resumed run (new workers) would consume different numbers than an unbroken one (mixup, drop path).
+        generator=torch.Generator().manual_seed(int(cfg.seed)),
     )
     if split == "train":
         batch = int(cfg.train.batch_size) // world_size
         if batch < 1:
             raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is smaller than the {world_size} processes")
         sampler = ResumableDistributedSampler(
-            len(dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=int(cfg.seed), drop_last=True
+            len(dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=int(cfg.seed), drop_last=True,
+            keyed=True,
         )
-        return DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=train_collate, drop_last=True, **common)
+        return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=train_collate, drop_last=True,
+                              **common)
     batch = max(1, int(cfg.test.batch_size) // world_size)
     sampler = ShardSampler(len(dataset), num_replicas=world_size, rank=rank)
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=test_collate, drop_last=False, **common)
+    return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=test_collate, drop_last=False,
+                          **common)

@@ -60,6 +60,44 @@ def find_latest(output_dir: str | Path) -> Path | None:
     return best
 
 
+def load_latest(output_dir: str | Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """(path, contents) of the intact checkpoint furthest into training, or (None, None). An unreadable one
+    (torn by a full disk, a foreign file) is skipped with a warning and the previous one is used."""
+    d = checkpoint_dir(output_dir)
+    if not d.is_dir():
+        return None, None
+    # (epochs done, samples into the next epoch, epoch checkpoint first on a tie, path)
+    candidates = [(int(m.group(1)), 0, 1, p) for p in d.iterdir() if (m := _EPOCH_RE.search(p.name))]
+    loaded: dict[Path, dict[str, Any]] = {}
+    preempt = d / PREEMPT_NAME
+    if preempt.is_file():
+        try:
+            loaded[preempt] = load(preempt)
+            sampler = loaded[preempt].get("sampler") or {}
+            candidates.append((int(loaded[preempt].get("epoch", 0)), int(sampler.get("start_index", 0)), 0, preempt))
+        except UserError as e:
+            logger.warning("skipping unreadable checkpoint %s: %s", preempt, e)
+    for *_, path in sorted(candidates, reverse=True):
+        try:
+            return path, loaded.get(path) or load(path)
+        except UserError as e:
+            logger.warning("skipping unreadable checkpoint %s (%s); trying the previous one", path, e)
+    return None, None
+
+
+def remove_orphan_tmp(output_dir: str | Path) -> list[Path]:
+    """Delete the temp files of atomic writes killed midway (`.NAME.XXXX.tmp`) in output_dir and checkpoints/.
+    Only call while holding the run lock: a live writer's temp file looks the same."""
+    removed = []
+    for d in (Path(output_dir), checkpoint_dir(output_dir)):
+        if d.is_dir():
+            for p in d.glob(".*.tmp"):
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+    return removed
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """torch.load a checkpoint (weights_only: tensors, numbers, strings); a bad file is a UserError naming it."""
     path = Path(path)

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import subprocess
+import zlib
 from typing import Any
 
 import torch
@@ -46,16 +47,45 @@ def _slurm_master_addr(nodelist: str) -> str:
     return expand_nodelist(nodelist)[0]
 
 
-def env_ranks() -> tuple[int, int, int, int]:
-    """(rank, world_size, local_rank, num_nodes) from torchrun's or SLURM's variables; (0, 1, 0, 1) otherwise.
+def _submitit_ranks() -> tuple[int, int, int, int]:
+    """Ranks of a submitit task (hydra/launcher=submitit_*, several tasks_per_node) from its JobEnvironment; sets
+    MASTER_ADDR/MASTER_PORT and RANK/WORLD_SIZE/LOCAL_RANK for env:// init. Raises when they cannot be read."""
+    from mvit_video.utils.errors import ConfigError
 
-    Under SLURM it also sets MASTER_ADDR/MASTER_PORT (from the node list and the job id) for env:// init."""
+    env = os.environ
+    try:
+        import submitit
+
+        job = submitit.JobEnvironment()
+        rank, world, local_rank, nodes = job.global_rank, job.num_tasks, job.local_rank, job.num_nodes
+        master = "127.0.0.1" if job.cluster in ("local", "debug") else job.hostnames[0]
+        job_id = str(job.job_id)
+    except Exception as e:  # noqa: BLE001 -- any failure here means we cannot know our rank: refuse to guess
+        raise ConfigError(f"hydra.launcher.tasks_per_node: cannot read this task's rank from submitit ({e}); "
+                          f"run one task per job, or launch with torchrun/srun") from None
+    if world > 1:
+        # Set, not defaulted: values inherited from the launching shell (another job's) would point elsewhere.
+        env["MASTER_ADDR"] = master
+        # A port derived from the job id: every task of the job computes the same one, other jobs another.
+        env["MASTER_PORT"] = str(20000 + zlib.crc32(job_id.encode()) % 20000)
+        env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"] = str(rank), str(world), str(local_rank)
+        env["LOCAL_WORLD_SIZE"] = str(max(1, world // max(1, nodes)))
+    return rank, world, local_rank, nodes
+
+
+def env_ranks() -> tuple[int, int, int, int]:
+    """(rank, world_size, local_rank, num_nodes) from torchrun's, submitit's or SLURM's variables; (0, 1, 0, 1)
+    otherwise.
+
+    Under SLURM or submitit it also sets MASTER_ADDR/MASTER_PORT (from the node list and the job id) for env://."""
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:  # torchrun (also torchrun inside an sbatch script)
         rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
         local_rank = int(env.get("LOCAL_RANK", 0))
         local_world = int(env.get("LOCAL_WORLD_SIZE", world))
         return rank, world, local_rank, max(1, world // max(1, local_world))
+    if "SUBMITIT_EXECUTOR" in env:  # a task of hydra's submitit launcher (local or SLURM)
+        return _submitit_ranks()
     if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:  # srun, one task per GPU
         rank, world = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
         local_rank = int(env.get("SLURM_LOCALID", 0))

@@ -75,9 +75,11 @@ class EpochResult:
 
 
 class PreemptionHandler:
-    """SIGTERM/SIGUSR1 set a flag; the loop finishes the step, saves, then calls `exit()`."""
+    """SIGTERM/SIGUSR1/SIGINT set a flag; the loop finishes the step, saves, then calls `exit()`. A second SIGINT
+    (Ctrl-C twice) raises KeyboardInterrupt at once. A flag, not Python's KeyboardInterrupt, because that one is
+    swallowed when it lands in a finalizer or an at-fork hook (e.g. while a data-loader worker starts)."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -93,6 +95,8 @@ class PreemptionHandler:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
         # Only set a flag: logging or saving inside a signal handler could deadlock on locks the step holds.
         self.signum = signum
 
@@ -110,6 +114,8 @@ class PreemptionHandler:
         signum = self.signum or signal.SIGTERM
         previous = self._previous.get(signum)
         self.restore()
+        if signum == signal.SIGINT:  # a person stopping the run: no requeue
+            raise SystemExit(128 + int(signum))
         if callable(previous):
             # submitit installs its own handler: it pickles the job and requeues it (then exits itself).
             previous(signum, None)

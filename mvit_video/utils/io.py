@@ -47,3 +47,19 @@ def append_jsonl(record: dict, path: str | os.PathLike) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The JSON objects of a .jsonl file ([] when absent); unparsable lines (a torn last line) are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out

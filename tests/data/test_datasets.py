@@ -219,3 +219,31 @@ def test_ssv2_bad_json(tmp_path):
 def test_unknown_dataset(tmp_path):
     with pytest.raises(ConfigError, match="data.dataset"):
         build_dataset(_cfg(tmp_path, **{"data.dataset": "ucf"}), "train")
+
+
+def test_keyed_train_items_depend_only_on_seed_epoch_and_index(kinetics_list_dir, video_dir, tmp_path):
+    """dataset[(seed, epoch, index)] (what the training sampler yields) draws every random number, the replacement
+    of a bad video included, from those three numbers: not from the process's RNG state (worker, rank, resume)."""
+    import random
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    good = (kinetics_list_dir / "train.csv").read_text()
+    (lists / "train.csv").write_text(good + f"{video_dir / 'garbage.mp4'} 1\n")
+    ds = build_dataset(_cfg(lists, "kinetics", "mvitv2", **{"data.num_sample": 2}), "train")
+    torch.manual_seed(1)
+    random.seed(1)
+    a = ds[(0, 3, 1)]
+    state = torch.random.get_rng_state()
+    torch.manual_seed(2)
+    random.seed(2)
+    b = ds[(0, 3, 1)]
+    assert torch.equal(a["video"], b["video"])
+    assert not torch.equal(a["video"][0], a["video"][1])  # the two clips still differ
+    assert not torch.equal(a["video"], ds[(0, 4, 1)]["video"])  # another epoch, other augmentation
+    torch.manual_seed(1)
+    ds[(0, 3, 1)]
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG stream does not move
+    bad = [ds[(0, 3, 4)] for _ in range(2)]  # garbage.mp4: replaced by the same video both times
+    assert bad[0]["bad_paths"] == [str(video_dir / "garbage.mp4")]
+    assert bad[0]["index"] == bad[1]["index"] != 4 and torch.equal(bad[0]["video"], bad[1]["video"])

@@ -108,6 +108,15 @@ def test_unknown_key_or_choice_is_named(override: str, named: str) -> None:
         ("data.std=[0.2,0.2]", "data.std"),
         ("device=tpu", "device"),
         ("data.test_crop_size=96", "data.train_jitter_scales"),  # default 1-crop short side 64 < crop 96
+        ("test.split=bogus", "test.split"),
+        ("test.max_views_per_forward=0", "test.max_views_per_forward"),
+        # booleans take true/false only: "no" or "off" would read as true (a flip swaps left/right classes)
+        ("train.ema.enable=no", "train.ema.enable"),
+        ("train.auto_resume=no", "train.auto_resume"),
+        ("data.random_flip=no", "data.random_flip"),
+        ("train.compile=off", "train.compile"),
+        ("train.compile=1", "train.compile"),
+        ("mvit.cls_embed_on=yes", "mvit.cls_embed_on"),
     ],
 )
 def test_bad_value_is_named(override: str, key: str) -> None:
@@ -127,3 +136,28 @@ def test_batch_must_divide_world_size_and_paths_are_checked(tmp_path: Path) -> N
     validate(compose(["+experiment=k400_s_16x4", f"data.path_to_data_dir={tmp_path}"]), check_paths=True)
     with pytest.raises(ConfigError, match="'train.checkpoint_file_path'"):
         validate(compose([f"train.checkpoint_file_path={tmp_path}/none.pyth"]), check_paths=True)
+
+
+def test_booleans_accept_true_false_and_hydra_spellings() -> None:
+    from mvit_video.config import BOOL_KEYS
+
+    for value in ("true", "false", "True", "FALSE"):
+        validate(compose([f"data.random_flip={value}", f"train.auto_resume={value}"]))
+    for value in ("true", "false", "auto"):
+        validate(compose([f"train.compile={value}"]))
+    # every boolean of the config and of every preset is checked
+    for overrides in [[]] + [[f"+experiment={name}"] for name in PRESETS]:
+        cfg = compose(overrides)
+        found = set()
+
+        def walk(node, prefix=""):
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    walk(value, f"{prefix}{key}.")
+                elif isinstance(value, bool):
+                    found.add(f"{prefix}{key}")
+
+        from omegaconf import OmegaConf
+
+        walk({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "hydra"})
+        assert found - {"train.compile", "train.mixed_precision"} <= set(BOOL_KEYS), found - set(BOOL_KEYS)

@@ -53,3 +53,28 @@ def test_single_process_collectives_are_identity() -> None:
     assert du.all_reduce_sum([1.0, 2.0]) == [1.0, 2.0]
     assert not du.broadcast_flag(False) and du.broadcast_flag(True)
     assert du.is_main() and du.get_world_size() == 1
+
+
+def test_submitit_tasks_take_their_ranks_from_the_job_environment(monkeypatch) -> None:
+    import os
+
+    from mvit_video.utils.errors import ConfigError
+
+    _clear(monkeypatch)
+    for var in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.setenv(var, "stale")  # recorded, so the values env_ranks writes are undone after the test
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("MASTER_ADDR", "gpu07")  # inherited from the launching shell: must not be used
+    for var, value in {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_NTASKS": "2", "SUBMITIT_LOCAL_GLOBALID": "1",
+                       "SUBMITIT_LOCAL_LOCALID": "1", "SUBMITIT_LOCAL_JOB_ID": "77",
+                       "SUBMITIT_LOCAL_JOB_NUM_NODES": "1"}.items():
+        monkeypatch.setenv(var, value)
+    assert du.env_ranks() == (1, 2, 1, 1)
+    assert os.environ["MASTER_ADDR"] == "127.0.0.1" and (os.environ["RANK"], os.environ["WORLD_SIZE"]) == ("1", "2")
+    port = os.environ["MASTER_PORT"]
+    assert du.env_ranks() == (1, 2, 1, 1) and os.environ["MASTER_PORT"] == port  # stable within the job
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "unknown")
+    for var in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var)
+    with pytest.raises(ConfigError, match="hydra.launcher.tasks_per_node: cannot read this task's rank"):
+        du.env_ranks()

@@ -1,0 +1,221 @@
+"""Resume that neither loses nor repeats work: exact with data workers, across world sizes, metrics.jsonl once per
+epoch, changed or broken runs named."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from mvit_video.engine import checkpoint as ck
+from mvit_video.train import train
+from mvit_video.utils.errors import ConfigError, UserError
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same_weights(a: Path, b: Path, epoch: int) -> None:
+    want = ck.load(ck.epoch_checkpoint_path(a, epoch))["model"]
+    got = ck.load(ck.epoch_checkpoint_path(b, epoch))["model"]
+    assert want.keys() == got.keys()
+    diff = max((want[k].float() - got[k].float()).abs().max().item() for k in want)
+    assert diff == 0.0, f"max |dweight| {diff}"
+
+
+def test_resume_with_two_workers_is_bit_identical(tiny) -> None:
+    """Kill after an epoch, then SIGTERM mid-epoch, resume each time: the weights of an unbroken run, with the
+    default persistent workers and mixup (before: workers' RNG streams restarted, |dweight| ~1e-3)."""
+    extra = ("data_loader.num_workers=2", "train.batch_size=1", "train.eval_period=2", "mixup.enable=true",
+             "solver.max_epoch=2")  # 4 iterations per epoch
+    reference = tiny("straight", *extra)
+    train(reference)
+
+    def die_in_epoch_2(epoch: int, iteration: int) -> None:
+        if (epoch, iteration) == (1, 1):
+            raise RuntimeError("killed")  # as kill -9: the epoch-1 checkpoint is the last thing saved
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train(tiny("broken", *extra), on_step=die_in_epoch_2)
+
+    def preempt_mid_epoch(epoch: int, iteration: int) -> None:
+        if (epoch, iteration) == (1, 2):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(SystemExit):
+        train(tiny("broken", *extra), on_step=preempt_mid_epoch)
+    out = Path(tiny("broken").output_dir)
+    assert ck.load(ck.preempt_checkpoint_path(out))["sampler"]["batches_done"] == 3
+    train(tiny("broken", *extra))
+    _assert_same_weights(Path(reference.output_dir), out, 2)
+    # The interrupted epoch's line covers all of it: the same as the unbroken run's
+    got, want = _metrics(out), _metrics(Path(reference.output_dir))
+    assert [(m["split"], m["epoch"]) for m in got] == [(m["split"], m["epoch"]) for m in want]
+    assert [m.get("loss") for m in got] == pytest.approx([m.get("loss") for m in want])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank(rank: int, world: int, port: int, cfg, stop_at: int | None) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+
+    def stop(epoch: int, iteration: int) -> None:
+        if rank == 0 and iteration == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        train(cfg, on_step=stop if stop_at else None)
+    except SystemExit as e:
+        if e.code != 128 + signal.SIGTERM:
+            raise
+
+
+def _spawn(cfg, world: int, stop_at: int | None = None) -> None:
+    mp.spawn(_rank, args=(world, _free_port(), cfg, stop_at), nprocs=world, join=True)
+
+
+@pytest.fixture
+def twelve_videos(kinetics_list_dir, tmp_path) -> Path:
+    """The fixture videos listed 3 times: 12 training samples, 6 global batches of 2."""
+    d = tmp_path / "lists12"
+    d.mkdir()
+    for split in ("train", "val"):
+        lines = (kinetics_list_dir / f"{split}.csv").read_text().splitlines()
+        (d / f"{split}.csv").write_text("\n".join(lines * (3 if split == "train" else 1)) + "\n")
+    return d
+
+
+def _run_cfg(lists: Path, out: Path):
+    from tiny_config import tiny_overrides
+
+    from mvit_video.config import compose
+
+    return compose(tiny_overrides(lists, out, "solver.max_epoch=1", "solver.warmup_epochs=0",
+                                  "train.eval_period=5", "train.checkpoint_period=5"))
+
+
+def test_resume_across_world_sizes_continues_at_the_global_batch(twelve_videos, tmp_path) -> None:
+    """6 global batches: 1 process preempted after 3, resumed with 2 (gloo) and preempted after 5, resumed with 1:
+    each batch trained once (before: 1 -> 2 restarted at an earlier batch, 2 -> 1 skipped to the end of the epoch
+    and wrote a loss-0.0 line)."""
+    cfg = _run_cfg(twelve_videos, tmp_path / "run")
+    out = Path(cfg.output_dir)
+
+    def stop(epoch: int, iteration: int) -> None:
+        if iteration == 2:  # the step in progress when the signal comes (the 3rd) finishes first
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(SystemExit):
+        train(cfg, on_step=stop)
+    assert ck.load(ck.preempt_checkpoint_path(out))["sampler"]["batches_done"] == 3
+    _spawn(cfg, 2, stop_at=4)
+    saved = ck.load(ck.preempt_checkpoint_path(out))
+    assert saved["sampler"]["batches_done"] == 5 and saved["scheduler"]["step"] == 5  # 3 + 2: none twice
+    train(cfg)
+    saved = ck.load(ck.epoch_checkpoint_path(out, 1))
+    assert saved["scheduler"]["step"] == 6 and saved["iteration"] == 6  # 5 + 1: none skipped
+    log = (out / "train.log").read_text()
+    assert "resuming with 2 processes instead of 1: epoch 1 continues at global batch 3/6" in log
+    assert "resuming with 1 process instead of 2: epoch 1 continues at global batch 5/6" in log
+    lines = _metrics(out)
+    assert [m["epoch"] for m in lines if m["split"] == "train"] == [1] and lines[0]["loss"] > 0
+
+
+def test_metrics_hold_each_epoch_once_whatever_was_killed_when(tiny, monkeypatch) -> None:
+    """A kill between the epoch's metrics lines and its checkpoint repeats the epoch on resume: it must not repeat
+    the lines. A finished command run again adds no second test line."""
+    cfg = tiny("killed", "solver.max_epoch=3", "test.enable=true")
+    out = Path(cfg.output_dir)
+    real_save = ck.save
+
+    def dying_save(data, path):
+        if Path(path).name == "checkpoint_epoch_00002.pyth":
+            raise KeyboardInterrupt  # the process dies while writing the checkpoint of epoch 2
+        real_save(data, path)
+
+    monkeypatch.setattr(ck, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert [m["epoch"] for m in _metrics(out)] == [1, 1, 2, 2]  # epoch 2's lines, not its checkpoint
+    monkeypatch.setattr(ck, "save", real_save)
+    train(tiny("killed", "solver.max_epoch=3", "test.enable=true"))
+    train(tiny("killed", "solver.max_epoch=3", "test.enable=true"))  # finished: nothing to add
+    assert [(m["split"], m.get("epoch")) for m in _metrics(out)] == [
+        ("train", 1), ("val", 1), ("train", 2), ("val", 2), ("train", 3), ("val", 3), ("test", None)]
+
+
+def test_resuming_a_changed_run(tiny, caplog) -> None:
+    cfg = tiny("changed")
+    out = Path(cfg.output_dir)
+    train(cfg)
+    # Another architecture in the same output_dir: one line naming the keys, not a size-mismatch traceback.
+    with pytest.raises(UserError, match=r"another architecture \(mvit.embed_dim 16 -> 24\)") as e:
+        train(tiny("changed", "mvit.embed_dim=24"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="solver.optimizing_method adamw -> sgd"):
+        train(tiny("changed", "solver.optimizing_method=sgd"))
+    # A longer schedule moves the LR at the resume point: warned, naming the key.
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train(tiny("changed", "solver.max_epoch=3"))
+    assert "changed settings" in caplog.text and "solver.max_epoch 2 -> 3" in caplog.text
+    # Resume from a chosen checkpoint (here epoch 1 of 3, into a fresh output_dir).
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        train(tiny("chosen", "solver.max_epoch=3", f"train.resume_from={ck.epoch_checkpoint_path(out, 1)}"))
+    assert f"Resuming from {ck.epoch_checkpoint_path(out, 1)} (epoch 1, iteration 2)" in caplog.text
+    assert [m["epoch"] for m in _metrics(Path(tiny("chosen").output_dir)) if m["split"] == "train"] == [2, 3]
+    with pytest.raises(ConfigError, match="'train.resume_from'"):
+        train(tiny("chosen", "train.resume_from=/nonexistent.pyth"))
+
+
+def test_corrupt_latest_checkpoint_falls_back_and_orphans_are_removed(tiny, caplog) -> None:
+    cfg = tiny("corrupt")
+    out = Path(cfg.output_dir)
+    train(cfg)
+    latest = ck.epoch_checkpoint_path(out, 2)
+    latest.write_bytes(latest.read_bytes()[:1000])  # torn (e.g. a full disk)
+    orphan = out / "checkpoints" / ".checkpoint_epoch_00003.pyth.abc123.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        train(tiny("corrupt"))
+    assert f"skipping unreadable checkpoint {latest}" in caplog.text
+    assert f"Resuming from {ck.epoch_checkpoint_path(out, 1)} (epoch 1, iteration 2)" in caplog.text
+    assert not orphan.exists()
+    ck.load(latest)  # epoch 2 trained again and saved intact
+    assert [(m["split"], m["epoch"]) for m in _metrics(out)] == [("train", 1), ("val", 1), ("train", 2), ("val", 2)]
+
+
+def test_class_count_and_label_errors_come_before_the_first_step(kinetics_list_dir, tmp_path) -> None:
+    from tiny_config import tiny_overrides
+
+    from mvit_video.config import compose
+
+    steps = []
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for split in ("train", "val", "test"):
+        (lists / f"{split}.csv").write_text((kinetics_list_dir / f"{split}.csv").read_text())
+    (lists / "classes.txt").write_text("a\nb\nc\nd\ne\n")
+    with pytest.raises(ConfigError, match="'model.num_classes' is 2 but .* has 5 classes"):
+        train(compose(tiny_overrides(lists, tmp_path / "a")), on_step=lambda *_: steps.append(1))
+    (lists / "classes.txt").unlink()
+    good = (kinetics_list_dir / "val.csv").read_text()
+    (lists / "val.csv").write_text(good + good.splitlines()[0].rsplit(" ", 1)[0] + " 7\n")
+    with pytest.raises(ConfigError, match="the val list has label 7 .* model.num_classes is 2"):
+        train(compose(tiny_overrides(lists, tmp_path / "b")), on_step=lambda *_: steps.append(1))
+    assert steps == []
