@@ -71,6 +71,7 @@ def extract(predictor: Predictor, dataset: VideoDataset, *, batch_size: int = 8,
     rank, world = distributed.get_rank(), distributed.get_world_size()
     # the test loader of evaluate: ShardSampler (each video on one rank, no padding), test_collate, global batch
     loader_cfg = OmegaConf.create({
+        "seed": 0,  # nothing random at test time; the loader seeds its worker generator from it
         "data_loader": {"num_workers": num_workers, "pin_memory": True, "persistent_workers": False},
         "test": {"batch_size": batch_size},
     })
