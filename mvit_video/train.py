@@ -25,15 +25,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
-from mvit_video.config import compose, to_yaml, validate
+from mvit_video.config import compose, precheck_flag_run, shorten_schedule, to_yaml, validate
 from mvit_video.engine import checkpoint as ck
 from mvit_video.engine import distributed as du
 from mvit_video.engine.ema import ModelEma
 from mvit_video.engine.loop import (LoopSettings, PreemptionHandler, TrainState, TrainingDiverged, interactive,
                                     params_finite, train_one_epoch, validate_epoch)
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
-from mvit_video.utils.errors import ConfigError, UserError, cli_errors
+from mvit_video.utils.errors import ConfigError, UserError, cli_errors, one_line
 from mvit_video.utils.io import append_jsonl, atomic_write_text
+from mvit_video.utils.progress import TqdmLoggingHandler
 
 logger = logging.getLogger("mvit_video.train")
 
@@ -47,7 +48,7 @@ def setup_logging(output_dir: Path | None, rank: int) -> None:
         root.removeHandler(h)
         h.close()
     fmt = logging.Formatter("[%(asctime)s %(levelname)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [TqdmLoggingHandler(sys.stderr)]  # records go above the progress bars
     if rank == 0 and output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(output_dir / "train.log", encoding="utf-8"))
@@ -104,6 +105,7 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     with open_dict(cfg):
         if world > 1:
             cfg.num_shards = nodes  # PySlowFast NUM_SHARDS = number of nodes: the LR is scaled by it
+    schedule_note = shorten_schedule(cfg)  # logged once the log is set up
     validate(cfg, world_size=world, check_paths=True)  # before anything is written or started
     device = resolve_device(str(cfg.device), local_rank)
     if device.type == "cpu":
@@ -112,6 +114,8 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     du.init_distributed(device.type)
     output_dir = Path(str(cfg.output_dir))
     setup_logging(output_dir, rank)
+    if schedule_note:
+        logger.info(schedule_note)
     try:
         return _train(cfg, device, output_dir, on_step)
     finally:
@@ -294,6 +298,11 @@ def _validate(state: TrainState, loader: Any, device: torch.device, amp_dtype: t
             continue
         record = {"split": split, "epoch": epoch, "top1": summary["top1"], "top5": summary["top5"]}
         append_jsonl(record, metrics_path)
+        if summary["top1"] is None:  # nothing decoded: no accuracy to log
+            logger.info("epoch %d: %s top1 n/a (%d videos, %d failed)", epoch, split, summary["videos"],
+                        summary["failed"])
+            out = out or record
+            continue
         logger.info("epoch %d: %s top1 %.2f%% top5 %.2f%% (%d videos, %d failed)", epoch, split, summary["top1"],
                     summary["top5"], summary["videos"], summary["failed"])
         writer.add_scalar(f"epoch/{split}_top1", summary["top1"], epoch)
@@ -382,8 +391,8 @@ def _hydra_entry() -> None:
         try:
             run(cfg)
         except UserError as e:
-            logging.getLogger("mvit_video").error("error: %s", e)
-            print(f"error: {e}", file=sys.stderr)
+            logging.getLogger("mvit_video").error("error: %s", one_line(e))
+            print(f"error: {one_line(e)}", file=sys.stderr)
             sys.exit(2)
 
     hydra_main()
@@ -392,6 +401,11 @@ def _hydra_entry() -> None:
 @cli_errors
 def _single_run(overrides: list[str]) -> None:
     run(compose(overrides))
+
+
+@cli_errors
+def _precheck_flags(args: list[str]) -> None:
+    precheck_flag_run(args)
 
 
 @cli_errors
@@ -421,6 +435,8 @@ def main() -> None:
         plain = [a for a in args if a not in ("-m", "--multirun")]
         if len(plain) < len(args) and not any(a.startswith("-") for a in plain):
             _precheck_multirun(plain)
+        else:
+            _precheck_flags(args)  # e.g. `--cfg job key=value`: a wrong key is one line, as in plain runs
         _hydra_entry()
         return
     _single_run(args)

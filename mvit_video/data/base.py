@@ -26,10 +26,12 @@ _WARNED: set[str] = set()  # per process (so per worker): each bad path is logge
 
 
 def warn_bad_video(path: str, error: BaseException) -> None:
-    """Log a bad video once per path in this process."""
+    """Note a bad video (debug level, once per path in this process). The user-facing report is the main
+    process's: training logs each epoch's bad paths at its end, testing lists them in its report; logging here
+    too would repeat each path once per loader worker."""
     if path not in _WARNED:
         _WARNED.add(path)
-        logger.warning("skipping unreadable video: %s", error)
+        logger.debug("skipping unreadable video: %s", error)
 
 
 @dataclass
@@ -109,6 +111,7 @@ class VideoDataset(Dataset):
     def _train_item(self, index: int) -> dict:
         bad: list[str] = []
         last_error: Optional[BaseException] = None
+        first_error: Optional[BaseException] = None
         for _ in range(self.max_bad_retries + 1):
             path = self.full_paths[index]
             try:
@@ -118,10 +121,11 @@ class VideoDataset(Dataset):
                 warn_bad_video(path, e)
                 bad.append(path)
                 last_error = e
+                first_error = first_error or e
                 index = random.randrange(len(self))
         raise UserError(
             f"{len(bad)} videos in a row could not be decoded (data.max_bad_retries={self.max_bad_retries}); "
-            f"last: {last_error}. Check the list with scripts/check_dataset.py"
+            f"first tried: {first_error}. Check data.path_prefix and the list with scripts/check_dataset.py"
         )
 
     # ------------------------------------------------------------------ val / test

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import random
 from typing import Iterator
 
@@ -11,6 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mvit_video.utils.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ResumableDistributedSampler", "ShardSampler", "train_collate", "test_collate", "worker_init_fn", "build_loader"]
 
@@ -121,12 +125,35 @@ def worker_init_fn(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+_warned_workers = False
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask, e.g. a SLURM allocation), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _warn_oversubscribed(workers: int) -> None:
+    """Warn once per process when the loader asks for more worker processes than there are cores."""
+    global _warned_workers
+    cores = available_cores()
+    if workers > cores and not _warned_workers:
+        _warned_workers = True
+        logger.warning("data_loader.num_workers=%d exceeds the %d CPU cores available: the workers compete for "
+                       "them and slow each other down (set data_loader.num_workers=%d or fewer)", workers, cores,
+                       cores)
+
+
 def build_loader(cfg, split: str, dataset: Dataset, *, world_size: int = 1, rank: int = 0) -> DataLoader:
     """DataLoader for `split`: per-process batch = global batch // world_size; train shuffles and drops the tail."""
     dl = cfg.data_loader
     workers = int(dl.num_workers)
     if workers < 0:
         raise ConfigError(f"data_loader.num_workers: must be >= 0, got {workers}")
+    _warn_oversubscribed(workers)
     common = dict(
         num_workers=workers,
         pin_memory=bool(dl.pin_memory) and torch.cuda.is_available(),

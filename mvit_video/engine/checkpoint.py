@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvit_video.models.checkpoint import torch_load
+from mvit_video.models.checkpoint import check_finite, torch_load
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_torch_save
 
@@ -117,6 +117,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     ckpt = load(path)
     state = ckpt.get("model") or ckpt.get("model_state") or ckpt.get("state_dict") or ckpt
     state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    check_finite(state, path)
     own = model.state_dict()
     dropped = []
     for key in list(state):
