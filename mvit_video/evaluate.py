@@ -1,7 +1,10 @@
 """Multi-view test of a checkpoint: `python -m mvit_video.evaluate +experiment=NAME test.checkpoint=PATH`.
 
 Other settings as overrides, e.g. `test.num_ensemble_views=5 test.num_spatial_crops=3 test.split=val`; without
-test.checkpoint the latest checkpoint of `<output_dir>/checkpoints` is tested.
+test.checkpoint the latest checkpoint of `<output_dir>/checkpoints` is tested. The clip settings (CLIP_KEYS:
+frames, sampling rate, fps, crop, short side, mean/std) are the checkpoint's unless set on the command line; the
+log says which were taken. `evaluate --config-path RUN --config-name config` re-tests a training run folder with
+its saved config.yaml (output_dir = RUN, its latest checkpoint).
 
 Writes to output_dir: predictions.jsonl (top-5 of each video's averaged distribution), one line appended to
 metrics.jsonl, per_class_accuracy.csv, and failed_videos.txt when some videos could not be decoded. Under torchrun
