@@ -425,7 +425,14 @@ def _precheck_multirun(args: list[str]) -> None:
             overrides.append(f"{o.get_key_element()}={first}")
         else:
             overrides.append(o.input_line)
-    validate(compose(overrides))
+    cfg = validate(compose(overrides))
+    launcher = next((a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("hydra/launcher=")), "")
+    if "submitit" in launcher or "slurm" in launcher:
+        # Hydra's own logging is off (conf/config.yaml): say here where the cluster jobs will write
+        folder = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.launcher.submitit_folder=")),
+                      f"{cfg.output_dir}/.submitit/%j")
+        print(f"submitit: each job writes its run (train.log, metrics.jsonl, checkpoints/) under {cfg.output_dir}/ "
+              f"(a subfolder per swept override set); SLURM stdout/stderr go to {folder}", file=sys.stderr)
 
 
 def main() -> None:

@@ -388,3 +388,12 @@ def test_a_nan_checkpoint_is_refused(kinetics_list_dir, tmp_path: Path) -> None:
     line = _one_error_line(_cli("mvit_video.evaluate", tiny_overrides(kinetics_list_dir, tmp_path / "eval",
                                                                       f"test.checkpoint={path}"), tmp_path))
     assert "holds NaN/inf values" in line
+
+
+def test_submitit_runs_say_where_they_write(tmp_path: Path, capsys) -> None:
+    from mvit_video.train import _precheck_multirun
+
+    _precheck_multirun(["hydra/launcher=mvit_slurm", f"output_dir={tmp_path}/k400", "solver.base_lr=1e-4,2e-4"])
+    err = capsys.readouterr().err
+    assert f"under {tmp_path}/k400/" in err and f"SLURM stdout/stderr go to {tmp_path}/k400/.submitit/%j" in err
+    assert not (tmp_path / "k400").exists()

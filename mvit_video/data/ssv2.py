@@ -77,7 +77,7 @@ def build_ssv2(cfg, split: str, decode_once: bool = True) -> VideoDataset:
     if not data_dir:
         raise ConfigError("data.path_to_data_dir: not set (the folder with labels.json, train.json, validation.json)")
     csv_path = list_file(cfg, split, data_dir)
-    if str(d.get(f"{split}_list") or "") or "://" not in csv_path and os.path.exists(csv_path):
+    if str(d.get(f"{split}_list") or "") or ("://" not in csv_path and os.path.exists(csv_path)):
         paths, labels = read_list_file(csv_path, str(d.path_label_separator))
         class_names = read_class_names(join_prefix(data_dir, "classes.txt"))
         prefix = str(d.path_prefix)
