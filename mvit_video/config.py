@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from mvit_video.utils.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_NAME = "config"
@@ -32,21 +35,110 @@ def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None)
     return cfg
 
 
+# Hydra flags that take a value (`--cfg job`, `--config-path DIR`); `--info` takes one optionally.
+_VALUE_FLAGS = {"--cfg", "-c", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--package",
+                "-p", "--info", "-i", "--experimental-rerun"}
+
+
+def split_hydra_args(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Command-line words -> (key=value overrides, {flag: value}) as Hydra's own parser reads them."""
+    overrides: list[str] = []
+    flags: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("-"):
+            name, eq, value = a.partition("=")
+            if not eq and name in _VALUE_FLAGS and i + 1 < len(args) and not args[i + 1].startswith("-") \
+                    and ("=" not in args[i + 1] or name in ("--config-path", "-cp", "--config-dir", "-cd")):
+                value = args[i + 1]
+                i += 1
+            flags[name] = value
+        else:
+            overrides.append(a)
+        i += 1
+    return overrides, flags
+
+
+def precheck_flag_run(args: Sequence[str]) -> list[str]:
+    """Compose the overrides of a Hydra-flag command line (`--cfg job`, `--config-path RUN ...`) with the compose
+    API first, so that a wrong key is one line (ConfigError) instead of Hydra's multi-line report. Returns the
+    overrides (sweeps not expanded). Help/version flags and foreign config names are left to Hydra."""
+    overrides, flags = split_hydra_args(args)
+    if {"-h", "--help", "--hydra-help", "--version", "--shell-completion", "-sc"} & set(flags):
+        return overrides
+    if flags.get("--config-name", flags.get("-cn", CONFIG_NAME)) != CONFIG_NAME:
+        return overrides
+    if "-m" in flags or "--multirun" in flags:
+        return overrides  # sweep values are expanded by the caller (train's multirun precheck)
+    config_dir = flags.get("--config-path") or flags.get("-cp")
+    compose([o for o in overrides if not o.lstrip("+~").startswith("hydra")], config_dir=config_dir)
+    return overrides
+
+
 def hydra_error_line(error: BaseException, overrides: Sequence[str] = ()) -> str:
     """Turn Hydra/OmegaConf's multi-line composition error into one line that names the key."""
     text = "\n".join(str(e) for e in (error, error.__cause__) if e is not None)
+    unmatched_group = re.search(r"Could not override '([^']+)'\. No match in the defaults list", text)
+    if unmatched_group and (CONF_DIR / unmatched_group.group(1)).is_dir():
+        # `experiment=NAME`: experiment is a config group that is not in the defaults list, so it needs a `+`
+        group = unmatched_group.group(1)
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == group), "NAME")
+        return f"'{group}' is not in the defaults list: did you mean +{group}={value} ?"
     if "not in struct" in text or "Could not override" in text and "To append" in text:
         full_key = re.search(r"full_key:\s*(\S+)", text)
         key = full_key.group(1) if full_key else _first_override_key(text, overrides)
-        return f"unknown config key '{key}' (every key is listed in conf/config.yaml; check the spelling)"
+        # a misspelt group (solvr.base_lr) is reported at the group: name the whole override key instead
+        key = next((o.split("=", 1)[0].lstrip("+~") for o in overrides
+                    if o.split("=", 1)[0].lstrip("+~").startswith(key + ".")), key)
+        return f"unknown config key '{key}'{_did_you_mean(key, known_keys())} (every key is listed in " \
+               f"conf/config.yaml)"
     missing_group = re.search(r"Could not find '([^']+)'", text)
     if missing_group:
         group = missing_group.group(1)
         options = re.search(r"Available options in '[^']+':\s*(.*?)(?:Config search path|$)", text, re.S)
-        avail = ", ".join(options.group(1).split()) if options else ""
-        return f"unknown config choice '{group}'" + (f" (available: {avail})" if avail else "")
+        names = options.group(1).split() if options else []
+        avail = ", ".join(names)
+        hint = _did_you_mean(group.rsplit("/", 1)[-1], names)
+        return f"unknown config choice '{group}'{hint}" + (f" (available: {avail})" if avail else "")
+    if "mismatched input '='" in text or "token recognition error" in text:
+        bad = next((o for o in overrides if "=" in o.split("=", 1)[-1]), None)
+        if bad is not None:
+            key, value = bad.split("=", 1)
+            return (f"override {bad!r}: a value containing '=' must be quoted for Hydra, e.g. "
+                    f"'{key}=\"{value}\"' (shell quotes around double quotes)")
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
     return "; ".join(lines[:3]) if lines else type(error).__name__
+
+
+def known_keys(config_dir: str | Path | None = None) -> list[str]:
+    """Every dotted key of conf/config.yaml (which lists them all), for did-you-mean suggestions."""
+    root = OmegaConf.load(Path(config_dir or CONF_DIR) / f"{CONFIG_NAME}.yaml")
+    keys: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for k in node:
+            full = f"{prefix}{k}"
+            value = node._get_node(k)  # without resolving interpolations such as ${name}
+            if isinstance(value, DictConfig):
+                walk(value, full + ".")
+            else:
+                keys.append(full)
+
+    walk(root, "")
+    return [k for k in keys if not k.startswith(("defaults", "hydra."))]
+
+
+def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    """' (did you mean X?)' for the closest candidates (difflib), or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
+    if not close and "." in word:  # a wrong group with a right leaf (data.num_frame -> data.num_frames)
+        leaf = word.rsplit(".", 1)[-1]
+        close = [c for c in difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in candidates], n=3)
+                 for c in [k for k in candidates if k.endswith("." + c)]][:3]
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def _first_override_key(text: str, overrides: Sequence[str]) -> str:
@@ -132,6 +224,17 @@ def _bool(cfg: DictConfig, key: str, also: Sequence[str] = ()) -> None:
     if not isinstance(value, bool) and value not in also:
         choices = ", ".join(["true", "false", *also])
         raise ConfigError(f"config key '{key}': expected {choices}, got {value!r}")
+def shorten_schedule(cfg: DictConfig) -> str | None:
+    """A warmup as long as the run (a preset's 30 warmup epochs with solver.max_epoch=1) is cut to half the run;
+    returns the line to log, or None when the schedule fits."""
+    warmup, max_epoch = cfg.solver.warmup_epochs, cfg.solver.max_epoch
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or isinstance(max_epoch, bool) \
+            or not isinstance(max_epoch, int) or max_epoch < 1 or warmup < max_epoch:
+        return None  # fits, or a wrong value that validate() reports
+    with open_dict(cfg):
+        cfg.solver.warmup_epochs = max_epoch / 2
+    return (f"solver.warmup_epochs={warmup} is not shorter than solver.max_epoch={max_epoch}: warmup shortened to "
+            f"{max_epoch / 2} epochs (half the run)")
 
 
 def validate(cfg: DictConfig, world_size: int = 1, check_paths: bool = False) -> DictConfig:
@@ -166,6 +269,10 @@ def validate(cfg: DictConfig, world_size: int = 1, check_paths: bool = False) ->
     _list(cfg, "data.mean", 3)
     _list(cfg, "data.std", 3, positive=True)
     _number(cfg, "data.max_bad_retries", integer=True, min_value=0)
+    if check_paths and cfg.data.dataset == "synthetic" and str(cfg.data.path_to_data_dir):
+        from mvit_video.data.synthetic import check_synthetic_root
+
+        check_synthetic_root(str(cfg.data.path_to_data_dir))  # before anything is generated into a user's folder
     if check_paths and cfg.data.dataset != "synthetic":
         root = str(cfg.data.path_to_data_dir)
         if not root:
@@ -205,10 +312,10 @@ def validate(cfg: DictConfig, world_size: int = 1, check_paths: bool = False) ->
         raise ConfigError(f"config key 'solver.cosine_end_lr': must be below solver.base_lr ({base_lr}), got {end_lr}")
     _number(cfg, "solver.warmup_start_lr", min_value=0.0)
     max_epoch = _number(cfg, "solver.max_epoch", integer=True, min_value=1)
-    warmup = _number(cfg, "solver.warmup_epochs", min_value=0.0)
-    if warmup >= max_epoch:
-        raise ConfigError(f"config key 'solver.warmup_epochs': must be below solver.max_epoch ({max_epoch}), "
-                          f"got {warmup}")
+    _number(cfg, "solver.warmup_epochs", min_value=0.0)
+    note = shorten_schedule(cfg)
+    if note:
+        logger.info(note)
     _number(cfg, "solver.momentum", min_value=0.0, max_value=1.0)
     _number(cfg, "solver.weight_decay", min_value=0.0)
     if _get(cfg, "solver.clip_grad_l2norm") is not None:  # null (or 0) turns clipping off

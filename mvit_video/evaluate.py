@@ -1,7 +1,10 @@
 """Multi-view test of a checkpoint: `python -m mvit_video.evaluate +experiment=NAME test.checkpoint=PATH`.
 
 Other settings as overrides, e.g. `test.num_ensemble_views=5 test.num_spatial_crops=3 test.split=val`; without
-test.checkpoint the latest checkpoint of `<output_dir>/checkpoints` is tested.
+test.checkpoint the latest checkpoint of `<output_dir>/checkpoints` is tested. The clip settings (CLIP_KEYS:
+frames, sampling rate, fps, crop, short side, mean/std) are the checkpoint's unless set on the command line; the
+log says which were taken. `evaluate --config-path RUN --config-name config` re-tests a training run folder with
+its saved config.yaml (output_dir = RUN, its latest checkpoint).
 
 Writes to output_dir: predictions.jsonl (top-5 of each video's averaged distribution, with class names when known),
 one line appended to metrics.jsonl, per_class_accuracy.csv, failed_videos.txt when some videos could not be decoded,
@@ -24,15 +27,16 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from mvit_video.config import compose, validate
+from mvit_video.config import compose, precheck_flag_run, split_hydra_args, validate
 from mvit_video.engine import distributed
 from mvit_video.eval.metrics import summarize, topk_predictions
 from mvit_video.eval.multiview import MultiViewResult, run_multiview
 from mvit_video.utils.errors import ConfigError, UserError, cli_errors
 from mvit_video.utils.io import append_jsonl, atomic_write_text
+from mvit_video.utils.progress import TqdmLoggingHandler
 
 logger = logging.getLogger("mvit_video.evaluate")  # not "__main__" under python -m
 
@@ -126,7 +130,7 @@ def test(cfg: DictConfig, model: nn.Module, class_names: Sequence[str] | None = 
                 k_views, s_crops, world)
     start = time.perf_counter()
     result = run_multiview(model if forward is None else forward, loader, device=device, amp_dtype=amp_dtype,
-                           max_views_per_forward=chunk)
+                           max_views_per_forward=chunk, progress=split, log_every=int(cfg.log_period))
     seconds = time.perf_counter() - start
 
     num_classes = result.probs.shape[1] if len(result) else 0
@@ -223,32 +227,60 @@ def latest_checkpoint(output_dir: str | Path) -> Path:
     return Path(found)
 
 
-def _check_data_config(cfg: DictConfig, data_config: dict[str, Any] | None, path: Path) -> None:
-    """Warn where the test settings differ from what the checkpoint was trained with (allowed, but rarely meant)."""
+# How a test clip is sampled and shaped: taken from the checkpoint unless set on the command line.
+CLIP_KEYS = ("num_frames", "sampling_rate", "target_fps", "test_crop_size", "train_jitter_scales",
+             "use_offset_sampling", "mean", "std")
+
+
+def follow_checkpoint(cfg: DictConfig, data_config: dict[str, Any] | None, path: Path,
+                      explicit: Sequence[str] = ()) -> list[str]:
+    """Use the checkpoint's clip settings (CLIP_KEYS of its data_config) where the config differs, except for keys
+    set explicitly on the command line (`explicit`: data.<key> names), which win with a warning. Logs and returns
+    the adopted settings as `data.key=value` strings."""
     if not data_config:
-        return
-    for key in ("num_frames", "sampling_rate", "target_fps", "test_crop_size", "mean", "std"):
-        if key in data_config and key in cfg.data:
-            ours, theirs = cfg.data[key], data_config[key]
-            ours = list(ours) if not isinstance(ours, (int, float, str)) else ours
-            if ours != theirs:
-                logger.warning("data.%s=%s differs from the checkpoint's %s (%s)", key, ours, theirs, path)
+        return []
+    explicit = {e.lstrip("+~") for e in explicit}
+    adopted, kept = [], []
+    for key in CLIP_KEYS:
+        if key not in data_config or key not in cfg.data:
+            continue
+        ours, theirs = cfg.data[key], data_config[key]
+        ours = list(ours) if not isinstance(ours, (int, float, str)) else ours
+        if ours == theirs:
+            continue
+        if f"data.{key}" in explicit:
+            kept.append(f"data.{key}={ours} (checkpoint: {theirs})")
+            continue
+        with open_dict(cfg):
+            cfg.data[key] = theirs
+        adopted.append(f"data.{key}={theirs}")
+    if adopted:
+        logger.info("clip settings from the checkpoint %s: %s (set them on the command line to override)", path,
+                    ", ".join(adopted))
+    if kept:
+        logger.warning("testing with settings that differ from how %s was trained, as set on the command line: %s",
+                       path, ", ".join(kept))
+    return adopted
 
 
 @cli_errors
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate test.checkpoint (or the latest checkpoint of output_dir) and print the report on rank 0."""
+def run(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict[str, Any]:
+    """Evaluate test.checkpoint (or the latest checkpoint of output_dir) and print the report on rank 0.
+
+    Clip settings (CLIP_KEYS) come from the checkpoint unless their key is in `explicit` (set on the command line)."""
     from mvit_video.models import load_checkpoint_info, load_model
 
     device_type = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     rank, _, local_rank = distributed.init_distributed(device_type)
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[TqdmLoggingHandler(sys.stderr)])  # records go above the progress bar
     try:
         validate(cfg, world_size=distributed.get_world_size())
         path = Path(cfg.test.checkpoint) if cfg.test.checkpoint else latest_checkpoint(cfg.output_dir)
         info = load_checkpoint_info(path)
-        _check_data_config(cfg, info.get("data_config"), path)
+        if follow_checkpoint(cfg, info.get("data_config"), path, explicit):
+            validate(cfg, world_size=distributed.get_world_size())
         device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device("cpu")
         model = load_model(path, use_ema=bool(cfg.test.use_ema)).to(device)
         report = test(cfg, model, info.get("class_names"), epoch=info.get("epoch"))
@@ -284,20 +316,53 @@ def _hydra_entry() -> None:
 
     @hydra.main(version_base=None, config_path="../conf", config_name="config")
     def hydra_main(cfg: DictConfig) -> None:
-        run(cfg)
+        from hydra.core.hydra_config import HydraConfig
+
+        run(cfg, [o.split("=", 1)[0] for o in HydraConfig.get().overrides.task])
 
     hydra_main()
 
 
 @cli_errors
 def _single_run(overrides: list[str]) -> None:
-    run(compose(overrides))
+    run(compose(overrides), [o.split("=", 1)[0] for o in overrides])
+
+
+def _run_dir_args(args: list[str]) -> list[str]:
+    """`--config-path RUN --config-name config` re-tests a training run from its saved config.yaml: RUN is made
+    absolute (Hydra would read it relative to this file), output_dir defaults to RUN, and Hydra writes no
+    outputs/<date>/ folder or log of its own (the saved config has no hydra section)."""
+    overrides, flags = split_hydra_args(args)
+    run_dir = flags.get("--config-path", flags.get("-cp"))
+    if run_dir is None:
+        return args
+    run_dir_abs = str(Path(run_dir).expanduser().resolve())
+    out = []
+    for i, a in enumerate(args):
+        if a in ("--config-path", "-cp") or (i > 0 and args[i - 1] in ("--config-path", "-cp")):
+            out.append(run_dir_abs if a == run_dir else a)
+        elif a.startswith(("--config-path=", "-cp=")):
+            out.append(a.split("=", 1)[0] + "=" + run_dir_abs)
+        else:
+            out.append(a)
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    extra = [f"{k}={v}" for k, v in (("output_dir", run_dir_abs), ("hydra.run.dir", run_dir_abs),
+                                      ("hydra.output_subdir", "null"), ("hydra/job_logging", "none"),
+                                      ("hydra/hydra_logging", "none")) if k not in keys]
+    return out + extra
+
+
+@cli_errors
+def _precheck(args: list[str]) -> None:
+    precheck_flag_run(args)
 
 
 def main() -> None:
     """CLI: plain `key=value` runs compose with Hydra's compose API (a bad key is one error line), as train does."""
     args = sys.argv[1:]
     if any(a.startswith("-") for a in args):
+        sys.argv[1:] = args = _run_dir_args(args)
+        _precheck(args)
         _hydra_entry()
         return
     _single_run(args)

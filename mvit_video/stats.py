@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Any, Sequence
 
-from mvit_video.utils.errors import cli_errors
+from mvit_video.utils.errors import UserError, cli_errors
 
 
 def model_stats(cfg: Any) -> dict[str, Any]:
@@ -60,6 +60,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(overrides):
+        print(__doc__.strip())
+        print("\nOverrides are the training config's keys (conf/config.yaml), e.g. data.num_frames=32.")
+        return
+    flags = [o for o in overrides if o.startswith("-")]
+    if flags:
+        raise UserError(f"unknown option {flags[0]}: stats takes only [+experiment=NAME] [key=value ...] (--help)")
     cfg = compose(overrides)
     stats = model_stats(cfg)
     print(format_table(stats))

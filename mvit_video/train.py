@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
-from mvit_video.config import compose, to_yaml, validate
+from mvit_video.config import compose, precheck_flag_run, shorten_schedule, to_yaml, validate
 from mvit_video.engine import checkpoint as ck
 from mvit_video.engine import distributed as du
 from mvit_video.engine import throughput
@@ -36,8 +36,9 @@ from mvit_video.engine.runlock import RunLock
 from mvit_video.engine.loop import (LoopSettings, PreemptionHandler, TrainState, TrainingDiverged, interactive,
                                     params_finite, train_one_epoch, validate_epoch)
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
-from mvit_video.utils.errors import ConfigError, UserError, cli_errors
+from mvit_video.utils.errors import ConfigError, UserError, cli_errors, one_line
 from mvit_video.utils.io import append_jsonl, atomic_write_text, read_jsonl
+from mvit_video.utils.progress import TqdmLoggingHandler
 
 logger = logging.getLogger("mvit_video.train")
 
@@ -51,7 +52,7 @@ def setup_logging(output_dir: Path | None, rank: int) -> None:
         root.removeHandler(h)
         h.close()
     fmt = logging.Formatter("[%(asctime)s %(levelname)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [TqdmLoggingHandler(sys.stderr)]  # records go above the progress bars
     if rank == 0 and output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(output_dir / "train.log", encoding="utf-8"))
@@ -110,6 +111,7 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     with open_dict(cfg):
         if world > 1:
             cfg.num_shards = nodes  # PySlowFast NUM_SHARDS = number of nodes: the LR is scaled by it
+    schedule_note = shorten_schedule(cfg)  # logged once the log is set up
     validate(cfg, world_size=world, check_paths=True)  # before anything is written or started
     device = resolve_device(str(cfg.device), local_rank)
     if device.type == "cpu":
@@ -122,6 +124,8 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
         setup_logging(None, rank)
         lock = _lock_output_dir(output_dir)  # before anything is written there
         setup_logging(output_dir, rank)
+        if schedule_note:
+            logger.info(schedule_note)
         return _train(cfg, device, output_dir, on_step)
     finally:
         # Every exit path, error or signal, ends the data-loader workers now (see stop_workers)
@@ -396,6 +400,11 @@ def _validate(state: TrainState, forward: torch.nn.Module, loader: Any, device: 
             continue
         record = {"split": split, "epoch": epoch, "top1": summary["top1"], "top5": summary["top5"]}
         append_jsonl(record, metrics_path)
+        if summary["top1"] is None:  # nothing decoded: no accuracy to log
+            logger.info("epoch %d: %s top1 n/a (%d videos, %d failed)", epoch, split, summary["videos"],
+                        summary["failed"])
+            out = out or record
+            continue
         logger.info("epoch %d: %s top1 %.2f%% top5 %.2f%% (%d videos, %d failed)", epoch, split, summary["top1"],
                     summary["top5"], summary["videos"], summary["failed"])
         writer.add_scalar(f"epoch/{split}_top1", summary["top1"], epoch)
@@ -592,8 +601,8 @@ def _hydra_entry() -> None:
         try:
             run(cfg)
         except UserError as e:
-            logging.getLogger("mvit_video").error("error: %s", e)
-            print(f"error: {e}", file=sys.stderr)
+            logging.getLogger("mvit_video").error("error: %s", one_line(e))
+            print(f"error: {one_line(e)}", file=sys.stderr)
             sys.exit(2)
         finally:
             _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))  # Hydra's own job dir (`0/`): unused
@@ -616,6 +625,11 @@ def _single_run(overrides: list[str]) -> None:
 
 
 @cli_errors
+def _precheck_flags(args: list[str]) -> None:
+    precheck_flag_run(args)
+
+
+@cli_errors
 def _precheck_multirun(args: list[str]) -> DictConfig:
     """Compose the first job of a sweep before Hydra launches anything: a wrong key fails here, in one line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -632,7 +646,15 @@ def _precheck_multirun(args: list[str]) -> DictConfig:
             overrides.append(f"{o.get_key_element()}={first}")
         else:
             overrides.append(o.input_line)
-    return validate(compose(overrides))
+    cfg = validate(compose(overrides))
+    launcher = next((a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("hydra/launcher=")), "")
+    if "submitit" in launcher or "slurm" in launcher:
+        # Hydra's own logging is off (conf/config.yaml): say here where the cluster jobs will write
+        folder = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.launcher.submitit_folder=")),
+                      f"{cfg.output_dir}/.submitit/%j")
+        print(f"submitit: each job writes its run (train.log, metrics.jsonl, checkpoints/) under {cfg.output_dir}/ "
+              f"(a subfolder per swept override set); SLURM stdout/stderr go to {folder}", file=sys.stderr)
+    return cfg
 
 
 def main() -> None:
@@ -645,6 +667,8 @@ def main() -> None:
             sweep_dir = Path(str(_precheck_multirun(plain).output_dir))
             print(f"multirun: each job writes to {sweep_dir}/<its overrides> (or {sweep_dir} when it has none); "
                   f"launcher logs in {sweep_dir / '.submitit'}", file=sys.stderr, flush=True)
+        else:
+            _precheck_flags(args)  # e.g. `--cfg job key=value`: a wrong key is one line, as in plain runs
         try:
             _hydra_entry()
         finally:

@@ -67,7 +67,7 @@ def read_list(path: str | os.PathLike, separator: str = " ", prefix: str = "") -
     if not path.is_file():
         raise UserError(f"{path}: list file not found")
     paths, labels = read_list_file(str(path), separator)  # the loader's own parser: same rules, same errors
-    raw_lines = [(n, raw) for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+    raw_lines = [(n, raw) for n, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1)
                  if raw.strip()]
     assert len(raw_lines) == len(paths)  # read_list_file keeps exactly the non-blank lines
     return [Entry(n, raw, join_prefix(prefix, p), label) for (n, raw), p, label in zip(raw_lines, paths, labels)]
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.classes is not None:
         if not args.classes.is_file():
             raise UserError(f"{args.classes}: classes file not found")
-        class_names = args.classes.read_text(encoding="utf-8").splitlines()
+        class_names = args.classes.read_text(encoding="utf-8-sig").splitlines()
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()
     probes = probe_all([e.path for e in entries], args.decoder, args.workers, progress)
@@ -190,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         reasons = Counter(_reason_kind(p.reason) for _, p in bad)
         print("  reasons: " + ", ".join(f"{k}: {n}" for k, n in reasons.most_common()))
+        missing = sum(1 for _, p in bad if _reason_kind(p.reason) == "no such file")
+        if missing == len(entries):
+            hint = ("forgot --prefix?" if not args.prefix
+                    else f"is --prefix {args.prefix} the folder the list's paths are relative to?")
+            print(f"{len(entries) - missing}/{len(entries)} found: {hint} (first path tried: {entries[0].path})")
     print("good videos:")
     print(_stats_line("duration s", [p.duration for p in good]))
     print(_stats_line("fps", [p.fps for p in good]))

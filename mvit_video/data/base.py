@@ -30,10 +30,12 @@ _WARNED: set[str] = set()  # per process (so per worker): each bad path is logge
 
 
 def warn_bad_video(path: str, error: BaseException) -> None:
-    """Log a bad video once per path in this process."""
+    """Note a bad video (debug level, once per path in this process). The user-facing report is the main
+    process's: training logs each epoch's bad paths at its end, testing lists them in its report; logging here
+    too would repeat each path once per loader worker."""
     if path not in _WARNED:
         _WARNED.add(path)
-        logger.warning("skipping unreadable video: %s", error)
+        logger.debug("skipping unreadable video: %s", error)
 
 
 def item_seed(seed: int, epoch: int, index: int, retry: int = 0) -> int:
@@ -142,6 +144,7 @@ class VideoDataset(Dataset):
         bad: list[str] = []
         last_error: Optional[BaseException] = None
         asked = index
+        first_error: Optional[BaseException] = None
         for retry in range(self.max_bad_retries + 1):
             path = self.full_paths[index]
             rngs = (seeded_rngs(item_seed(*seed_epoch, asked, retry)) if seed_epoch is not None
@@ -154,13 +157,14 @@ class VideoDataset(Dataset):
                 warn_bad_video(path, e)
                 bad.append(path)
                 last_error = e
+                first_error = first_error or e
                 if seed_epoch is not None:  # the replacement, too, depends only on (seed, epoch, index, retry)
                     index = item_seed(*seed_epoch, asked, retry + 1) % len(self)
                 else:
                     index = random.randrange(len(self))
         raise UserError(
             f"{len(bad)} videos in a row could not be decoded (data.max_bad_retries={self.max_bad_retries}); "
-            f"last: {last_error}. Check the list with scripts/check_dataset.py"
+            f"first tried: {first_error}. Check data.path_prefix and the list with scripts/check_dataset.py"
         )
 
     # ------------------------------------------------------------------ val / test

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import abc
 import bisect
+import contextlib
 import logging
 import os
+import re
+import sys
+import tempfile
 from fractions import Fraction
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import av  # must be imported BEFORE decord, see below
 import numpy as np
@@ -29,6 +33,9 @@ try:
     import decord
 
     decord.bridge.set_bridge("native")
+    # decord's FFmpeg prints its own lines ("[matroska @ 0x..] Read error") to stderr for every bad file; the
+    # reader raises VideoDecodeError naming the file instead, and the run reports it once.
+    decord.logging.set_level(decord.logging.QUIET)
 except Exception:  # pragma: no cover - depends on the install
     decord = None
 
@@ -79,6 +86,33 @@ class VideoReader(abc.ABC):
         self.close()
 
 
+_DECORD_LOG_LINE = re.compile(rb"^\[\d\d:\d\d:\d\d\] \S+\.cc:\d+: ")  # "[19:01:56] .../video_reader.cc:83: ERROR ..."
+
+
+@contextlib.contextmanager
+def _without_decord_log_lines() -> Iterator[None]:
+    """Drop the lines decord's C++ logger writes straight to file descriptor 2 ("ERROR opening: <file>") while
+    it opens a file: the caller raises a VideoDecodeError naming the file instead. Anything else written to
+    stderr meanwhile is passed on."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to protect
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = b"".join(ln for ln in capture.read().splitlines(keepends=True) if not _DECORD_LOG_LINE.match(ln))
+            if kept:
+                os.write(2, kept)
+
+
 class DecordReader(VideoReader):
     """decord.VideoReader: frame-accurate `get_batch` (seeks to the keyframe, decodes forward)."""
 
@@ -86,7 +120,8 @@ class DecordReader(VideoReader):
 
     def __init__(self, path: str, num_threads: int = 1) -> None:
         self.path = path
-        self._vr = decord.VideoReader(local_path(path), num_threads=num_threads)
+        with _without_decord_log_lines():
+            self._vr = decord.VideoReader(local_path(path), num_threads=num_threads)
         self.num_frames = len(self._vr)
         self.fps = float(self._vr.get_avg_fps())
         if self.num_frames <= 0:
@@ -158,9 +193,9 @@ class PyAVReader(VideoReader):
                 # a timestamp gap (variable rate / dropped frames): wanted indices in the gap take the previous frame
                 for j in range(prev[0] + 1, min(i, last + 1)):
                     if j in wanted and j not in got:
-                        got[j] = prev[1].to_ndarray(format="rgb24")
+                        got[j] = _rgb(prev[1])
             if i in wanted and i not in got:
-                got[i] = frame.to_ndarray(format="rgb24")
+                got[i] = _rgb(frame)
             prev = (i, frame)
             if i >= last:
                 break
@@ -175,6 +210,10 @@ class PyAVReader(VideoReader):
             if got and min(got) > first:  # the seek overshot (bad index in the file): decode from the start
                 got = self._decode_range(0, wanted, last)
         except Exception as e:  # any failure inside one file must not stop a run: report it as this file's error
+            if isinstance(e, (av.error.FFmpegError, OSError)):
+                # FFmpeg's errno codes read like OS errors here (EPERM "Operation not permitted" when no frame of a
+                # cut-off file has a pixel format): say what they mean
+                raise VideoDecodeError(f"{self.path}: undecodable video (truncated or corrupt file?)") from e
             raise VideoDecodeError(f"{self.path}: decoding failed ({type(e).__name__}: {e})") from e
         if not got:
             raise VideoDecodeError(f"{self.path}: no frame could be decoded (truncated or corrupt file?)")
@@ -192,6 +231,14 @@ class PyAVReader(VideoReader):
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+def _rgb(frame: "av.VideoFrame") -> np.ndarray:
+    """RGB array of a decoded frame, turned upright by its display rotation (a phone video's "rotate 90" display
+    matrix) as decord applies it, so both decoders give the same frames: rotation counter-clockwise in degrees."""
+    array = frame.to_ndarray(format="rgb24")
+    quarter_turns = int(round(float(getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
+    return np.rot90(array, quarter_turns) if quarter_turns else array
 
 
 class _FallbackReader(VideoReader):
@@ -238,6 +285,8 @@ def _check_file(path: str) -> None:
         raise VideoDecodeError(f"{path}: is a directory, not a video")
     if os.path.getsize(p) == 0:
         raise VideoDecodeError(f"{path}: empty file")
+    if not os.access(p, os.R_OK):
+        raise VideoDecodeError(f"{path}: permission denied")
 
 
 def _open_pyav(path: str, num_threads: int) -> PyAVReader:
@@ -245,6 +294,8 @@ def _open_pyav(path: str, num_threads: int) -> PyAVReader:
         return PyAVReader(path, num_threads)
     except VideoDecodeError:
         raise
+    except av.error.FFmpegError as e:  # e.g. EIO "Input/output error" for a file cut off inside its header
+        raise VideoDecodeError(f"{path}: cannot open as a video (truncated, corrupt or not a video file)") from e
     except Exception as e:
         raise VideoDecodeError(f"{path}: cannot open ({type(e).__name__}: {e})") from e
 

@@ -12,18 +12,28 @@ from mvit_video.utils.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_list_file", "read_class_names", "join_prefix", "build_kinetics"]
+__all__ = ["read_list_file", "read_class_names", "join_prefix", "list_file", "build_kinetics"]
 
 
 def _open_text(path: str) -> str:
-    """Read a text file, local or through iopath (remote URIs)."""
-    if "://" in path:
-        from iopath.common.file_io import g_pathmgr
+    """Read a UTF-8 text file (a BOM is dropped), local or through iopath (remote URIs). A directory or a file
+    that is not UTF-8 is a UserError naming it; a missing file raises FileNotFoundError for the caller to word."""
+    try:
+        if "://" in path:
+            from iopath.common.file_io import g_pathmgr
 
-        with g_pathmgr.open(path, "r") as f:
-            return f.read()
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+            with g_pathmgr.open(path, "rb") as f:
+                data = f.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a text file") from None
+    try:
+        return data.decode("utf-8-sig")  # Windows editors start UTF-8 files with a BOM
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                        f"save it as UTF-8") from None
 
 
 def join_prefix(prefix: str, path: str) -> str:
@@ -74,7 +84,16 @@ def read_class_names(path: str) -> Optional[list[str]]:
         names = [n.strip() for n in _open_text(path).splitlines()]
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the class names ({e.strerror or e})") from None
     return [n for n in names if n] or None
+
+
+def list_file(cfg, split: str, data_dir: str) -> str:
+    """The list of `split`: data.{split}_list when set (relative paths are inside data_dir, e.g. the
+    train_clean.csv that check_dataset.py --write-clean wrote), else `<data_dir>/{split}.csv`."""
+    chosen = str(cfg.data.get(f"{split}_list") or "")
+    return join_prefix(data_dir, chosen or f"{split}.csv")
 
 
 def build_kinetics(
@@ -85,7 +104,7 @@ def build_kinetics(
     data_dir = str(data_dir if data_dir is not None else d.path_to_data_dir)
     if not data_dir:
         raise ConfigError("data.path_to_data_dir: not set (the folder with train.csv / val.csv / test.csv)")
-    list_path = join_prefix(data_dir, f"{split}.csv")
+    list_path = list_file(cfg, split, data_dir)
     paths, labels = read_list_file(list_path, str(d.path_label_separator))
     prefix = str(prefix if prefix is not None else d.path_prefix)
     class_names = read_class_names(join_prefix(data_dir, "classes.txt"))

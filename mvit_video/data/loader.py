@@ -182,6 +182,26 @@ def stop_workers() -> None:
         if getattr(proc, "_target", None) is _worker_loop and proc.is_alive():
             proc.kill()
             proc.join(timeout=5)
+_warned_workers = False
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask, e.g. a SLURM allocation), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _warn_oversubscribed(workers: int) -> None:
+    """Warn once per process when the loader asks for more worker processes than there are cores."""
+    global _warned_workers
+    cores = available_cores()
+    if workers > cores and not _warned_workers:
+        _warned_workers = True
+        logger.warning("data_loader.num_workers=%d exceeds the %d CPU cores available: the workers compete for "
+                       "them and slow each other down (set data_loader.num_workers=%d or fewer)", workers, cores,
+                       cores)
 
 
 def build_loader(cfg, split: str, dataset: Dataset, *, world_size: int = 1, rank: int = 0) -> DataLoader:
@@ -190,6 +210,7 @@ def build_loader(cfg, split: str, dataset: Dataset, *, world_size: int = 1, rank
     workers = int(dl.num_workers)
     if workers < 0:
         raise ConfigError(f"data_loader.num_workers: must be >= 0, got {workers}")
+    _warn_oversubscribed(workers)
     common = dict(
         num_workers=workers,
         pin_memory=bool(dl.pin_memory) and torch.cuda.is_available(),

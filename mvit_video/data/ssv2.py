@@ -24,7 +24,7 @@ import torch
 from mvit_video.data import sampling
 from mvit_video.data.base import VideoDataset, clip_spec_from_cfg
 from mvit_video.data.decoding import VideoDecodeError, VideoReader
-from mvit_video.data.kinetics import _open_text, join_prefix, read_class_names, read_list_file
+from mvit_video.data.kinetics import _open_text, join_prefix, list_file, read_class_names, read_list_file
 from mvit_video.data.transforms import build_train_transform, multi_view_crops
 from mvit_video.utils.errors import ConfigError, UserError
 
@@ -171,8 +171,8 @@ def build_ssv2(cfg, split: str, decode_once: bool = True) -> VideoDataset:
     data_dir = str(d.path_to_data_dir)
     if not data_dir:
         raise ConfigError("data.path_to_data_dir: not set (the folder with labels.json, train.json, validation.json)")
-    csv_path = join_prefix(data_dir, f"{split}.csv")
-    if "://" not in csv_path and os.path.exists(csv_path):
+    csv_path = list_file(cfg, split, data_dir)
+    if str(d.get(f"{split}_list") or "") or ("://" not in csv_path and os.path.exists(csv_path)):
         paths, labels = read_list_file(csv_path, str(d.path_label_separator))
         class_names = read_class_names(join_prefix(data_dir, "classes.txt"))
         prefix = str(d.path_prefix)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -153,6 +154,45 @@ def _generate(out: Path, s: dict[str, Any]) -> None:
     (out / "settings.json").write_text(json.dumps(s, sort_keys=True, indent=1) + "\n")
 
 
+_CACHE_ENTRY = re.compile(r"^(v\d+-[0-9a-f]{12}|\.tmp-.*)$")  # what the cache root holds: one folder per setting
+_LIST_FILES = ("train.csv", "val.csv", "test.csv", "classes.txt", "labels.json")
+
+
+def check_synthetic_root(root: str | os.PathLike) -> None:
+    """Refuse a data.path_to_data_dir that is not a synthetic cache (a user's folder of lists or videos): the
+    synthetic set would be generated into it. A folder of lists gets a hint naming data.dataset."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    lists = [name for name in _LIST_FILES if (root / name).is_file()]
+    if lists:
+        n = _count_classes(root)
+        raise ConfigError(
+            f"data.path_to_data_dir={root} holds {', '.join(lists)} but data.dataset is 'synthetic' (the default), "
+            f"which generates its own videos there: to train on these lists add data.dataset=kinetics"
+            + (f" model.num_classes={n}" if n else "")
+        )
+    others = sorted(p.name for p in root.iterdir() if not _CACHE_ENTRY.match(p.name))
+    if others:
+        raise ConfigError(
+            f"data.path_to_data_dir={root} is not a synthetic-set cache (it holds {', '.join(others[:3])}"
+            f"{' ...' if len(others) > 3 else ''}); data.dataset=synthetic only writes into an empty folder or its "
+            f"own cache: leave data.path_to_data_dir empty, or set data.dataset=kinetics for a folder of lists"
+        )
+
+
+def _count_classes(root: Path) -> int | None:
+    """Classes of a folder of lists: lines of classes.txt, else the largest train.csv label + 1 (None if unknown)."""
+    try:
+        if (root / "classes.txt").is_file():
+            return sum(1 for ln in (root / "classes.txt").read_text(encoding="utf-8-sig").splitlines() if ln.strip())
+        labels = [int(ln.rsplit(None, 1)[-1]) for ln in (root / "train.csv").read_text(encoding="utf-8-sig")
+                  .splitlines() if ln.strip()]
+        return max(labels) + 1 if labels else None
+    except (OSError, ValueError, IndexError):  # only a hint: the list itself is checked when it is read
+        return None
+
+
 def ensure_synthetic_dataset(root: Optional[str | os.PathLike] = None, **settings: Any) -> Path:
     """Generate (once) the synthetic set for `settings` under `root` and return its directory.
 
@@ -160,6 +200,8 @@ def ensure_synthetic_dataset(root: Optional[str | os.PathLike] = None, **setting
     leaves a half-written set; concurrent callers (several ranks) both generate and the first rename wins.
     """
     s = _settings(settings)
+    if root:
+        check_synthetic_root(root)
     root = Path(root) if root else default_root()
     final = root / dataset_key(s)
     if (final / "classes.txt").exists():

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvit_video.models.checkpoint import strip_wrapper_prefixes, torch_load
+from mvit_video.models.checkpoint import check_finite, strip_wrapper_prefixes, torch_load
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_torch_save
 
@@ -181,6 +181,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     through the converter, as scripts/convert_checkpoint.py)."""
     ckpt = load(path)
     state = pretrained_state_dict(ckpt, path)
+    check_finite(state, path)
     own = model.state_dict()
     dropped = []
     for key in list(state):

@@ -21,6 +21,7 @@ from mvit_video.engine import distributed as du
 from mvit_video.engine.ema import ModelEma
 from mvit_video.engine.optim import Schedule, lr_at, set_lr
 from mvit_video.utils.errors import UserError
+from mvit_video.utils.progress import format_eta
 
 logger = logging.getLogger(__name__)
 
@@ -216,9 +217,14 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
         elif du.is_main() and ((i + 1) % cfg.log_period == 0 or i + 1 == iters_per_epoch):
-            rate = clips / max(time.perf_counter() - start_time, 1e-9)
-            logger.info("epoch %d/%d iter %d/%d loss %.4f lr %.3e %.1f clips/s (this process)", epoch + 1,
-                        cfg.max_epoch, i + 1, iters_per_epoch, loss.item(), lr, rate)
+            elapsed = max(time.perf_counter() - start_time, 1e-9)
+            rate = clips / elapsed
+            per_iter = elapsed / (i + 1 - start_batch)  # training time only: val/test come on top
+            left = iters_per_epoch - i - 1
+            logger.info("epoch %d/%d iter %d/%d loss %.4f lr %.3e %.1f clips/s (this process) ETA epoch %s, "
+                        "training %s", epoch + 1, cfg.max_epoch, i + 1, iters_per_epoch, loss.item(), lr, rate,
+                        format_eta(left * per_iter),
+                        format_eta((left + (cfg.max_epoch - epoch - 1) * iters_per_epoch) * per_iter))
         if tb_writer is not None and du.is_main() and (i + 1) % cfg.log_period == 0:
             global_iter = epoch * iters_per_epoch + i + 1
             tb_writer.add_scalar("train/loss", loss.item(), global_iter)
@@ -270,21 +276,25 @@ def params_finite(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def validate_epoch(model: nn.Module, loader: Iterable, device: torch.device, amp_dtype: torch.dtype | None,
-                   max_views_per_forward: int = 16) -> dict[str, float] | None:
-    """Multi-view val (mvit_video.eval.run_multiview); {"top1", "top5", "videos", "failed"} on rank 0, else None."""
+                   max_views_per_forward: int = 16) -> dict[str, float | None] | None:
+    """Multi-view val (mvit_video.eval.run_multiview); {"top1", "top5", "videos", "failed"} on rank 0, else None.
+    top1/top5 are None when no video could be decoded."""
     from mvit_video.eval import run_multiview
     from mvit_video.eval.metrics import summarize
 
     was_training = model.training
     model.eval()
     result = run_multiview(model, loader, device=device, amp_dtype=amp_dtype,
-                           max_views_per_forward=max_views_per_forward)
+                           max_views_per_forward=max_views_per_forward, progress="val")
     model.train(was_training)
     if not du.is_main():
         return None
+    for path in result.failed:
+        logger.warning("val: cannot decode %s (not scored)", path)
     if len(result.labels) == 0:
         logger.warning("val: no video could be decoded (%d failed)", len(result.failed))
-        return {"top1": 0.0, "top5": 0.0, "videos": 0, "failed": len(result.failed)}
+        # no accuracy, rather than a 0.0 that reads as a model that learned nothing
+        return {"top1": None, "top5": None, "videos": 0, "failed": len(result.failed)}
     summary = summarize(result.labels, result.probs)
     return {"top1": float(summary["top1"]), "top5": float(summary["top5"]), "videos": int(len(result.labels)),
             "failed": len(result.failed)}

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mvit_video.utils.progress import Progress
+
 logger = logging.getLogger(__name__)
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
@@ -168,11 +170,15 @@ def run_multiview(
     amp_dtype: torch.dtype | str | None = None,
     max_views_per_forward: int = 16,
     per_video: Callable[..., list[torch.Tensor]] = mean_view_probs,
+    progress: str | None = None,
+    log_every: int = 10,
 ) -> MultiViewResult:
     """Score every video of `loader` (multi-view test batches) with `model`; gather across ranks if distributed.
 
     `per_video(model, views, device, amp_dtype, max_views_per_forward)` reduces each video's views to one vector:
     the mean softmax by default; `mean_view_features` gives embeddings (then `result.probs` holds them).
+    `progress`: a name ("test", "val") to show progress under on rank 0 (a tqdm bar in a terminal, else a line
+    with videos/s and ETA every `log_every` batches); None shows nothing.
     """
     device = torch.device(device)
     amp_dtype = resolve_amp_dtype(amp_dtype)
@@ -185,6 +191,10 @@ def run_multiview(
 
     records: list[tuple[int, str, int, torch.Tensor]] = []
     failed: list[tuple[int, str]] = []
+    sampler = getattr(loader, "sampler", None)
+    total = len(sampler) if sampler is not None and hasattr(sampler, "__len__") else None
+    is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    shown = Progress(total, progress or "", logger, log_every=log_every, enabled=progress is not None and is_main)
     try:
         for batch in loader:
             good = []
@@ -193,11 +203,12 @@ def run_multiview(
                     good.append((index, path, label, views))
                 else:
                     failed.append((index, path))
-            if not good:
-                continue
-            video_probs = per_video(net, [g[3] for g in good], device, amp_dtype, max_views_per_forward)
-            records.extend((i, p, y, pr) for (i, p, y, _), pr in zip(good, video_probs))
+            if good:
+                video_probs = per_video(net, [g[3] for g in good], device, amp_dtype, max_views_per_forward)
+                records.extend((i, p, y, pr) for (i, p, y, _), pr in zip(good, video_probs))
+            shown.update(len(batch["views"]))
     finally:
+        shown.close()
         net.train(was_training)
 
     local = {"records": [(i, p, y, pr.numpy()) for i, p, y, pr in records], "failed": failed}

@@ -126,7 +126,9 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        # torch words it "Unsupported global: GLOBAL mod.Class" (a class) or "unsupported GLOBAL posix.system"
+        # (a function, i.e. code to run)
+        unsafe = re.search(r"unsupported global:?(?: GLOBAL)? ([\w.]+)", str(e), re.IGNORECASE)
         if unsafe:
             raise UserError(
                 f"{path}: holds a python object ({unsafe.group(1)}) besides tensors and plain data, so it is not "
@@ -210,7 +212,16 @@ def build_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike, use_
         state_dict = _ema_state_dict(ckpt["ema"], path)
     else:
         state_dict = ckpt["model"]
+    check_finite(state_dict, path)
     return build_with_weights(config, strip_wrapper_prefixes(state_dict), source=str(path))
+
+
+def check_finite(state_dict: Mapping[str, Any], source: str | os.PathLike) -> None:
+    """UserError naming the first weight holding NaN/inf: such a model scores every video as garbage."""
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise UserError(f"{source}: weight '{key}' holds NaN/inf values (training diverged?); refusing to use "
+                            f"this checkpoint")
 
 
 def build_with_weights(config: MViTConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> MViT:

@@ -113,6 +113,7 @@ def _bad_list(video_dir, tmp_path, good_first: bool = False) -> str:
 
 
 def test_bad_videos_are_replaced_and_reported_in_training(video_dir, tmp_path, caplog):
+    caplog.set_level("DEBUG", logger="mvit_video.data.base")  # workers note bad paths at debug level only
     ds = build_dataset(_cfg(_bad_list(video_dir, tmp_path), **{"data.max_bad_retries": 50}), "train")
     for index in range(4):  # the four bad ones
         item = ds[index]

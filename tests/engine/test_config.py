@@ -101,7 +101,7 @@ def test_unknown_key_or_choice_is_named(override: str, named: str) -> None:
         ("data.num_frames=0", "data.num_frames"),
         ("data.train_crop_size=abc", "data.train_crop_size"),
         ("train.batch_size=-2", "train.batch_size"),
-        ("solver.warmup_epochs=500", "solver.warmup_epochs"),
+        ("solver.warmup_epochs=-1", "solver.warmup_epochs"),
         ("solver.cosine_end_lr=1.0", "solver.cosine_end_lr"),
         ("test.num_spatial_crops=2", "test.num_spatial_crops"),
         ("train.amp_dtype=fp8", "train.amp_dtype"),
