@@ -26,7 +26,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mvit_video.data.base import VideoDataset
-from mvit_video.data.kinetics import _open_text, join_prefix
+from mvit_video.data.kinetics import join_prefix, read_list_file
 from mvit_video.data.loader import build_loader
 from mvit_video.engine import distributed
 from mvit_video.eval.multiview import MultiViewResult, mean_view_features, run_multiview
@@ -35,31 +35,6 @@ from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.io import atomic_write_text
 
 logger = logging.getLogger("mvit_video.extract")
-
-
-def read_video_list(list_path: str, separator: str = " ") -> tuple[list[str], list[int]]:
-    """(paths, labels) of a list whose lines are `path` or `path<separator>label` (label -1 when absent)."""
-    try:
-        text = _open_text(list_path)
-    except FileNotFoundError:
-        raise UserError(f"{list_path}: list file not found") from None
-    except OSError as e:
-        raise UserError(f"{list_path}: cannot read list file ({e})") from None
-    paths, labels = [], []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        parts = line.rsplit(separator, 1) if separator.strip() else line.rsplit(None, 1)
-        if len(parts) == 2 and parts[1].strip().isdigit() and parts[0].strip():  # a label after the last separator
-            paths.append(parts[0].strip())
-            labels.append(int(parts[1]))
-        else:
-            paths.append(line)
-            labels.append(-1)
-    if not paths:
-        raise UserError(f"{list_path}: list file has no videos")
-    return paths, labels
 
 
 def extract(predictor: Predictor, dataset: VideoDataset, *, batch_size: int = 8, num_workers: int = 2,
@@ -149,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        paths, labels = read_video_list(args.list_file, args.separator)
+        paths, labels = read_list_file(args.list_file, args.separator, labels_optional=True, missing_hint="")
         predictor = Predictor.from_checkpoint(
             args.checkpoint, device=torch.device("cuda", local_rank) if device == "cuda" else "cpu", use_ema=args.ema,
             views=args.views, num_frames=args.num_frames, sampling_rate=args.sampling_rate, crop_size=args.crop_size,

@@ -43,12 +43,15 @@ def join_prefix(prefix: str, path: str) -> str:
     return prefix.rstrip("/") + "/" + path if "://" in prefix else os.path.join(prefix, path)
 
 
-def read_list_file(list_path: str, separator: str = " ") -> tuple[list[str], list[int]]:
-    """Parse a PySlowFast list file into (paths, labels); a malformed line raises UserError `file:line: why`."""
+def read_list_file(list_path: str, separator: str = " ", *, labels_optional: bool = False,
+                   missing_hint: str = " (check data.path_to_data_dir)") -> tuple[list[str], list[int]]:
+    """Parse a PySlowFast list file into (paths, labels); a malformed line raises UserError `file:line: why`.
+
+    `labels_optional`: a line may be a bare path (label -1), as in lists of videos to extract features from."""
     try:
         text = _open_text(list_path)
     except FileNotFoundError:
-        raise UserError(f"{list_path}: list file not found (check data.path_to_data_dir)") from None
+        raise UserError(f"{list_path}: list file not found{missing_hint}") from None
     except OSError as e:
         raise UserError(f"{list_path}: cannot read list file ({e})") from None
     sep = separator if separator not in ("", None) else " "
@@ -60,6 +63,10 @@ def read_list_file(list_path: str, separator: str = " ") -> tuple[list[str], lis
             continue
         # split at the LAST separator: paths may contain the separator (spaces in file names), labels cannot
         parts = line.rsplit(sep, 1) if sep.strip() else line.rsplit(None, 1)
+        if labels_optional and not (len(parts) == 2 and parts[0].strip() and parts[1].strip().isdigit()):
+            paths.append(line)
+            labels.append(-1)
+            continue
         if len(parts) != 2 or not parts[0].strip():
             raise UserError(f"{list_path}:{lineno}: expected 'path{sep}label', got {line!r}")
         path, label = parts[0].strip(), parts[1].strip()
