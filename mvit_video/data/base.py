@@ -142,7 +142,6 @@ class VideoDataset(Dataset):
 
     def _train_item(self, index: int, seed_epoch: Optional[tuple[int, int]] = None) -> dict:
         bad: list[str] = []
-        last_error: Optional[BaseException] = None
         asked = index
         first_error: Optional[BaseException] = None
         for retry in range(self.max_bad_retries + 1):
@@ -156,7 +155,6 @@ class VideoDataset(Dataset):
             except VideoDecodeError as e:
                 warn_bad_video(path, e)
                 bad.append(path)
-                last_error = e
                 first_error = first_error or e
                 if seed_epoch is not None:  # the replacement, too, depends only on (seed, epoch, index, retry)
                     index = item_seed(*seed_epoch, asked, retry + 1) % len(self)
