@@ -15,7 +15,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import random
 import signal
 import sys
@@ -28,6 +27,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from mvit_video.config import compose, precheck_flag_run, shorten_schedule, to_yaml, validate
+from mvit_video.data.loader import available_cores
 from mvit_video.engine import checkpoint as ck
 from mvit_video.engine import distributed as du
 from mvit_video.engine import throughput
@@ -36,13 +36,13 @@ from mvit_video.engine.runlock import RunLock
 from mvit_video.engine.loop import (LoopSettings, PreemptionHandler, TrainState, TrainingDiverged, interactive,
                                     params_finite, train_one_epoch, validate_epoch)
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
+from mvit_video.eval.multiview import resolve_amp_dtype
 from mvit_video.utils.errors import ConfigError, UserError, cli_errors, one_line
 from mvit_video.utils.io import append_jsonl, atomic_write_text, read_jsonl
 from mvit_video.utils.progress import TqdmLoggingHandler
 
 logger = logging.getLogger("mvit_video.train")
 
-_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def setup_logging(output_dir: Path | None, rank: int) -> None:
@@ -116,7 +116,7 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     device = resolve_device(str(cfg.device), local_rank)
     if device.type == "cpu":
         # Leave a core per data-loader worker: oversubscribed OpenMP threads spin and run several times slower.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, world) - int(cfg.data_loader.num_workers)))
+        torch.set_num_threads(max(1, available_cores() // max(1, world) - int(cfg.data_loader.num_workers)))
     du.init_distributed(device.type)
     output_dir = Path(str(cfg.output_dir))
     lock = None
@@ -208,7 +208,7 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
         logger.info("LR scaled by num_shards=%d: base_lr %.3g", int(cfg.num_shards), schedule.base_lr)
     optimizer = build_optimizer(model, cfg.solver, lr_at(0.0, schedule))
     use_amp = cfg.train.mixed_precision is True or (cfg.train.mixed_precision == "auto" and device.type == "cuda")
-    amp_dtype = _AMP[str(cfg.train.amp_dtype)] if use_amp else None
+    amp_dtype = resolve_amp_dtype(str(cfg.train.amp_dtype)) if use_amp else None
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     ema = ModelEma(model, float(cfg.train.ema.decay)) if cfg.train.ema.enable else None
     state = TrainState(model=model, forward=model, optimizer=optimizer, schedule=schedule, scaler=scaler, ema=ema)
