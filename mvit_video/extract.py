@@ -26,7 +26,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mvit_video.data.base import VideoDataset
-from mvit_video.data.kinetics import join_prefix, read_list_file
+from mvit_video.data.lists import join_prefix, read_list_file
 from mvit_video.data.loader import build_loader
 from mvit_video.engine import distributed
 from mvit_video.eval.multiview import MultiViewResult, mean_view_features, run_multiview

@@ -11,7 +11,6 @@ way and exits 130; a second Ctrl-C stops at once. A run holds `<output_dir>/.run
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -85,24 +84,6 @@ def _sampler(loader: Any) -> Any:
         if s is not None and hasattr(s, "set_epoch"):
             return s
     return None
-
-
-def _ignore_preemption_signals(inner: Callable[[int], None] | None, worker_id: int) -> None:
-    """DataLoader worker init: SLURM signals every process of a step, Ctrl-C the whole foreground group; workers
-    must not die of SIGTERM/SIGUSR1/SIGINT (the main process finishes the step, saves, and ends them on its way
-    out: data.loader.stop_workers). Then the loader's own init runs."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if inner is not None:
-        inner(worker_id)
-
-
-def _shield_workers(loader: Any) -> Any:
-    """Make `loader`'s workers survive preemption signals (see _ignore_preemption_signals)."""
-    if getattr(loader, "num_workers", 0) > 0:
-        loader.worker_init_fn = functools.partial(_ignore_preemption_signals, loader.worker_init_fn)
-    return loader
 
 
 def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
@@ -184,8 +165,8 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
                                 **({str(cfg.test.split): build_dataset(cfg, str(cfg.test.split))}
                                    if cfg.test.enable else {})})
     class_names = getattr(train_set, "class_names", None)
-    train_loader = _shield_workers(build_loader(cfg, "train", train_set, world_size=world, rank=rank))
-    val_loader = _shield_workers(build_loader(cfg, "val", val_set, world_size=world, rank=rank))
+    train_loader = build_loader(cfg, "train", train_set, world_size=world, rank=rank)
+    val_loader = build_loader(cfg, "val", val_set, world_size=world, rank=rank)
     sampler = _sampler(train_loader)
     per_process_batch = int(cfg.train.batch_size) // world
     if sampler is not None:

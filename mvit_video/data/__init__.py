@@ -20,7 +20,7 @@ def synthetic_dir(cfg) -> Path:
     return ensure_synthetic_dataset(root, **settings)
 
 
-def build_dataset(cfg, split: str, *, decode_once: bool = True) -> VideoDataset:
+def build_dataset(cfg, split: str) -> VideoDataset:
     """Dataset of `split` ("train" | "val" | "test") for cfg.data.dataset (kinetics | ssv2 | synthetic)."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
@@ -28,14 +28,14 @@ def build_dataset(cfg, split: str, *, decode_once: bool = True) -> VideoDataset:
     if name == "kinetics":
         from mvit_video.data.kinetics import build_kinetics
 
-        return build_kinetics(cfg, split, decode_once=decode_once)
+        return build_kinetics(cfg, split)
     if name == "ssv2":
         from mvit_video.data.ssv2 import build_ssv2
 
-        return build_ssv2(cfg, split, decode_once=decode_once)
+        return build_ssv2(cfg, split)
     if name == "synthetic":
         from mvit_video.data.kinetics import build_kinetics
 
         root = str(synthetic_dir(cfg))
-        return build_kinetics(cfg, split, data_dir=root, prefix=root, decode_once=decode_once)
+        return build_kinetics(cfg, split, data_dir=root, prefix=root)
     raise ConfigError(f"data.dataset: unknown dataset {name!r}; use kinetics, ssv2 or synthetic")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import math
 import multiprocessing
+import multiprocessing.util  # noqa: F401 -- its exit handler must be registered before ours (see atexit below)
 import os
 import random
 import signal
@@ -141,8 +143,18 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _ignore_stop_signals() -> None:
+    """SLURM signals every process of a step (SIGTERM, SIGUSR1 before preemption) and Ctrl-C the whole foreground
+    group (SIGINT): a worker must not die of them mid-batch. The main process decides: it finishes the step, saves,
+    and ends its workers (stop_workers, on every exit path and at interpreter exit)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def worker_init_fn(worker_id: int) -> None:
-    """Per-worker setup: one intra-op thread (workers already fill the cores) and numpy/random seeded from torch."""
+    """Per-worker setup: stop signals ignored (the main process ends its workers), killed with the main process,
+    one intra-op thread (workers already fill the cores) and numpy/random seeded from torch."""
+    _ignore_stop_signals()
     _die_with_parent()
     torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32  # torch gives each worker its own base_seed + worker_id
@@ -167,9 +179,9 @@ class _TrackedLoader(DataLoader):
 def stop_workers() -> None:
     """End every data-loader worker of this process now: a clean shutdown first, then SIGKILL for any left.
 
-    Call on every exit path of a run. Otherwise an exception keeps the iterators alive (in its traceback) until
-    interpreter exit, where multiprocessing SIGTERMs the workers -- which ignore SIGTERM during training (SLURM
-    signals every process) -- and then waits for them forever."""
+    Call on every exit path of a run (it also runs at interpreter exit, registered below). Otherwise an exception
+    keeps the iterators alive (in its traceback) until interpreter exit, where multiprocessing SIGTERMs the
+    workers -- which ignore SIGTERM (worker_init_fn) -- and then waits for them forever."""
     for it in list(_ITERATORS):
         try:
             it._shutdown_workers()  # torch's own clean path: workers get None, exit, are joined
@@ -182,6 +194,13 @@ def stop_workers() -> None:
         if getattr(proc, "_target", None) is _worker_loop and proc.is_alive():
             proc.kill()
             proc.join(timeout=5)
+
+
+# atexit runs handlers last-registered first: this one ends the workers before multiprocessing's own exit handler
+# (registered when multiprocessing.util is imported, above) would SIGTERM them and wait.
+atexit.register(stop_workers)
+
+
 _warned_workers = False
 
 

@@ -30,8 +30,7 @@ __all__ = [
     "short_side_resize",
     "uniform_crop",
     "multi_view_crops",
-    "test_views",
-    "test_short_side",
+    "eval_short_side",
     "build_mixup",
     "MixupCutmix",
     "ShortSideJitterCrop",
@@ -159,6 +158,17 @@ def _op_table(increasing: bool):
     }
 
 
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+def check_interpolation(interpolation: str) -> str:
+    """aug.interpolation, checked: RandAugment's geometric ops (rotate, shear, translate) sample with it, as timm's
+    do on PIL images; crops and resizes stay bilinear, as PySlowFast's (its INTERPOLATION reaches only RandAugment)."""
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(f"aug.interpolation: expected one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    return interpolation
+
+
 class RandAugmentVideo(torch.nn.Module):
     """timm RandAugment on a uint8 video [T,C,H,W]: `num_ops` ops drawn uniformly, each applied with prob 0.5 and
     magnitude ~ N(magnitude, magnitude_std) clipped to [0, 10] drawn per op application and shared by all frames.
@@ -183,9 +193,7 @@ class RandAugmentVideo(torch.nn.Module):
         self.names = list(self.ops)
         # PySlowFast's create_random_augment passes no img_mean, so timm's default fill (128, 128, 128) is used
         self.fill = [float(x) for x in fill]
-        if interpolation not in ("nearest", "bilinear", "bicubic"):
-            raise ConfigError(f"aug.interpolation: expected nearest, bilinear or bicubic, got {interpolation!r}")
-        self.interp = interpolation
+        self.interp = check_interpolation(interpolation)
 
     def sample_level(self) -> float:
         """One magnitude draw (timm: gaussian around `magnitude`, clipped to [0, 10])."""
@@ -318,6 +326,7 @@ def build_train_transform(
     """The train transform from cfg.data / cfg.aug; `random_flip` overrides data.random_flip (SSv2: False);
     `decode_short_side` as TrainTransform (Kinetics: data.train_jitter_scales[0])."""
     d, a = cfg.data, cfg.aug
+    check_interpolation(str(a.interpolation))  # also when unused: a value that does nothing must not pass silently
     ra = None
     re_prob = 0.0
     if a.enable:
@@ -389,22 +398,9 @@ def uniform_crop(video: torch.Tensor, size: int, spatial_idx: int) -> torch.Tens
     return video[..., y : y + size, x : x + size]
 
 
-def test_short_side(crop_size: int, num_spatial_crops: int, train_jitter_scales: Sequence[int]) -> int:
+def eval_short_side(crop_size: int, num_spatial_crops: int, train_jitter_scales: Sequence[int]) -> int:
     """Short side before cropping (REFERENCE §8): test crop size with 3 crops, train_jitter_scales[0] with 1."""
     return int(crop_size) if num_spatial_crops > 1 else int(train_jitter_scales[0])
-
-
-def test_views(
-    frames: torch.Tensor,
-    crop_size: int,
-    num_spatial_crops: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    short_side: Optional[int] = None,
-    out: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """uint8 frames [T,H,W,3] of one clip -> float views [S,3,T,crop,crop] (multi_view_crops with one clip)."""
-    return multi_view_crops(frames, [range(frames.shape[0])], crop_size, num_spatial_crops, mean, std, short_side, out)
 
 
 def multi_view_crops(
@@ -539,7 +535,3 @@ def build_mixup(cfg, num_classes: int) -> Optional[Callable]:
         label_smoothing=float(m.label_smooth_value),
     )
 
-
-# not pytest tests, despite the names (tests import them)
-test_views.__test__ = False
-test_short_side.__test__ = False

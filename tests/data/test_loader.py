@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 from data_helpers import make_cfg
+from torch.utils.data import Dataset
 
 from mvit_video.data import build_dataset, build_loader
 from mvit_video.data.loader import ResumableDistributedSampler, ShardSampler
@@ -102,3 +105,23 @@ def test_val_loader_with_workers(kinetics_list_dir):
             assert b["ok"].dtype == torch.bool and b["ok"].all()
             seen += b["index"].tolist()
     assert sorted(seen) == list(range(len(ds)))
+
+
+class _WorkerSignals(Dataset):
+    """Items: how the worker that loads them handles SIGTERM, SIGUSR1 and SIGINT."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> dict:
+        handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)]
+        return {"views": torch.zeros(0), "label": 0, "index": index, "path": str(handlers), "ok": True}
+
+
+def test_workers_ignore_stop_signals(kinetics_list_dir):
+    """SLURM signals every process of a job step and Ctrl-C the foreground group: the loader's own workers ignore
+    those signals (the main process finishes its step and ends them), whoever builds the loader."""
+    cfg = _cfg(kinetics_list_dir, **{"data_loader.num_workers": 1, "data_loader.persistent_workers": False})
+    loader = build_loader(cfg, "test", _WorkerSignals())
+    paths = [p for batch in loader for p in batch["path"]]
+    assert paths == [str([signal.SIG_IGN] * 3)] * 2

@@ -31,6 +31,11 @@ def _clip(t: int = 6, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (t, h, w, 3), dtype=torch.uint8, generator=g)
 
 
+def _one_clip_views(frames: torch.Tensor, crop: int, crops: int, mean, std, short_side: int) -> torch.Tensor:
+    """The S test views [S,3,T,crop,crop] of one clip (all of `frames`)."""
+    return T.multi_view_crops(frames, [range(frames.shape[0])], crop, crops, mean, std, short_side)
+
+
 def test_one_parameter_set_per_clip():
     # identical frames stay identical after crop, flip and RandAugment: all frames share the parameters (erasing
     # shares its box but not its noise: test_random_erasing_one_box_fresh_noise_per_frame)
@@ -96,24 +101,24 @@ def test_three_crops_along_the_long_side():
     # x coordinate written into the pixels: crop positions can be read back
     t, h, w = 2, 32, 56
     frames = torch.arange(w, dtype=torch.uint8).view(1, 1, w, 1).expand(t, h, w, 3).contiguous()
-    views = T.test_views(frames, 32, 3, [0.0] * 3, [1 / 255] * 3, short_side=32)
+    views = _one_clip_views(frames, 32, 3, [0.0] * 3, [1 / 255] * 3, short_side=32)
     assert views.shape == (3, 3, t, 32, 32)
     assert [int(v[0, 0, 0, 0]) for v in views] == [0, 12, 24]  # left, center ceil((56-32)/2), right
     # portrait: along the height
     tall = frames.transpose(1, 2).contiguous()  # [T, 56, 32, 3], value = y
-    views = T.test_views(tall, 32, 3, [0.0] * 3, [1 / 255] * 3, short_side=32)
+    views = _one_clip_views(tall, 32, 3, [0.0] * 3, [1 / 255] * 3, short_side=32)
     assert [int(v[0, 0, 0, 0]) for v in views] == [0, 12, 24]
 
 
 def test_one_crop_resizes_then_takes_the_center():
     frames = _clip(t=3, h=48, w=64)
-    views = T.test_views(frames, 32, 1, MEAN, STD, short_side=40)
+    views = _one_clip_views(frames, 32, 1, MEAN, STD, short_side=40)
     assert views.shape == (1, 3, 3, 32, 32)
     # reference: bilinear short side 48 -> 40 (64 -> floor(64/48*40) = 53), center crop at ceil((40-32)/2), ceil(21/2)
     x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(40, 53), mode="bilinear", align_corners=False)
     ref = (x[:, :, 4:36, 11:43] / 255.0 - 0.45) / 0.225
     torch.testing.assert_close(views[0].permute(1, 0, 2, 3), ref)
-    assert T.test_short_side(224, 1, [256, 320]) == 256 and T.test_short_side(224, 3, [256, 320]) == 224
+    assert T.eval_short_side(224, 1, [256, 320]) == 256 and T.eval_short_side(224, 3, [256, 320]) == 224
 
 
 def test_uniform_crop_center_index():
@@ -148,7 +153,7 @@ def test_multi_view_crops_equal_each_clip_gathered_then_cropped(crops: int, shor
     views = T.multi_view_crops(frames, clips, 32, crops, MEAN, STD, short_side=short_side)
     assert views.shape == (3 * crops, 3, 3, 32, 32)
     for k, clip in enumerate(clips):
-        ref = T.test_views(frames[clip].clone(), 32, crops, MEAN, STD, short_side=short_side)
+        ref = _one_clip_views(frames[clip].clone(), 32, crops, MEAN, STD, short_side=short_side)
         assert torch.equal(views[k * crops : (k + 1) * crops], ref)
     # reference for one view, from the definition: bilinear short side resize, crop, (x/255 - mean)/std
     x = frames.permute(0, 3, 1, 2).float()
@@ -312,3 +317,21 @@ def test_train_frames_resized_to_decode_short_side_first():
     t.crop = Recording(t.crop)
     t(_clip(t=2, h=96, w=128))
     assert seen == [(2, 3, 40, 53)]
+
+
+def test_aug_interpolation_is_honoured_or_rejected():
+    """aug.interpolation reaches RandAugment's geometric ops as given (bicubic is not bilinear), and a value they
+    cannot do is a ConfigError naming the key, even with augmentation off."""
+    from mvit_video.utils.errors import ConfigError
+
+    frame = _clip(t=1, h=30, w=40).permute(0, 3, 1, 2).contiguous()
+    coeffs = T._rotate_coeffs(20.0, 30, 40)
+    modes = {m: T._pil_affine(frame, coeffs, [128.0] * 3, m) for m in T.INTERPOLATIONS}
+    assert not torch.equal(modes["bicubic"], modes["bilinear"]) and not torch.equal(modes["nearest"],
+                                                                                     modes["bilinear"])
+    for mode in T.INTERPOLATIONS:
+        cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32, "aug.interpolation": mode})
+        assert build_train_transform(cfg).rand_augment.interp == mode
+    for aug in ("mvitv2", "none"):
+        with pytest.raises(ConfigError, match="aug.interpolation: expected one of nearest, bilinear, bicubic"):
+            build_train_transform(make_cfg("kinetics", aug, {"aug.interpolation": "lanczos"}))

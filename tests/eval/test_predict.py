@@ -92,3 +92,36 @@ def test_timeline_and_features(predictor, eval_data):
 def test_bad_video_is_a_user_error(predictor, eval_data):
     with pytest.raises(UserError, match="garbage.mp4"):
         predictor.predict(eval_data / "videos" / "garbage.mp4")
+
+
+def test_ssv2_checkpoint_samples_with_the_ssv2_protocol(tmp_path, eval_overrides, tiny_checkpoint):
+    """An SSv2 checkpoint's views are the SSv2 test dataset's (segment sampling, the 30 fps frame grid, short side
+    = crop, the left 1-crop view), not Kinetics' (linspace clips, center crop at train_jitter_scales[0])."""
+    import numpy as np
+
+    from mvit_video import Predictor
+    from mvit_video.data import build_dataset
+    from mvit_video.data.encode import write_video
+    from mvit_video.models import data_config_from_cfg, load_model
+
+    frames = np.zeros((20, 40, 56, 3), np.uint8)
+    frames[:] = np.arange(56, dtype=np.uint8).reshape(1, 1, 56, 1) * 4  # x in the pixels: crops can be told apart
+    for t in range(20):
+        frames[t, :8] = 10 * t  # frame id in the top rows
+    write_video(tmp_path / "v.webm", frames, fps=12.0)  # SSv2's own rate: 20 frames = 50 on the 30 fps grid
+    (tmp_path / "test.csv").write_text("v.webm 1\n")
+    cfg = compose(eval_overrides + ["data.dataset=ssv2", "data.frame_grid_fps=30", f"data.path_to_data_dir={tmp_path}",
+                                    f"data.path_prefix={tmp_path}", "test.num_ensemble_views=1",
+                                    "test.num_spatial_crops=1"])
+    expected = build_dataset(cfg, "test")[0]["views"]
+    model = load_model(tiny_checkpoint)
+    data_config = data_config_from_cfg(cfg)  # records dataset ssv2 (not frame_grid_fps: 30 is SSv2's default)
+    predictor = Predictor(model, data_config, device="cpu", views="1x1")
+    assert predictor.spec().segment_sampling and predictor.spec().one_crop_index == 0
+    got = predictor.dataset([str(tmp_path / "v.webm")])[0]["views"]  # what extract batches
+    assert torch.equal(got, expected)
+    with torch.no_grad():
+        probs = torch.softmax(model(expected).float(), dim=-1).mean(0)
+    assert torch.allclose(predictor.predict(tmp_path / "v.webm").probs, probs, atol=1e-6)
+    kinetics = Predictor(model, {**data_config, "dataset": "kinetics"}, device="cpu", views="1x1")
+    assert not torch.equal(kinetics.dataset([str(tmp_path / "v.webm")])[0]["views"], expected)
