@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
-from mvit_video.config import compose, precheck_flag_run, shorten_schedule, to_yaml, validate
+from mvit_video.config import compose, precheck_flag_run, shorten_schedule, to_yaml, build_config
 from mvit_video.data.loader import available_cores
 from mvit_video.engine import checkpoint as ck
 from mvit_video.engine import distributed as du
@@ -112,7 +112,7 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
         if world > 1:
             cfg.num_shards = nodes  # PySlowFast NUM_SHARDS = number of nodes: the LR is scaled by it
     schedule_note = shorten_schedule(cfg)  # logged once the log is set up
-    validate(cfg, world_size=world, check_paths=True)  # before anything is written or started
+    build_config(cfg, world_size=world, check_paths=True)  # before anything is written or started
     device = resolve_device(str(cfg.device), local_rank)
     if device.type == "cpu":
         # Leave a core per data-loader worker: oversubscribed OpenMP threads spin and run several times slower.
@@ -454,7 +454,7 @@ def _cfg_key(field_name: str) -> str:
 
 # Keys whose change makes the resumed run another run: the LR at the resume point moves (warned about).
 _SCHEDULE_KEYS = ("solver.base_lr", "solver.max_epoch", "solver.warmup_epochs", "solver.warmup_start_lr",
-                  "solver.cosine_end_lr", "solver.lr_policy", "solver.cosine_after_warmup",
+                  "solver.cosine_end_lr", "solver.cosine_after_warmup",
                   "solver.base_lr_scale_num_shards", "train.batch_size", "train.grad_accum_steps", "num_shards")
 # Keys that change the optimizer's state layout: it cannot be resumed.
 _OPTIMIZER_KEYS = ("solver.optimizing_method", "solver.zero_wd_1d_param", "solver.zero_decay_pos_cls")
@@ -646,7 +646,8 @@ def _precheck_multirun(args: list[str]) -> DictConfig:
             overrides.append(f"{o.get_key_element()}={first}")
         else:
             overrides.append(o.input_line)
-    cfg = validate(compose(overrides))
+    cfg = compose(overrides)
+    build_config(cfg)
     launcher = next((a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("hydra/launcher=")), "")
     if "submitit" in launcher or "slurm" in launcher:
         # Hydra's own logging is off (conf/config.yaml): say here where the cluster jobs will write
