@@ -219,7 +219,7 @@ def _write_tensorboard(cfg: DictConfig, record: dict[str, Any], epoch: int | Non
 
 def latest_checkpoint(output_dir: str | Path) -> Path:
     """The checkpoint furthest into training in `<output_dir>/checkpoints`; UserError when there is none."""
-    from mvit_video.engine.checkpoint import checkpoint_dir, find_latest
+    from mvit_video.checkpoint import checkpoint_dir, find_latest
 
     found = find_latest(output_dir)
     if found is None:

@@ -142,7 +142,12 @@ def _die_with_parent() -> None:
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """Per-worker setup: one intra-op thread (workers already fill the cores) and numpy/random seeded from torch."""
+    """Per-worker setup: one intra-op thread (workers already fill the cores) and numpy/random seeded from torch.
+
+    Workers ignore SIGTERM/SIGUSR1/SIGINT: SLURM signals every process of a step and Ctrl-C the whole foreground
+    group, but the main process finishes its step, saves, and ends the workers itself (stop_workers)."""
+    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
     _die_with_parent()
     torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32  # torch gives each worker its own base_seed + worker_id
