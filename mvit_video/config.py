@@ -1,14 +1,20 @@
-"""Config composition (Hydra compose API) and validation: a wrong key or value fails before training, named."""
+"""The Hydra edge: compose conf/ (Hydra compose API), turn its errors into one line, and convert the result once
+into typed settings (build_config -> mvit_video.settings.RunConfig): a wrong key or value fails before training,
+named."""
 
 from __future__ import annotations
 
 import logging
 import re
+import typing
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mvit_video.models.config import MViTConfig
+from mvit_video.settings import DataConfig, RunConfig, from_mapping
 from mvit_video.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -154,181 +160,107 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-# ---------------------------------------------------------------------------------------------- validation
+# ---------------------------------------------------------------------------------------- typed settings
 
 
-def _get(cfg: DictConfig, key: str) -> Any:
-    """cfg value at dotted `key`; a missing key is a ConfigError naming it."""
-    value = OmegaConf.select(cfg, key, throw_on_missing=False, default=_MISSING)
-    if value is _MISSING:
-        raise ConfigError(f"config key '{key}' is missing")
-    return value
+def build_config(cfg: DictConfig, world_size: int = 1, check_paths: bool = False) -> RunConfig:
+    """The composed Hydra config as typed, validated settings (mvit_video.settings), built once at the edge.
+
+    Types and per-key bounds are checked by the dataclasses; this adds what spans keys (world size, schedule,
+    crop sizes) and, with `check_paths`, that the folders and files named exist. Errors name the key, in one line.
+    """
+    note = shorten_schedule(cfg)
+    if note:
+        logger.info(note)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = {k: v for k, v in plain.items() if k not in ("defaults", "hydra")}
+    if not str(plain.get("output_dir") or ""):
+        raise ConfigError("config key 'output_dir' is empty")
+    model, mvit = dict(plain.pop("model", None) or {}), dict(plain.pop("mvit", None) or {})
+    loss_func = model.pop("loss_func", None)
+    data = from_mapping(DataConfig, plain.pop("data", None) or {}, prefix="data")
+    run = from_mapping(RunConfig, {**plain, "data": data, "loss_func": loss_func, "yaml": to_yaml(cfg),
+                                   "model": _model_config(model, mvit, data)}, prefix="")
+    _check_across_keys(run, world_size)
+    if check_paths:
+        _check_paths(run)
+    return run
 
 
-_MISSING = object()
+def _model_config(model: dict[str, Any], mvit: dict[str, Any], data: DataConfig) -> MViTConfig:
+    """MViTConfig from model.* (the network's MODEL.* keys), mvit.* and the input size it is built for."""
+    names = {f.name: f for f in fields(MViTConfig)}
+    hints = typing.get_type_hints(MViTConfig)
+    model_keys = ("num_classes", "dropout_rate", "act_checkpoint", "attention")
+    for key in model:
+        if key not in model_keys:
+            raise ConfigError(f"unknown config key 'model.{key}'{_did_you_mean(f'model.{key}', known_keys())}")
+    for key in mvit:
+        if key not in names or key in model_keys or key in ("num_frames", "crop_size"):
+            raise ConfigError(f"unknown config key 'mvit.{key}' (not an MVIT option of this model)")
+    where = {"num_frames": "data.num_frames", "crop_size": "data.train_crop_size",
+             **{k: f"model.{k}" for k in model_keys}}
+    values = {**mvit, **model, "num_frames": data.num_frames, "crop_size": data.train_crop_size}
+    for key, value in values.items():
+        if hints[key] is bool and not isinstance(value, bool):  # "no" would read as true
+            raise ConfigError(f"config key '{where.get(key, f'mvit.{key}')}': expected true, false, got {value!r}")
+    try:
+        return MViTConfig(**values)
+    except ConfigError as e:
+        key, _, rest = str(e).partition(":")  # MViTConfig names its field: say the key as users write it
+        raise ConfigError(f"config key '{where.get(key, f'mvit.{key}')}':{rest}") from None
 
 
-def _choice(cfg: DictConfig, key: str, options: Sequence[Any]) -> None:
-    value = _get(cfg, key)
-    if value not in options:
-        raise ConfigError(f"config key '{key}': expected one of {', '.join(map(str, options))}, got {value!r}")
+def _check_across_keys(run: RunConfig, world_size: int) -> None:
+    """Rules that span several keys, or that a field's type and bounds cannot express."""
+    data, train, solver, test = run.data, run.train, run.solver, run.test
+    low, high = data.train_jitter_scales
+    if low > high:
+        raise ConfigError(f"config key 'data.train_jitter_scales': expected [min, max], got {[low, high]}")
+    rel = data.train_jitter_scales_relative
+    if rel and (len(rel) != 2 or rel[0] > rel[1] or rel[1] > 1.0):
+        raise ConfigError(f"config key 'data.train_jitter_scales_relative': expected [] or [min, max<=1], "
+                          f"got {list(rel)}")
+    if train.batch_size % world_size != 0:
+        raise ConfigError(f"config key 'train.batch_size': {train.batch_size} is not divisible by the world size "
+                          f"{world_size} (it is the global batch; per process = batch_size / world size)")
+    if solver.cosine_end_lr >= solver.base_lr:
+        raise ConfigError(f"config key 'solver.cosine_end_lr': must be below solver.base_lr ({solver.base_lr}), "
+                          f"got {solver.cosine_end_lr}")
+    if test.num_spatial_crops == 1 and low < data.test_crop_size:
+        # 1-crop testing resizes the short side to train_jitter_scales[0], then takes the center test_crop_size
+        raise ConfigError(f"config key 'data.train_jitter_scales': its min {low} is the short side before the "
+                          f"1-crop test view and must be >= data.test_crop_size ({data.test_crop_size})")
 
 
-def _number(cfg: DictConfig, key: str, *, integer: bool = False, min_value: float | None = None,
-            max_value: float | None = None, strict_min: bool = False) -> float:
-    value = _get(cfg, key)
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ConfigError(f"config key '{key}': expected {kind}, got {value!r}")
-    if min_value is not None and (value < min_value or (strict_min and value == min_value)):
-        bound = f"> {min_value}" if strict_min else f">= {min_value}"
-        raise ConfigError(f"config key '{key}': expected {bound}, got {value!r}")
-    if max_value is not None and value > max_value:
-        raise ConfigError(f"config key '{key}': expected <= {max_value}, got {value!r}")
-    return value
+def _check_paths(run: RunConfig) -> None:
+    """The data folder, initial weights and resume checkpoint named in the config exist."""
+    data = run.data
+    if data.dataset == "synthetic" and data.path_to_data_dir:
+        from mvit_video.data.synthetic import check_synthetic_root
+
+        check_synthetic_root(data.path_to_data_dir)  # before anything is generated into a user's folder
+    if data.dataset != "synthetic":
+        root = data.path_to_data_dir
+        if not root:
+            raise ConfigError(f"config key 'data.path_to_data_dir' is empty: set it to the folder with the "
+                              f"{data.dataset} list files (train.csv, val.csv, ...)")
+        if not Path(root).is_dir():
+            raise ConfigError(f"config key 'data.path_to_data_dir': {root} is not a directory")
+    for key, path in (("train.checkpoint_file_path", run.train.checkpoint_file_path),
+                      ("train.resume_from", run.train.resume_from)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"config key '{key}': {path} does not exist")
 
 
-def _list(cfg: DictConfig, key: str, length: int | None = None, positive: bool = False) -> list:
-    value = _get(cfg, key)
-    if not isinstance(value, (list, tuple, ListConfig)):
-        raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
-    value = list(value)
-    if length is not None and len(value) != length:
-        raise ConfigError(f"config key '{key}': expected {length} values, got {value!r}")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-        raise ConfigError(f"config key '{key}': expected numbers, got {value!r}")
-    if positive and any(v <= 0 for v in value):
-        raise ConfigError(f"config key '{key}': expected positive numbers, got {value!r}")
-    return value
-
-
-# Keys that take true/false only: any other string ("no", "off") would read as true.
-BOOL_KEYS = (
-    "model.act_checkpoint",
-    *(f"mvit.{k}" for k in ("qkv_bias", "cls_embed_on", "use_abs_pos", "sep_pos_embed", "use_mean_pooling",
-                            "norm_stem", "pool_first", "rel_pos_spatial", "rel_pos_temporal", "rel_pos_zero_init",
-                            "residual_pooling", "dim_mul_in_att", "separate_qkv")),
-    "data.use_offset_sampling", "data.inv_uniform_sample", "data.random_flip",
-    "aug.enable", "mixup.enable", "data_loader.pin_memory", "data_loader.persistent_workers",
-    "train.enable", "train.auto_resume", "train.ema.enable",
-    "solver.base_lr_scale_num_shards", "solver.cosine_after_warmup", "solver.nesterov", "solver.zero_wd_1d_param",
-    "solver.zero_decay_pos_cls", "test.enable", "test.use_ema",
-)
-
-
-def _bool(cfg: DictConfig, key: str, also: Sequence[str] = ()) -> None:
-    """A boolean key: true/false (Hydra also reads True, FALSE, ...), or one of `also`; else ConfigError."""
-    value = OmegaConf.select(cfg, key, throw_on_missing=False, default=_MISSING)
-    if value is _MISSING:
-        return  # an optional key some configs leave out
-    if not isinstance(value, bool) and value not in also:
-        choices = ", ".join(["true", "false", *also])
-        raise ConfigError(f"config key '{key}': expected {choices}, got {value!r}")
 def shorten_schedule(cfg: DictConfig) -> str | None:
     """A warmup as long as the run (a preset's 30 warmup epochs with solver.max_epoch=1) is cut to half the run;
     returns the line to log, or None when the schedule fits."""
     warmup, max_epoch = cfg.solver.warmup_epochs, cfg.solver.max_epoch
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or isinstance(max_epoch, bool) \
             or not isinstance(max_epoch, int) or max_epoch < 1 or warmup < max_epoch:
-        return None  # fits, or a wrong value that validate() reports
+        return None  # fits, or a wrong value that build_config reports
     with open_dict(cfg):
         cfg.solver.warmup_epochs = max_epoch / 2
     return (f"solver.warmup_epochs={warmup} is not shorter than solver.max_epoch={max_epoch}: warmup shortened to "
             f"{max_epoch / 2} epochs (half the run)")
-
-
-def validate(cfg: DictConfig, world_size: int = 1, check_paths: bool = False) -> DictConfig:
-    """Check keys and values that would otherwise fail deep inside training; raises ConfigError naming the key."""
-    for key in BOOL_KEYS:
-        _bool(cfg, key)
-    _bool(cfg, "train.compile", also=("auto",))
-    _choice(cfg, "device", ["auto", "cpu", "cuda"])
-    _number(cfg, "seed", integer=True, min_value=0)
-    _number(cfg, "num_shards", integer=True, min_value=1)
-    _number(cfg, "log_period", integer=True, min_value=1)
-    if not str(_get(cfg, "output_dir")):
-        raise ConfigError("config key 'output_dir' is empty")
-
-    _number(cfg, "model.num_classes", integer=True, min_value=1)
-    _number(cfg, "model.dropout_rate", min_value=0.0, max_value=1.0)
-    _choice(cfg, "model.attention", ["fused", "plain"])
-    _choice(cfg, "model.loss_func", ["soft_cross_entropy", "cross_entropy"])
-
-    _choice(cfg, "data.dataset", ["kinetics", "ssv2", "synthetic"])
-    _choice(cfg, "data.decoder", ["decord", "pyav"])
-    for key in ("data.num_frames", "data.sampling_rate", "data.train_crop_size", "data.test_crop_size",
-                "data.num_sample"):
-        _number(cfg, key, integer=True, min_value=1)
-    _number(cfg, "data.target_fps", min_value=0, strict_min=True)
-    scales = _list(cfg, "data.train_jitter_scales", 2, positive=True)
-    if scales[0] > scales[1]:
-        raise ConfigError(f"config key 'data.train_jitter_scales': expected [min, max], got {scales}")
-    rel = _list(cfg, "data.train_jitter_scales_relative", positive=True)
-    if rel and (len(rel) != 2 or rel[0] > rel[1] or rel[1] > 1.0):
-        raise ConfigError(f"config key 'data.train_jitter_scales_relative': expected [] or [min, max<=1], got {rel}")
-    _list(cfg, "data.mean", 3)
-    _list(cfg, "data.std", 3, positive=True)
-    _number(cfg, "data.max_bad_retries", integer=True, min_value=0)
-    if check_paths and cfg.data.dataset == "synthetic" and str(cfg.data.path_to_data_dir):
-        from mvit_video.data.synthetic import check_synthetic_root
-
-        check_synthetic_root(str(cfg.data.path_to_data_dir))  # before anything is generated into a user's folder
-    if check_paths and cfg.data.dataset != "synthetic":
-        root = str(cfg.data.path_to_data_dir)
-        if not root:
-            raise ConfigError(f"config key 'data.path_to_data_dir' is empty: set it to the folder with the "
-                              f"{cfg.data.dataset} list files (train.csv, val.csv, ...)")
-        if not Path(root).is_dir():
-            raise ConfigError(f"config key 'data.path_to_data_dir': {root} is not a directory")
-
-    _number(cfg, "mixup.alpha", min_value=0.0)
-    _number(cfg, "mixup.cutmix_alpha", min_value=0.0)
-    _number(cfg, "mixup.prob", min_value=0.0, max_value=1.0)
-    _number(cfg, "mixup.switch_prob", min_value=0.0, max_value=1.0)
-    _number(cfg, "mixup.label_smooth_value", min_value=0.0, max_value=1.0)
-    _number(cfg, "data_loader.num_workers", integer=True, min_value=0)
-
-    batch = _number(cfg, "train.batch_size", integer=True, min_value=1)
-    if batch % world_size != 0:
-        raise ConfigError(f"config key 'train.batch_size': {batch} is not divisible by the world size {world_size} "
-                          f"(it is the global batch; per process = batch_size / world size)")
-    for key in ("train.eval_period", "train.checkpoint_period", "train.grad_accum_steps"):
-        _number(cfg, key, integer=True, min_value=1)
-    _choice(cfg, "train.mixed_precision", [True, False, "auto"])
-    _choice(cfg, "train.amp_dtype", ["bf16", "fp16"])
-    _number(cfg, "train.ema.decay", min_value=0.0, max_value=1.0, strict_min=True)
-    ckpt = str(_get(cfg, "train.checkpoint_file_path"))
-    if check_paths and ckpt and not Path(ckpt).is_file():
-        raise ConfigError(f"config key 'train.checkpoint_file_path': {ckpt} does not exist")
-    resume = str(cfg.train.get("resume_from") or "")
-    if check_paths and resume and not Path(resume).is_file():
-        raise ConfigError(f"config key 'train.resume_from': {resume} does not exist")
-
-    _choice(cfg, "solver.optimizing_method", ["adamw", "sgd"])
-    _choice(cfg, "solver.lr_policy", ["cosine"])
-    base_lr = _number(cfg, "solver.base_lr", min_value=0.0, strict_min=True)
-    end_lr = _number(cfg, "solver.cosine_end_lr", min_value=0.0)
-    if end_lr >= base_lr:
-        raise ConfigError(f"config key 'solver.cosine_end_lr': must be below solver.base_lr ({base_lr}), got {end_lr}")
-    _number(cfg, "solver.warmup_start_lr", min_value=0.0)
-    max_epoch = _number(cfg, "solver.max_epoch", integer=True, min_value=1)
-    _number(cfg, "solver.warmup_epochs", min_value=0.0)
-    note = shorten_schedule(cfg)
-    if note:
-        logger.info(note)
-    _number(cfg, "solver.momentum", min_value=0.0, max_value=1.0)
-    _number(cfg, "solver.weight_decay", min_value=0.0)
-    if _get(cfg, "solver.clip_grad_l2norm") is not None:  # null (or 0) turns clipping off
-        _number(cfg, "solver.clip_grad_l2norm", min_value=0.0)
-
-    _number(cfg, "test.batch_size", integer=True, min_value=1)
-    _choice(cfg, "test.split", ["train", "val", "test"])
-    _number(cfg, "test.max_views_per_forward", integer=True, min_value=1)
-    _number(cfg, "test.num_ensemble_views", integer=True, min_value=1)
-    _choice(cfg, "test.num_spatial_crops", [1, 3])
-    crop, short = int(cfg.data.test_crop_size), int(cfg.data.train_jitter_scales[0])
-    if int(cfg.test.num_spatial_crops) == 1 and short < crop:
-        # 1-crop testing resizes the short side to train_jitter_scales[0], then takes the center test_crop_size
-        raise ConfigError(f"config key 'data.train_jitter_scales': its min {short} is the short side before the "
-                          f"1-crop test view and must be >= data.test_crop_size ({crop})")
-    return cfg

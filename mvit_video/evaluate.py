@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from mvit_video.config import compose, precheck_flag_run, split_hydra_args, validate
+from mvit_video.config import compose, precheck_flag_run, split_hydra_args, build_config
 from mvit_video.engine import distributed
 from mvit_video.eval.metrics import summarize, topk_predictions
 from mvit_video.eval.multiview import MultiViewResult, run_multiview
@@ -219,7 +219,7 @@ def _write_tensorboard(cfg: DictConfig, record: dict[str, Any], epoch: int | Non
 
 def latest_checkpoint(output_dir: str | Path) -> Path:
     """The checkpoint furthest into training in `<output_dir>/checkpoints`; UserError when there is none."""
-    from mvit_video.engine.checkpoint import checkpoint_dir, find_latest
+    from mvit_video.checkpoint import checkpoint_dir, find_latest
 
     found = find_latest(output_dir)
     if found is None:
@@ -276,11 +276,11 @@ def run(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict[str, Any]:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=[TqdmLoggingHandler(sys.stderr)])  # records go above the progress bar
     try:
-        validate(cfg, world_size=distributed.get_world_size())
+        build_config(cfg, world_size=distributed.get_world_size())
         path = Path(cfg.test.checkpoint) if cfg.test.checkpoint else latest_checkpoint(cfg.output_dir)
         info = load_checkpoint_info(path)
         if follow_checkpoint(cfg, info.get("data_config"), path, explicit):
-            validate(cfg, world_size=distributed.get_world_size())
+            build_config(cfg, world_size=distributed.get_world_size())
         device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device("cpu")
         model = load_model(path, use_ema=bool(cfg.test.use_ema)).to(device)
         report = test(cfg, model, info.get("class_names"), epoch=info.get("epoch"))

@@ -152,7 +152,7 @@ class Predictor:
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str | None = None, *,
                         use_ema: bool = False, **overrides: Any) -> "Predictor":
         """Load one of our checkpoints (device default: cuda when available); overrides as in `Predictor`."""
-        from mvit_video.models.checkpoint import load_checkpoint_info, load_model
+        from mvit_video.checkpoint import load_checkpoint_info, load_model
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
-from mvit_video.models.checkpoint import FORMAT, build_with_weights, load_model, make_checkpoint, torch_load
+from mvit_video.checkpoint import FORMAT, build_with_weights, load_model, make_checkpoint, torch_load
 from mvit_video.models.convert import (
     config_from_slowfast_yaml,
     from_slowfast,

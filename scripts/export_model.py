@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mvit_video.models.checkpoint import load_checkpoint_info, load_model
+from mvit_video.checkpoint import load_checkpoint_info, load_model
 from mvit_video.models.mvit import MultiScaleAttention
 from mvit_video.utils.errors import UserError, cli_errors
 

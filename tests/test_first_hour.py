@@ -94,7 +94,7 @@ def test_synthetic_default_never_writes_into_a_folder_of_lists(kinetics_list_dir
 def _tiny_checkpoint(kinetics_list_dir: Path, out: Path, *extra: str, nan: bool = False) -> Path:
     """A checkpoint of an untrained tiny model, saved as training saves it (4 frames, 32 px)."""
     from mvit_video.config import to_yaml
-    from mvit_video.engine import checkpoint as ck
+    from mvit_video import checkpoint as ck
     from mvit_video.models import MViTConfig, build_model, data_config_from_cfg, make_checkpoint
 
     cfg = compose(tiny_overrides(kinetics_list_dir, out, *extra))
@@ -201,7 +201,7 @@ def test_cli_help_and_hydra_flags_give_one_line(tmp_path: Path) -> None:
 
 
 def test_a_checkpoint_holding_code_is_refused_as_such(tmp_path: Path) -> None:
-    from mvit_video.models.checkpoint import torch_load
+    from mvit_video.checkpoint import torch_load
 
     class Runs:  # what a malicious pickle does: call a function when loaded
         def __reduce__(self):
@@ -359,7 +359,7 @@ def test_decoders_agree_on_rotated_videos(degrees: int, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_written_files_respect_the_umask(umask: int, mode: int, tmp_path: Path) -> None:
-    from mvit_video.engine import checkpoint as ck
+    from mvit_video import checkpoint as ck
     from mvit_video.utils.io import atomic_write_text
 
     old = os.umask(umask)
@@ -387,7 +387,7 @@ def test_a_nan_checkpoint_is_refused(kinetics_list_dir, tmp_path: Path) -> None:
 
 
 def test_submitit_runs_say_where_they_write(tmp_path: Path, capsys) -> None:
-    from mvit_video.train import _precheck_multirun
+    from mvit_video.engine.launch import precheck_multirun as _precheck_multirun
 
     _precheck_multirun(["hydra/launcher=mvit_slurm", f"output_dir={tmp_path}/k400", "solver.base_lr=1e-4,2e-4"])
     err = capsys.readouterr().err

@@ -22,6 +22,12 @@ def synthetic_dir(cfg) -> Path:
 
 def build_dataset(cfg, split: str) -> VideoDataset:
     """Dataset of `split` ("train" | "val" | "test") for cfg.data.dataset (kinetics | ssv2 | synthetic)."""
+    from mvit_video.settings import RunConfig
+
+    if isinstance(cfg, RunConfig):  # transition: the data internals still read the Hydra form
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.create(cfg.yaml)
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
     name = str(cfg.data.dataset)

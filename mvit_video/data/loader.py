@@ -223,8 +223,17 @@ def _warn_oversubscribed(workers: int) -> None:
                        cores)
 
 
-def build_loader(cfg, split: str, dataset: Dataset, *, world_size: int = 1, rank: int = 0) -> DataLoader:
-    """DataLoader for `split`: per-process batch = global batch // world_size; train shuffles and drops the tail."""
+def build_loader(cfg, split: str, dataset: Dataset = None, loader=None, *, batch_size: int | None = None,
+                 seed: int | None = None, world_size: int = 1, rank: int = 0) -> DataLoader:
+    """DataLoader for `split`: per-process batch = global batch // world_size; train shuffles and drops the tail.
+
+    Typed form: build_loader(dataset, split, loader: LoaderConfig, batch_size=GLOBAL, seed=S, world_size, rank)."""
+    if isinstance(cfg, Dataset):  # transition to the typed form
+        from types import SimpleNamespace
+
+        dataset, dl = cfg, loader if loader is not None else dataset
+        key = "train" if split == "train" else "test"
+        cfg = SimpleNamespace(seed=seed, data_loader=dl, **{key: SimpleNamespace(batch_size=batch_size)})
     dl = cfg.data_loader
     workers = int(dl.num_workers)
     if workers < 0:

@@ -523,7 +523,7 @@ class MixupCutmix:
 
 def build_mixup(cfg, num_classes: int) -> Optional[Callable]:
     """MixupCutmix from cfg.mixup, or None when mixup.enable is false (the engine smooths labels itself)."""
-    m = cfg.mixup
+    m = getattr(cfg, "mixup", cfg)  # TRANSITIONAL (#13): a RunConfig/DictConfig or the MixupConfig itself
     if not m.enable:
         return None
     return MixupCutmix(

@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
+
+from mvit_video.settings import SolverConfig
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,8 @@ class Schedule:
     cosine_after_warmup: bool = True
 
     @classmethod
-    def from_cfg(cls, solver: DictConfig, num_shards: int = 1) -> "Schedule":
-        """Read cfg.solver; as PySlowFast, with base_lr_scale_num_shards all three LRs are multiplied by num_shards."""
+    def from_config(cls, solver: SolverConfig, num_shards: int = 1) -> "Schedule":
+        """From solver.*; as PySlowFast, with base_lr_scale_num_shards all three LRs are multiplied by num_shards."""
         scale = num_shards if solver.base_lr_scale_num_shards else 1
         return cls(
             base_lr=float(solver.base_lr) * scale,
@@ -76,7 +77,7 @@ def param_groups(model: nn.Module, weight_decay: float, zero_wd_1d_param: bool =
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, solver: DictConfig, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, solver: SolverConfig, lr: float) -> torch.optim.Optimizer:
     """AdamW (eps 1e-8) or SGD (momentum, nesterov) over `param_groups`; `lr` is the starting LR."""
     groups = param_groups(model, float(solver.weight_decay), bool(solver.zero_wd_1d_param),
                           bool(solver.zero_decay_pos_cls))
@@ -85,4 +86,4 @@ def build_optimizer(model: nn.Module, solver: DictConfig, lr: float) -> torch.op
     if solver.optimizing_method == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=float(solver.momentum), nesterov=bool(solver.nesterov),
                                weight_decay=float(solver.weight_decay))
-    raise ValueError(f"unknown solver.optimizing_method {solver.optimizing_method!r}")  # validate() catches it
+    raise ValueError(f"unknown solver.optimizing_method {solver.optimizing_method!r}")  # settings reject it first

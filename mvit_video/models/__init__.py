@@ -14,7 +14,7 @@ _CHECKPOINT_NAMES = ("load_model", "make_checkpoint", "load_checkpoint_info", "d
 
 def __getattr__(name: str) -> Any:
     if name in _CHECKPOINT_NAMES:
-        from mvit_video.models import checkpoint
+        from mvit_video import checkpoint
 
         return getattr(checkpoint, name)
     raise AttributeError(f"module 'mvit_video.models' has no attribute {name!r}")

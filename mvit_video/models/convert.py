@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 import yaml
 
-from mvit_video.models.checkpoint import strip_wrapper_prefixes
+from mvit_video.checkpoint import strip_wrapper_prefixes
 from mvit_video.models.config import MViTConfig, block_configs
 from mvit_video.models.presets import PRESETS
 from mvit_video.utils.errors import ConfigError, UserError

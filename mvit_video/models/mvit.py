@@ -483,7 +483,7 @@ def _init_module(m: nn.Module) -> None:
 
 def build_model(cfg) -> MViT:
     """Build the network described by the composed Hydra config (cfg.model, cfg.mvit, cfg.data)."""
-    config = MViTConfig.from_cfg(cfg)
+    config = cfg if isinstance(cfg, MViTConfig) else MViTConfig.from_cfg(cfg)  # TRANSITIONAL (#13)
     model = MViT(config)
     logger.info(
         "built MViT: %d blocks, %.2f M params, input %dx%d^2",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from mvit_video.engine import checkpoint as ck
+from mvit_video import checkpoint as ck
 from mvit_video.utils.errors import UserError
 
 
@@ -24,8 +24,10 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path: Path) -> No
     assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
 
 
-def _write(path: Path, epoch: int, start_index: int = 0) -> None:
-    ck.save({"epoch": epoch, "sampler": {"start_index": start_index}}, path)
+def _write(path: Path, epoch: int, batches_done: int = 0, old_format: bool = False) -> None:
+    # checkpoints written before the position was stored once carried a per-process start_index instead
+    position = {"start_index": batches_done * 4} if old_format else {"batches_done": batches_done}
+    ck.save({"epoch": epoch, "sampler": position}, path)
 
 
 def test_find_latest_prefers_furthest_progress(tmp_path: Path) -> None:
@@ -33,7 +35,14 @@ def test_find_latest_prefers_furthest_progress(tmp_path: Path) -> None:
     _write(ck.epoch_checkpoint_path(tmp_path, 2), 2)
     _write(ck.epoch_checkpoint_path(tmp_path, 10), 10)
     assert ck.find_latest(tmp_path).name == "checkpoint_epoch_00010.pyth"  # numeric, not mtime
-    _write(ck.preempt_checkpoint_path(tmp_path), 10, start_index=8)  # mid-way through epoch 11
+    _write(ck.preempt_checkpoint_path(tmp_path), 10, batches_done=2)  # mid-way through epoch 11
+    assert ck.find_latest(tmp_path).name == "checkpoint_preempt.pyth"
+    _write(ck.preempt_checkpoint_path(tmp_path), 10, batches_done=2, old_format=True)
+    assert ck.find_latest(tmp_path).name == "checkpoint_preempt.pyth"
+    _write(ck.preempt_checkpoint_path(tmp_path), 10, batches_done=0)  # saved at the end of epoch 10: a tie
+    assert ck.find_latest(tmp_path).name == "checkpoint_epoch_00010.pyth"
+    _write(ck.preempt_checkpoint_path(tmp_path), 10, batches_done=2)
+    (ck.epoch_checkpoint_path(tmp_path, 10)).write_bytes(b"torn")  # a corrupt newest epoch file is skipped too
     assert ck.find_latest(tmp_path).name == "checkpoint_preempt.pyth"
     _write(ck.epoch_checkpoint_path(tmp_path, 11), 11)  # an older preemption file is superseded
     assert ck.find_latest(tmp_path).name == "checkpoint_epoch_00011.pyth"

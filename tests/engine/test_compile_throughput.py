@@ -10,7 +10,8 @@ import torch
 
 from mvit_video.engine import throughput
 from mvit_video.eval.multiview import mean_view_probs
-from mvit_video.train import _compile_enabled, train
+from mvit_video.engine.trainer import compile_enabled as _compile_enabled
+from mvit_video.train import train
 
 
 def test_compile_auto_means_cuda_only() -> None:
@@ -126,7 +127,7 @@ def test_compiled_ddp_training_matches_eager_ddp(tiny) -> None:
 
     import torch.multiprocessing as mp
 
-    from mvit_video.engine import checkpoint as ck
+    from mvit_video import checkpoint as ck
 
     weights = {}
     for compiled in (False, True):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
+from mvit_video.config import build_config, compose
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at, param_groups
+from mvit_video.settings import SolverConfig
 
 K400 = Schedule(base_lr=1e-4, warmup_start_lr=1e-6, cosine_end_lr=1e-6, warmup_epochs=30.0, max_epoch=200.0)
 
@@ -38,17 +40,21 @@ def test_lr_is_per_iteration_and_monotone_in_warmup() -> None:
 
 
 def test_cosine_without_offset_and_shard_scaling() -> None:
-    solver = OmegaConf.create({"base_lr": 0.0025, "warmup_start_lr": 1e-4, "cosine_end_lr": 1e-6,
-                               "warmup_epochs": 3.0, "max_epoch": 100, "cosine_after_warmup": False,
-                               "base_lr_scale_num_shards": True})
-    s = Schedule.from_cfg(solver, num_shards=4)
+    solver = _solver(base_lr=0.0025, warmup_start_lr=1e-4, cosine_end_lr=1e-6, warmup_epochs=3.0, max_epoch=100,
+                     cosine_after_warmup=False, base_lr_scale_num_shards=True)
+    s = Schedule.from_config(solver, num_shards=4)
     assert (s.base_lr, s.warmup_start_lr, s.cosine_end_lr) == pytest.approx((0.01, 4e-4, 4e-6))
     # Without the offset the cosine runs over [0, max_epoch]; warmup ends at the cosine's value at epoch 3.
     end_of_warmup = 4e-6 + (0.01 - 4e-6) * 0.5 * (1 + math.cos(math.pi * 3 / 100))
     assert lr_at(3.0, s) == pytest.approx(end_of_warmup)
     assert lr_at(1.5, s) == pytest.approx(4e-4 + (end_of_warmup - 4e-4) * 0.5)
-    solver.base_lr_scale_num_shards = False
-    assert Schedule.from_cfg(solver, num_shards=4).base_lr == pytest.approx(0.0025)
+    solver = dataclasses.replace(solver, base_lr_scale_num_shards=False)
+    assert Schedule.from_config(solver, num_shards=4).base_lr == pytest.approx(0.0025)
+
+
+def _solver(**values: object) -> SolverConfig:
+    """The default solver.* settings (conf/config.yaml) with `values` changed."""
+    return dataclasses.replace(build_config(compose([])).solver, **values)
 
 
 class _Tiny(nn.Module):
@@ -87,11 +93,11 @@ def test_param_groups_options() -> None:
 
 def test_build_optimizer_kinds() -> None:
     model = _Tiny()
-    solver = OmegaConf.create({"optimizing_method": "sgd", "weight_decay": 1e-4, "zero_wd_1d_param": True,
-                               "zero_decay_pos_cls": False, "momentum": 0.9, "nesterov": True})
+    solver = _solver(optimizing_method="sgd", weight_decay=1e-4, zero_wd_1d_param=True, zero_decay_pos_cls=False,
+                     momentum=0.9, nesterov=True)
     opt = build_optimizer(model, solver, lr=0.1)
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["nesterov"]
     assert [g["weight_decay"] for g in opt.param_groups] == [1e-4, 0.0]
-    solver.optimizing_method = "adamw"
+    solver = dataclasses.replace(solver, optimizing_method="adamw")
     opt = build_optimizer(model, solver, lr=0.1)
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["eps"] == 1e-8

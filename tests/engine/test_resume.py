@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from mvit_video.engine import checkpoint as ck
+from mvit_video import checkpoint as ck
 from mvit_video.train import train
 from mvit_video.utils.errors import ConfigError, UserError
 
@@ -126,7 +126,7 @@ def test_resume_across_world_sizes_continues_at_the_global_batch(twelve_videos, 
     assert saved["sampler"]["batches_done"] == 5 and saved["scheduler"]["step"] == 5  # 3 + 2: none twice
     train(cfg)
     saved = ck.load(ck.epoch_checkpoint_path(out, 1))
-    assert saved["scheduler"]["step"] == 6 and saved["iteration"] == 6  # 5 + 1: none skipped
+    assert saved["scheduler"]["step"] == 6 and saved["epoch"] == 1  # 5 + 1: none skipped
     log = (out / "train.log").read_text()
     assert "resuming with 2 processes instead of 1: epoch 1 continues at global batch 3/6" in log
     assert "resuming with 1 process instead of 2: epoch 1 continues at global batch 5/6" in log

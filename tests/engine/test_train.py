@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mvit_video.engine import checkpoint as ck
+from mvit_video import checkpoint as ck
 from mvit_video.engine.loop import TrainingDiverged
 from mvit_video.train import train
 
@@ -35,8 +35,11 @@ def test_train_writes_metrics_checkpoints_logs_and_resumes(tiny, caplog) -> None
 
     saved = ck.load(out / "checkpoints" / "checkpoint_epoch_00002.pyth")
     assert {"model", "model_config", "data_config", "optimizer", "scheduler", "scaler", "ema", "rng", "sampler",
-            "cfg", "epoch", "iteration"} <= set(saved)
-    assert saved["epoch"] == 2 and saved["iteration"] == 4 and saved["scheduler"]["step"] == 4
+            "cfg", "epoch"} <= set(saved)
+    # the position is stored once: completed epochs + global batches into the next one
+    assert saved["epoch"] == 2 and saved["sampler"]["batches_done"] == 0 and saved["scheduler"] == {"step": 4}
+    assert "iteration" not in saved and set(saved["sampler"]) == {"batches_done", "world_size", "batch_size",
+                                                                  "partial"}
     assert "num_frames: 4" in saved["cfg"]
     from mvit_video.models import load_model
 
@@ -72,7 +75,7 @@ def test_resume_after_sigterm_gives_the_same_weights(tiny, caplog) -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     saved = ck.load(ck.preempt_checkpoint_path(out))
     # The step in progress when the signal came (iteration 2 of epoch 2) finished before saving.
-    assert (saved["epoch"], saved["sampler"]["batches_done"], saved["iteration"]) == (1, 2, 6)
+    assert (saved["epoch"], saved["sampler"]["batches_done"], saved["scheduler"]["step"]) == (1, 2, 6)
     assert not ck.epoch_checkpoint_path(out, 2).exists()
 
     caplog.clear()

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mvit_video.models import MViT, MViTConfig, data_config_from_cfg, load_checkpoint_info, load_model, make_checkpoint
-from mvit_video.models.checkpoint import DATA_CONFIG_KEYS
+from mvit_video.checkpoint import DATA_CONFIG_KEYS
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_torch_save
 

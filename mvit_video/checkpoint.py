@@ -1,14 +1,16 @@
-"""Our checkpoint format: one dict holding the weights, the network config, the data config and the class names.
+"""Our checkpoint format, in one place: what a checkpoint holds, writing and finding them, loading a model.
 
 ```
 {"format": "mvit_video/1",
  "model": state_dict,                 # weights of the network as trained
  "model_config": asdict(MViTConfig),  # enough to rebuild the network without any config file
- "data_config": {...},                # how inputs were sampled/normalised (data_config_from_cfg)
+ "data_config": {...},                # how inputs are sampled, sized, normalised and tested (data_config)
  "class_names": list[str] | None,
- ...}                                 # training adds epoch, optimizer, scheduler, ema, rng, cfg, ...
+ ...}                                 # training adds epoch, optimizer, scheduler, scaler, ema, rng, sampler, cfg
 ```
-Everything in it is tensors and plain python, so `torch.load(weights_only=True)` reads it.
+(mvit_video.engine.trainer.checkpoint_state writes the training keys.) Everything in it is tensors and plain
+python, so `torch.load(weights_only=True)` reads it. Foreign formats (PySlowFast, torchvision) come in through
+mvit_video.models.convert.
 """
 
 from __future__ import annotations
@@ -17,64 +19,50 @@ import dataclasses
 import logging
 import os
 import pickle
+import random
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
 from mvit_video.models.mvit import MViT, MViTConfig
 from mvit_video.utils.errors import UserError
+from mvit_video.utils.io import atomic_torch_save
+
+if TYPE_CHECKING:
+    from mvit_video.settings import RunConfig
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "mvit_video/1"
 
-# Keys of data_config, in the order of INTERFACES.md (cfg.data.<key>).
-DATA_CONFIG_KEYS = (
-    "num_frames",
-    "sampling_rate",
-    "target_fps",
-    "train_crop_size",
-    "test_crop_size",
-    "mean",
-    "std",
-    "dataset",
-    "use_offset_sampling",
-    "train_jitter_scales",
-)
+# data_config: the data.<key> values a checkpoint carries (how its inputs are sampled, sized and normalised),
+# then the test.<key> values of the multi-view test it was trained for (infer.py uses them).
+DATA_CONFIG_KEYS = ("num_frames", "sampling_rate", "target_fps", "train_crop_size", "test_crop_size", "mean", "std",
+                    "dataset", "use_offset_sampling", "train_jitter_scales", "frame_grid_fps")
+TEST_CONFIG_KEYS = ("num_ensemble_views", "num_spatial_crops")
 
 # Prefixes that wrappers add to parameter names: DDP, torch.compile, FSDP/activation-checkpoint wrappers.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _WRAPPER_INFIXES = ("_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
 
 
-def _plain(value: Any) -> Any:
-    """OmegaConf containers/tuples -> plain lists/dicts, so the value survives torch.load(weights_only=True)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra
-        pass
+def plain(value: Any) -> Any:
+    """Tuples -> lists, mappings -> dicts (recursively), so the value survives torch.load(weights_only=True)."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return value
 
 
-def data_config_from_cfg(cfg: Any) -> dict:
-    """The data settings a checkpoint carries (cfg.data.<key> for DATA_CONFIG_KEYS), as plain python."""
-    data = cfg.data
-    out = {}
-    for key in DATA_CONFIG_KEYS:
-        if key not in data:
-            raise UserError(f"config has no data.{key}; it is needed to describe the checkpoint's inputs")
-        out[key] = _plain(data[key])
-    return out
+def data_config(run: RunConfig) -> dict:
+    """The data settings a checkpoint carries (data.<key> for DATA_CONFIG_KEYS, test.<key> for TEST_CONFIG_KEYS)."""
+    return {**{key: plain(getattr(run.data, key)) for key in DATA_CONFIG_KEYS},
+            **{key: plain(getattr(run.test, key)) for key in TEST_CONFIG_KEYS}}
 
 
 def make_checkpoint(
@@ -93,8 +81,8 @@ def make_checkpoint(
     return {
         "format": FORMAT,
         "model": strip_wrapper_prefixes(model.state_dict()),
-        "model_config": _plain(dataclasses.asdict(config)),
-        "data_config": _plain(dict(data_config)),
+        "model_config": plain(dataclasses.asdict(config)),
+        "data_config": plain(dict(data_config)),
         "class_names": class_names,
     }
 
@@ -274,8 +262,190 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu", use_ema: bool
     """An eval-mode MViT built and loaded from one of our checkpoints (forward: [B,3,T,H,W] -> logits [B,C])."""
     ckpt = _read_ours(path, map_location=map_location)
     model = build_from_checkpoint(ckpt, path, use_ema=use_ema)
-    model.class_names = ckpt.get("class_names")  # type: ignore[attr-defined]  # handy for inference scripts
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     logger.info("loaded %s (%s weights)", path, "EMA" if use_ema else "model")
     return model.eval()
+
+
+# ------------------------------------------------------------------------------------ training checkpoints
+
+
+PREEMPT_NAME = "checkpoint_preempt.pyth"
+_EPOCH_RE = re.compile(r"checkpoint_epoch_(\d{5})\.pyth$")
+
+
+def checkpoint_dir(output_dir: str | Path) -> Path:
+    """<output_dir>/checkpoints."""
+    return Path(output_dir) / "checkpoints"
+
+
+def epoch_checkpoint_path(output_dir: str | Path, epoch: int) -> Path:
+    """Path of the checkpoint written after `epoch` completed epochs (1-based, as PySlowFast names them)."""
+    return checkpoint_dir(output_dir) / f"checkpoint_epoch_{epoch:05d}.pyth"
+
+
+def preempt_checkpoint_path(output_dir: str | Path) -> Path:
+    """Path of the mid-epoch checkpoint written on SIGTERM/SIGUSR1."""
+    return checkpoint_dir(output_dir) / PREEMPT_NAME
+
+
+def batches_done(ckpt: Mapping[str, Any]) -> int:
+    """Global batches of the next epoch a checkpoint has done (its "sampler" position; older checkpoints stored
+    a per-process start_index instead, which is > 0 exactly when batches were done)."""
+    sampler = ckpt.get("sampler") or {}
+    return int(sampler.get("batches_done", sampler.get("start_index", 0)))
+
+
+def find_latest(output_dir: str | Path) -> Path | None:
+    """The intact checkpoint furthest into training (epoch checkpoints and the preemption one), or None;
+    unreadable ones are skipped as in load_latest."""
+    return load_latest(output_dir)[0]
+
+
+def load_latest(output_dir: str | Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """(path, contents) of the intact checkpoint furthest into training, or (None, None). An unreadable one
+    (torn by a full disk, a foreign file) is skipped with a warning and the previous one is used."""
+    d = checkpoint_dir(output_dir)
+    if not d.is_dir():
+        return None, None
+    # (epochs done, batches into the next epoch, epoch checkpoint first on a tie, path)
+    candidates = [(int(m.group(1)), 0, 1, p) for p in d.iterdir() if (m := _EPOCH_RE.search(p.name))]
+    loaded: dict[Path, dict[str, Any]] = {}
+    preempt = d / PREEMPT_NAME
+    if preempt.is_file():
+        try:
+            loaded[preempt] = load(preempt)
+            candidates.append((int(loaded[preempt].get("epoch", 0)), batches_done(loaded[preempt]), 0, preempt))
+        except UserError as e:
+            logger.warning("skipping unreadable checkpoint %s: %s", preempt, e)
+    for *_, path in sorted(candidates, reverse=True):
+        try:
+            return path, loaded.get(path) or load(path)
+        except UserError as e:
+            logger.warning("skipping unreadable checkpoint %s (%s); trying the previous one", path, e)
+    return None, None
+
+
+def remove_orphan_tmp(output_dir: str | Path) -> list[Path]:
+    """Delete the temp files of atomic writes killed midway (`.NAME.XXXX.tmp`) in output_dir and checkpoints/.
+    Only call while holding the run lock: a live writer's temp file looks the same."""
+    removed = []
+    for d in (Path(output_dir), checkpoint_dir(output_dir)):
+        if d.is_dir():
+            for p in d.glob(".*.tmp"):
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+    return removed
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """torch.load a checkpoint (weights_only: tensors, numbers, strings); a bad file is a UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    ckpt = torch_load(path)  # weights_only; a truncated or foreign file becomes a UserError naming it
+    if not isinstance(ckpt, dict):
+        raise UserError(f"checkpoint {path} is not a dict of states")
+    return ckpt
+
+
+def save(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Write atomically (temp file + rename): a crash never leaves a torn checkpoint under `path`."""
+    atomic_torch_save(ckpt, path)
+    logger.info("saved checkpoint %s", path)
+
+
+def get_rng_state() -> dict[str, Any]:
+    """RNG states of python, numpy, torch (CPU) and CUDA, as tensors/plain values (loadable weights_only)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": list(_toplain(random.getstate())),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `get_rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(x) for x in internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _toplain(obj: Any) -> Any:
+    """Python's random state as lists/ints (tuples of 625 ints survive weights_only loading as lists)."""
+    if isinstance(obj, tuple):
+        return [_toplain(x) for x in obj]
+    return obj
+
+
+def _is_torchvision_state(state: dict) -> bool:
+    return any(k.removeprefix("module.").startswith(("conv_proj.", "pos_encoding.")) for k in state)
+
+
+def pretrained_state_dict(ckpt: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """Our state dict from any checkpoint train.checkpoint_file_path may name: ours ("model"), a plain state dict,
+    PySlowFast's .pyth ("model_state" + its "cfg", through convert.from_slowfast: key checks, BGR input folded) or
+    torchvision's mvit_v2_s weights (through convert.from_torchvision). Wrapper prefixes are removed."""
+    from mvit_video.models import convert  # lazily: the converter pulls in yaml parsing the loop never needs
+
+    if "model_state" in ckpt and "model" not in ckpt:  # PySlowFast: its key names, maybe a BGR-input kernel
+        cfg = ckpt.get("cfg")
+        if not (isinstance(cfg, str) and cfg.strip()):
+            raise UserError(
+                f"checkpoint {path}: a PySlowFast checkpoint without its 'cfg'; convert it first: "
+                f"python scripts/convert_checkpoint.py --from slowfast --config <its yaml> {path} converted.pyth"
+            )
+        source = f"{path} (stored cfg)"
+        bgr = convert.slowfast_input_is_bgr(cfg, source=source)
+        return convert.from_slowfast(ckpt["model_state"], source=str(path), reverse_input_channel=bgr)
+    state = ckpt.get("model") or ckpt.get("state_dict") or ckpt
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if _is_torchvision_state(state):
+        return convert.from_torchvision(state)
+    return strip_wrapper_prefixes(state)
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> None:
+    """Load initial weights for fine-tuning; head weights of another shape are dropped (head stays re-initialised).
+
+    Accepts what pretrained_state_dict does: ours, PySlowFast's and torchvision's checkpoints (the foreign ones
+    through the converter, as scripts/convert_checkpoint.py)."""
+    ckpt = load(path)
+    state = pretrained_state_dict(ckpt, path)
+    check_finite(state, path)
+    own = model.state_dict()
+    dropped = []
+    for key in list(state):
+        if key in own and own[key].shape != state[key].shape:
+            if not key.startswith("head"):
+                raise UserError(f"checkpoint {path}: '{key}' has shape {tuple(state[key].shape)}, the model "
+                                f"expects {tuple(own[key].shape)} (is it the same architecture?)")
+            dropped.append((key, tuple(state[key].shape)))
+            del state[key]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if dropped:
+        logger.info("fine-tuning from %s: head re-initialised for %d classes (checkpoint head %s)", path,
+                    _num_classes(own, [k for k, _ in dropped]), dropped[0][1])
+    else:
+        logger.info("initialised weights from %s", path)
+    # The head keys we dropped are "missing" on purpose; anything else missing means the wrong file.
+    missing = [k for k in missing if k not in {k for k, _ in dropped}]
+    if missing or unexpected:
+        raise UserError(f"checkpoint {path} does not match the model: missing {missing[:5]}, "
+                        f"unexpected {unexpected[:5]} (convert foreign checkpoints with scripts/convert_checkpoint.py)")
+
+
+def _num_classes(own: dict, keys: list[str]) -> int:
+    weights = [k for k in keys if k.endswith("weight")]
+    return int(own[weights[0]].shape[0]) if weights else -1

@@ -1,0 +1,138 @@
+"""Resuming a run: whether a checkpoint may be resumed with the current settings, and where training goes on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from mvit_video.engine import distributed as du
+from mvit_video.engine.loop import TrainState
+from mvit_video.settings import RunConfig
+from mvit_video.utils.errors import UserError
+from mvit_video.utils.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+# Keys whose change makes the resumed run another run: the LR at the resume point moves (warned about).
+SCHEDULE_KEYS = ("solver.base_lr", "solver.max_epoch", "solver.warmup_epochs", "solver.warmup_start_lr",
+                 "solver.cosine_end_lr", "solver.cosine_after_warmup", "solver.base_lr_scale_num_shards",
+                 "train.batch_size", "train.grad_accum_steps", "num_shards")
+# Keys that change the optimizer's state layout: it cannot be resumed.
+OPTIMIZER_KEYS = ("solver.optimizing_method", "solver.zero_wd_1d_param", "solver.zero_decay_pos_cls")
+# MViTConfig fields that are not mvit.* keys, as users write them.
+_MODEL_KEYS = {"num_classes": "model.num_classes", "dropout_rate": "model.dropout_rate",
+               "act_checkpoint": "model.act_checkpoint", "attention": "model.attention",
+               "num_frames": "data.num_frames", "crop_size": "data.train_crop_size"}
+
+
+@dataclass
+class ResumePoint:
+    """Where training continues: completed epochs, global batches into the next epoch, this rank's RNG state,
+    and the loss/accuracy sums of the batches done before (so the epoch's metrics line covers all of it)."""
+
+    epoch: int = 0
+    batch: int = 0
+    rng: dict | None = None
+    partial: dict | None = None
+
+
+def _select(tree: Any, key: str) -> Any:
+    """The value at dotted `key` of a parsed YAML mapping, or None."""
+    for part in key.split("."):
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(part)
+    return tree
+
+
+def _changed(old: dict, new: dict, keys: tuple[str, ...]) -> list[str]:
+    """'key old -> new' for each of `keys` whose value differs between two configs (parsed YAML)."""
+    out = []
+    for key in keys:
+        a, b = _select(old, key), _select(new, key)
+        if a is not None and a != b:
+            out.append(f"{key} {a} -> {b}")
+    return out
+
+
+def check_resumable(saved: dict[str, Any], cfg: RunConfig, model: torch.nn.Module, path: Path | None) -> None:
+    """Refuse a checkpoint of another architecture or optimizer (one line naming the keys); warn about changed
+    schedule or model settings that still load."""
+    from mvit_video.checkpoint import plain
+
+    own = plain(dataclasses.asdict(cfg.model))
+    theirs = saved.get("model_config") or {}
+    differ = [f"{_MODEL_KEYS.get(k, f'mvit.{k}')} {theirs[k]} -> {own[k]}" for k in own
+              if k in theirs and theirs[k] != own[k]]
+    weights, shapes = saved.get("model") or {}, {k: v.shape for k, v in model.state_dict().items()}
+    shapes_ok = weights.keys() == shapes.keys() and all(weights[k].shape == shapes[k] for k in shapes)
+    advice = f"use another output_dir, or train.auto_resume=false to start over in {cfg.output_dir}"
+    if not shapes_ok:
+        raise UserError(f"cannot resume from {path}: it is another architecture "
+                        f"({'; '.join(differ) or 'different weights'}); {advice}")
+    old = yaml.safe_load(saved["cfg"]) if isinstance(saved.get("cfg"), str) else {}
+    new = yaml.safe_load(cfg.yaml) or {}
+    optimizer = _changed(old or {}, new, OPTIMIZER_KEYS)
+    if optimizer:
+        raise UserError(f"cannot resume from {path}: the optimizer changed ({'; '.join(optimizer)}); {advice}")
+    changed = _changed(old or {}, new, SCHEDULE_KEYS) + differ
+    if changed:
+        logger.warning("resuming from %s with changed settings (the LR schedule and results differ from an "
+                       "unchanged run): %s", path, "; ".join(changed))
+
+
+def restore(state: TrainState, saved: dict[str, Any], world: int, iters_per_epoch: int,
+            batch_size: int) -> ResumePoint:
+    """Load weights, optimizer, scaler, EMA and step count from a training checkpoint; return where to go on."""
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    if state.scaler is not None and saved.get("scaler"):
+        state.scaler.load_state_dict(saved["scaler"])
+    if state.ema is not None:
+        state.ema.load_state_dict(saved["ema"] if saved.get("ema") else state.model.state_dict())
+    state.step = int(saved["scheduler"]["step"])
+    position = saved.get("sampler") or {}
+    # A global batch index: global batch b holds samples [b*B, (b+1)*B) of the epoch's permutation whatever the
+    # number of processes (each rank takes every world-th of them), so it is not rescaled.
+    batch = int(position.get("batches_done", 0))
+    saved_world = int(position.get("world_size", world))
+    saved_batch = int(position.get("batch_size", batch_size))
+    if batch and saved_batch != batch_size:
+        batch = min(batch * saved_batch // batch_size, iters_per_epoch)  # samples done, in the new batch size
+        logger.warning("train.batch_size changed %d -> %d mid-epoch: continuing at batch %d", saved_batch,
+                       batch_size, batch)
+    rngs = saved.get("rng") or []
+    if saved_world != world:
+        logger.warning("resuming with %d process%s instead of %d: epoch %d continues at global batch %d/%d (same "
+                       "samples, same augmentation); the per-process RNG streams (dropout, drop path, mixup) %s",
+                       world, "es" if world > 1 else "", saved_world, int(saved["epoch"]) + 1, batch,
+                       iters_per_epoch, "restart from the seed" if len(rngs) != world else "are restored")
+    return ResumePoint(epoch=int(saved["epoch"]), batch=batch,
+                       rng=rngs[du.get_rank()] if len(rngs) == world else None, partial=position.get("partial"))
+
+
+def truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Drop train/val lines of epochs after `epochs_done` (and torn lines) from metrics.jsonl: the resumed run
+    redoes those epochs, and each epoch appears once. Test lines stay. Atomic rewrite."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    keep = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # half a line from a kill during the write
+        if isinstance(record, dict) and int(record.get("epoch", 0) or 0) <= epochs_done:
+            keep.append(line)
+    if len(keep) != len(lines):
+        atomic_write_text("".join(f"{x}\n" for x in keep), path)
+        logger.info("metrics.jsonl: removed %d line(s) beyond epoch %d (redone from the checkpoint)",
+                    len(lines) - len(keep), epochs_done)

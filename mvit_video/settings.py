@@ -1,0 +1,290 @@
+"""Typed run settings: what the Hydra config becomes once, at the edge (mvit_video.config.build_config).
+
+Each section is a frozen dataclass whose field names are the config keys (`data.num_frames` ->
+`RunConfig.data.num_frames`); lists become tuples. data/, models/, engine/ and eval/ take these, never a
+DictConfig. Field types and the bounds in each field's metadata are checked when a section is built from a
+mapping (`from_mapping`), so a wrong value fails in one line that names its key. The defaults live in one place,
+conf/config.yaml: these classes have none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
+
+from mvit_video.models.config import MViTConfig
+from mvit_video.utils.errors import ConfigError
+
+
+def _f(**rules: Any) -> Any:
+    """A field with validation rules: min, max, strict_min, choices, length, positive. No default: the defaults
+    live in conf/config.yaml only."""
+    return field(metadata=rules)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """data.synthetic.*: the generated first-run dataset (cached per settings)."""
+
+    num_classes: int = _f(min=2, max=6)  # moving right/left/down/up, growing, shrinking
+    train_per_class: int = _f(min=1)
+    val_per_class: int = _f(min=1)
+    test_per_class: int = _f(min=1)
+    num_frames: int = _f(min=1)
+    height: int = _f(min=16)
+    width: int = _f(min=16)
+    fps: float = _f(min=0.0, strict_min=True)
+    seed: int = _f(min=0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """data.*: which videos, how clips are sampled, sized and normalised."""
+
+    dataset: str = _f(choices=("kinetics", "ssv2", "synthetic"))
+    path_to_data_dir: str
+    path_prefix: str
+    train_list: str
+    val_list: str
+    test_list: str
+    path_label_separator: str
+    decoder: str = _f(choices=("decord", "pyav"))
+    num_frames: int = _f(min=1)
+    sampling_rate: int = _f(min=1)
+    target_fps: float = _f(min=0.0, strict_min=True)
+    train_jitter_scales: tuple[int, ...] = _f(length=2, positive=True)
+    train_jitter_scales_relative: tuple[float, ...] = _f(positive=True)
+    train_jitter_aspect_relative: tuple[float, ...] = _f(positive=True)
+    train_crop_size: int = _f(min=1)
+    test_crop_size: int = _f(min=1)
+    use_offset_sampling: bool
+    inv_uniform_sample: bool
+    random_flip: bool
+    mean: tuple[float, ...] = _f(length=3)
+    std: tuple[float, ...] = _f(length=3, positive=True)
+    num_sample: int = _f(min=1)
+    frame_grid_fps: float = _f(min=0.0)
+    max_bad_retries: int = _f(min=0)
+    synthetic: SyntheticConfig
+
+    def list_file(self, split: str) -> str:
+        """data.{split}_list as set ('' when the split's default list file is meant)."""
+        return {"train": self.train_list, "val": self.val_list, "test": self.test_list}[split]
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    """aug.*: RandAugment and random erasing of training clips."""
+
+    enable: bool
+    aa_type: str
+    interpolation: str = _f(choices=("bicubic", "bilinear", "nearest"))
+    re_prob: float = _f(min=0.0, max=1.0)
+    re_mode: str = _f(choices=("pixel",))  # timm's const/rand modes are not implemented
+    re_count: int = _f(min=1)
+
+
+@dataclass(frozen=True)
+class MixupConfig:
+    """mixup.*: MixUp/CutMix and label smoothing."""
+
+    enable: bool
+    alpha: float = _f(min=0.0)
+    cutmix_alpha: float = _f(min=0.0)
+    prob: float = _f(min=0.0, max=1.0)
+    switch_prob: float = _f(min=0.0, max=1.0)
+    label_smooth_value: float = _f(min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """data_loader.*: worker processes and decoding threads."""
+
+    num_workers: int = _f(min=0)
+    pin_memory: bool
+    persistent_workers: bool
+    decoder_threads: int = _f(min=0)
+
+
+@dataclass(frozen=True)
+class EmaConfig:
+    """train.ema.*: an exponential moving average of the weights."""
+
+    enable: bool
+    decay: float = _f(min=0.0, max=1.0, strict_min=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """train.*: batch, periods, resume, precision and compilation."""
+
+    batch_size: int = _f(min=1)  # global, over all processes (as PySlowFast)
+    eval_period: int = _f(min=1)
+    checkpoint_period: int = _f(min=1)
+    auto_resume: bool
+    checkpoint_file_path: str
+    resume_from: str
+    mixed_precision: Union[bool, str] = _f(choices=(True, False, "auto"))
+    amp_dtype: str = _f(choices=("bf16", "fp16"))
+    grad_accum_steps: int = _f(min=1)
+    compile: Union[bool, str] = _f(choices=(True, False, "auto"))
+    peak_tflops: Union[float, None] = _f(min=0.0, strict_min=True)
+    ema: EmaConfig
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """solver.*: optimizer and the cosine LR schedule with linear warmup."""
+
+    optimizing_method: str = _f(choices=("adamw", "sgd"))
+    base_lr: float = _f(min=0.0, strict_min=True)
+    base_lr_scale_num_shards: bool
+    cosine_end_lr: float = _f(min=0.0)
+    cosine_after_warmup: bool
+    warmup_start_lr: float = _f(min=0.0)
+    warmup_epochs: float = _f(min=0.0)
+    max_epoch: int = _f(min=1)
+    momentum: float = _f(min=0.0, max=1.0)
+    nesterov: bool
+    weight_decay: float = _f(min=0.0)
+    zero_wd_1d_param: bool
+    zero_decay_pos_cls: bool
+    clip_grad_l2norm: Union[float, None] = _f(min=0.0)  # null or 0: no clipping
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """test.*: the multi-view test (K temporal clips x S spatial crops per video)."""
+
+    __test__ = False  # a config class, not a pytest test class
+
+    enable: bool
+    split: str = _f(choices=("train", "val", "test"))
+    batch_size: int = _f(min=1)
+    checkpoint: str
+    num_ensemble_views: int = _f(min=1)
+    num_spatial_crops: int = _f(choices=(1, 3))
+    max_views_per_forward: int = _f(min=1)
+    use_ema: bool
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run's whole configuration, typed; `yaml` is the resolved Hydra config (stored in checkpoints).
+    `model` is built from model.*, mvit.* and data.num_frames/train_crop_size; `loss_func` is model.loss_func."""
+
+    model: MViTConfig
+    name: str
+    output_dir: str
+    seed: int = _f(min=0)
+    device: str = _f(choices=("auto", "cpu", "cuda"))
+    num_shards: int = _f(min=1)
+    log_period: int = _f(min=1)
+    loss_func: str = _f(choices=("soft_cross_entropy", "cross_entropy"))
+    data: DataConfig
+    aug: AugConfig
+    mixup: MixupConfig
+    data_loader: LoaderConfig
+    train: TrainConfig
+    solver: SolverConfig
+    test: TestConfig
+    yaml: str
+
+
+# ------------------------------------------------------------------------------------------- from a mapping
+
+def from_mapping(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
+    """Build section `cls` from a plain mapping (keys = field names), checking every value against its field's
+    type and rules; `prefix` is the section's config key ("data") for the error messages. A missing or unknown
+    key is a ConfigError."""
+    hints = typing.get_type_hints(cls)
+    dot = f"{prefix}." if prefix else ""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key '{dot}{unknown[0]}'")
+    missing = [name for name in fields if name not in values]
+    if missing:
+        raise ConfigError(f"config key '{dot}{missing[0]}' is missing (every key is listed in conf/config.yaml)")
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{dot}{name}"
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind) and isinstance(value, kind):
+            kwargs[name] = value  # a section built by the caller (RunConfig.model)
+        elif dataclasses.is_dataclass(kind):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{key}': expected a section of keys, got {value!r}")
+            kwargs[name] = from_mapping(kind, value, key)
+        else:
+            kwargs[name] = _check_value(key, _convert(key, kind, value), fields[name].metadata)
+    return cls(**kwargs)
+
+
+def _convert(key: str, kind: Any, value: Any) -> Any:
+    """`value` as type `kind` (bool, int, float, str, tuple[X, ...], unions of those); ConfigError otherwise."""
+    options = typing.get_args(kind) if typing.get_origin(kind) in (Union, types.UnionType) else (kind,)
+    for option in options:
+        ok, converted = _as(option, value)
+        if ok:
+            return converted
+    expected = " or ".join(_type_name(o) for o in options)
+    raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
+
+
+def _as(kind: Any, value: Any) -> tuple[bool, Any]:
+    if kind is type(None):
+        return value is None, None
+    if kind is bool:  # only true/false: a string such as "no" would otherwise read as true
+        return isinstance(value, bool), value
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if kind is str:
+        return isinstance(value, str), value
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        item = typing.get_args(kind)[0]
+        converted = [_as(item, v) for v in value]
+        return all(ok for ok, _ in converted), tuple(v for _, v in converted)
+    raise TypeError(f"unsupported settings type {kind!r}")
+
+
+def _type_name(kind: Any) -> str:
+    if kind is type(None):
+        return "null"
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {_type_name(typing.get_args(kind)[0])}s"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
+
+
+def _check_value(key: str, value: Any, rules: Mapping[str, Any]) -> Any:
+    """Apply a field's rules (choices, min/max, strict_min, length, positive) to `value`."""
+    if "choices" in rules and not any(value == c and type(value) is type(c) for c in rules["choices"]):
+        raise ConfigError(f"config key '{key}': expected one of {', '.join(_show(c) for c in rules['choices'])}, "
+                          f"got {value!r}")
+    if isinstance(value, tuple):
+        if "length" in rules and len(value) != rules["length"]:
+            raise ConfigError(f"config key '{key}': expected {rules['length']} values, got {list(value)}")
+        if rules.get("positive") and any(v <= 0 for v in value):
+            raise ConfigError(f"config key '{key}': expected positive numbers, got {list(value)}")
+        return value
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    low, high = rules.get("min"), rules.get("max")
+    if low is not None and (value < low or (rules.get("strict_min") and value == low)):
+        raise ConfigError(f"config key '{key}': expected {'>' if rules.get('strict_min') else '>='} {low}, "
+                          f"got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"config key '{key}': expected <= {high}, got {value!r}")
+    return value
+
+
+def _show(choice: Any) -> str:
+    return str(choice).lower() if isinstance(choice, bool) else str(choice)
