@@ -157,7 +157,7 @@ class ClipSettings:
 
 
 def compose_cfg(list_dir: Path, clip: ClipSettings, workers: int, decoder: str, batch: int):
-    """The project config for a Kinetics-format list, with the benchmark's clip and loader settings."""
+    """The project config (typed) for a Kinetics-format list, with the benchmark's clip and loader settings."""
     from hydra import compose, initialize_config_dir
 
     overrides = [
@@ -188,8 +188,10 @@ def compose_cfg(list_dir: Path, clip: ClipSettings, workers: int, decoder: str, 
         f"test.num_ensemble_views={clip.views}",
         f"test.num_spatial_crops={clip.crops}",
     ]
+    from mvit_video.config import build_config
+
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return compose(config_name="config", overrides=overrides)
+        return build_config(compose(config_name="config", overrides=overrides))
 
 
 def _no_train_transform(frames: torch.Tensor) -> torch.Tensor:
@@ -235,7 +237,8 @@ def ours_loader(list_dir: Path, clip: ClipSettings, split: str, workers: int, de
                                    max_bad_retries=dataset.max_bad_retries, class_names=dataset.class_names)
         else:
             dataset = DecodedViews(dataset)
-    return build_loader(cfg, split, dataset, world_size=1, rank=0)
+    return build_loader(dataset, split, cfg.data_loader, seed=cfg.seed,
+                        batch_size=cfg.train.batch_size if split == "train" else cfg.test.batch_size)
 
 
 # ------------------------------------------------------------------------------------------- raw bound

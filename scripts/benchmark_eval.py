@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mvit_video.config import compose
+from mvit_video.config import build_config, compose
 from mvit_video.data import build_dataset
 from mvit_video.data.clips import ClipSpec, open_reader, view_indices, views, views_of_frames
 from mvit_video.data.decoding import HAS_DECORD
 from mvit_video.data.encode import write_video
 from mvit_video.data.sampling import concat_indices, union_indices
+from mvit_video.settings import RunConfig
 
 
 def make_frames(num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -126,7 +127,7 @@ def mode_views(path: str, spec: ClipSpec, mode: str, clock: dict[str, float]) ->
     return views_of_frames(torch.cat(parts), concat_indices([len(p) for p in parts]), spec)
 
 
-def run_mode(cfg, mode: str) -> dict[str, float]:
+def run_mode(cfg: RunConfig, mode: str) -> dict[str, float]:
     """Build every test video's views once in `mode`; seconds per video (decode, and the whole item)."""
     clock = {"decode": 0.0}
     dataset = build_dataset(cfg, "test")  # for its list and its ClipSpec only
@@ -144,7 +145,7 @@ def _span(keys: list[int], idx: list[int]) -> int:
     return max(idx) - k + 1
 
 
-def decode_work(cfg, video_dir: Path, paths: list[str]) -> dict[str, float]:
+def decode_work(cfg: RunConfig, video_dir: Path, paths: list[str]) -> dict[str, float]:
     """Frames a forward-decoding reader must decode per video: union from its first keyframe vs. each view alone."""
     import decord
 
@@ -189,13 +190,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{k}x{args.crops} views of {args.num_frames}x{args.sampling_rate} frames at {args.crop} px; "
           f"in this process, 1 thread; fastest of {args.repeats} passes")
     for decoder in args.decoders:
-        cfg = compose([
+        cfg = build_config(compose([
             "data=kinetics", f"data.path_to_data_dir={root}", f"data.path_prefix={root / 'videos'}",
             f"data.decoder={decoder}", f"data.num_frames={args.num_frames}", f"data.sampling_rate={args.sampling_rate}",
             f"data.test_crop_size={args.crop}", f"data.train_crop_size={args.crop}",
             f"test.num_ensemble_views={k}", f"test.num_spatial_crops={args.crops}", "test.batch_size=1",
             "data_loader.num_workers=0", "data_loader.pin_memory=false", "data_loader.decoder_threads=1",
-        ])
+        ]))
         modes = ["once", "per_view", "reopen", "whole"]
         runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for _ in range(args.repeats):  # interleaved, so a burst of load on the machine hits every mode alike
@@ -215,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  decode-once saving vs per-view: {got:.2f}x (target >= {target:.1f}x: "
               f"{'met' if got >= target else 'missed'})")
     if HAS_DECORD:
-        w = decode_work(compose(["data=kinetics", f"data.path_to_data_dir={root}",
-                                 f"data.num_frames={args.num_frames}", f"data.sampling_rate={args.sampling_rate}",
-                                 f"test.num_ensemble_views={k}"]), root / "videos", paths)
+        cfg = build_config(compose(["data=kinetics", f"data.path_to_data_dir={root}",
+                                    f"data.num_frames={args.num_frames}", f"data.sampling_rate={args.sampling_rate}",
+                                    f"test.num_ensemble_views={k}"]))
+        w = decode_work(cfg, root / "videos", paths)
         print(f"\nframes to decode per video (keyframes per video: {w['keyframes']:.1f}; frames sampled by the views: "
               f"{w['sampled']:.0f}): decode once {w['once']:.0f}, per view {w['per_view']:.0f} "
               f"-> ideal ratio {w['per_view'] / w['once']:.2f}x")

@@ -16,8 +16,9 @@ import torch
 from mvit_video.data import sampling
 from mvit_video.data.decoding import FrameFolderReader, FrameGridReader, VideoReader, open_video
 from mvit_video.data.transforms import eval_short_side, multi_view_crops
+from mvit_video.settings import DataConfig, TestConfig
 
-__all__ = ["ClipSpec", "clip_spec_from_cfg", "open_reader", "train_indices", "view_indices", "views",
+__all__ = ["ClipSpec", "open_reader", "train_indices", "view_indices", "views",
            "views_of_frames"]
 
 
@@ -59,26 +60,26 @@ class ClipSpec:
         return cls(**fields, test_short_side=eval_short_side(crop, int(fields["num_spatial_crops"]),
                                                              [train_short_side]))
 
-
-def clip_spec_from_cfg(cfg) -> ClipSpec:
-    """ClipSpec of cfg.data.dataset's protocol from cfg.data / cfg.test / cfg.data_loader."""
-    d, t = cfg.data, cfg.test
-    return ClipSpec.for_dataset(
-        str(d.dataset),
-        train_short_side=int(d.train_jitter_scales[0]),
-        frame_grid_fps=float(d.frame_grid_fps),
-        num_frames=int(d.num_frames),
-        sampling_rate=int(d.sampling_rate),
-        target_fps=float(d.target_fps),
-        use_offset_sampling=bool(d.use_offset_sampling),
-        num_ensemble_views=int(t.num_ensemble_views),
-        num_spatial_crops=int(t.num_spatial_crops),
-        test_crop_size=int(d.test_crop_size),
-        mean=tuple(d.mean),
-        std=tuple(d.std),
-        decoder=str(d.decoder),
-        decoder_threads=int(cfg.data_loader.decoder_threads),
-    )
+    @classmethod
+    def from_config(cls, data: DataConfig, test: TestConfig, decoder_threads: int = 1) -> "ClipSpec":
+        """The spec of data.dataset's protocol from the data.* and test.* settings (decoder_threads:
+        data_loader.decoder_threads)."""
+        return cls.for_dataset(
+            data.dataset,
+            train_short_side=data.train_jitter_scales[0],
+            frame_grid_fps=data.frame_grid_fps,
+            num_frames=data.num_frames,
+            sampling_rate=data.sampling_rate,
+            target_fps=data.target_fps,
+            use_offset_sampling=data.use_offset_sampling,
+            num_ensemble_views=test.num_ensemble_views,
+            num_spatial_crops=test.num_spatial_crops,
+            test_crop_size=data.test_crop_size,
+            mean=tuple(data.mean),
+            std=tuple(data.std),
+            decoder=data.decoder,
+            decoder_threads=decoder_threads,
+        )
 
 
 def open_reader(path: str | os.PathLike, spec: ClipSpec) -> VideoReader:

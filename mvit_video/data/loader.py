@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mvit_video.settings import LoaderConfig
 from mvit_video.utils.errors import ConfigError
 
 __all__ = ["ResumableDistributedSampler", "ShardSampler", "train_collate", "test_collate", "worker_init_fn",
@@ -223,42 +224,46 @@ def _warn_oversubscribed(workers: int) -> None:
                        cores)
 
 
-def build_loader(cfg, split: str, dataset: Dataset = None, loader=None, *, batch_size: int | None = None,
+def build_loader(dataset: Dataset, split: str, loader: LoaderConfig, *, batch_size: int | None = None,
                  seed: int | None = None, world_size: int = 1, rank: int = 0) -> DataLoader:
-    """DataLoader for `split`: per-process batch = global batch // world_size; train shuffles and drops the tail.
+    """DataLoader of `dataset` for `split` with the data_loader.* settings: `batch_size` is the global batch
+    (train.batch_size / test.batch_size; per process = batch_size // world_size), `seed` the run's seed (the
+    training order and the workers' base seeds). Train shuffles (resumably) and drops the tail; val/test shard
+    without padding."""
+    if not isinstance(dataset, Dataset):
+        # TRANSITIONAL (#13): the old form build_loader(cfg: DictConfig, split, dataset, world_size=, rank=), still
+        # used by evaluate.test and its tests; remove when they pass the typed form.
+        from mvit_video.settings import from_mapping
 
-    Typed form: build_loader(dataset, split, loader: LoaderConfig, batch_size=GLOBAL, seed=S, world_size, rank)."""
-    if isinstance(cfg, Dataset):  # transition to the typed form
-        from types import SimpleNamespace
-
-        dataset, dl = cfg, loader if loader is not None else dataset
-        key = "train" if split == "train" else "test"
-        cfg = SimpleNamespace(seed=seed, data_loader=dl, **{key: SimpleNamespace(batch_size=batch_size)})
-    dl = cfg.data_loader
-    workers = int(dl.num_workers)
+        cfg, dataset = dataset, loader
+        loader = from_mapping(LoaderConfig, dict(cfg.data_loader), "data_loader")
+        batch_size = int(cfg.train.batch_size if split == "train" else cfg.test.batch_size)
+        seed = int(cfg.seed)
+    if batch_size is None or seed is None:
+        raise TypeError("build_loader: batch_size and seed are required")
+    workers = loader.num_workers
     if workers < 0:
         raise ConfigError(f"data_loader.num_workers: must be >= 0, got {workers}")
     _warn_oversubscribed(workers)
     common = dict(
         num_workers=workers,
-        pin_memory=bool(dl.pin_memory) and torch.cuda.is_available(),
-        persistent_workers=bool(dl.persistent_workers) and workers > 0,
+        pin_memory=loader.pin_memory and torch.cuda.is_available(),
+        persistent_workers=loader.persistent_workers and workers > 0,
         worker_init_fn=worker_init_fn if workers > 0 else None,
         # Its own generator for the workers' base seed: creating an iterator must not draw from the global RNG,
         # or a resumed run (new workers) would consume different numbers than an unbroken one (mixup, drop path).
-        generator=torch.Generator().manual_seed(int(cfg.seed)),
+        generator=torch.Generator().manual_seed(seed),
     )
     if split == "train":
-        batch = int(cfg.train.batch_size) // world_size
+        batch = batch_size // world_size
         if batch < 1:
-            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is smaller than the {world_size} processes")
+            raise ConfigError(f"train.batch_size: {batch_size} is smaller than the {world_size} processes")
         sampler = ResumableDistributedSampler(
-            len(dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=int(cfg.seed), drop_last=True,
-            keyed=True,
+            len(dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True, keyed=True,
         )
         return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=train_collate, drop_last=True,
                               **common)
-    batch = max(1, int(cfg.test.batch_size) // world_size)
+    batch = max(1, batch_size // world_size)
     sampler = ShardSampler(len(dataset), num_replicas=world_size, rank=rank)
     return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=test_collate, drop_last=False,
                           **common)

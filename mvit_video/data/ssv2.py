@@ -18,10 +18,11 @@ import logging
 import os
 
 from mvit_video.data.base import VideoDataset
-from mvit_video.data.clips import clip_spec_from_cfg
+from mvit_video.data.clips import ClipSpec
 from mvit_video.data.kinetics import list_file
 from mvit_video.data.lists import join_prefix, read_class_names, read_list_file, read_ssv2_labels, read_ssv2_split
 from mvit_video.data.transforms import build_train_transform
+from mvit_video.settings import AugConfig, DataConfig
 from mvit_video.utils.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
@@ -42,32 +43,32 @@ def read_ssv2_annotations(data_dir: str, split: str) -> tuple[list[str], list[in
     return [vid for vid, _ in items], [int(label) for _, label in items], class_names
 
 
-def build_ssv2(cfg, split: str) -> VideoDataset:
-    """SSv2 dataset; videos at `<data.path_prefix or data.path_to_data_dir>/{id}.webm`."""
-    d = cfg.data
-    data_dir = str(d.path_to_data_dir)
+def build_ssv2(data: DataConfig, aug: AugConfig, spec: ClipSpec, split: str) -> VideoDataset:
+    """SSv2 dataset (spec: the SSv2 protocol, ClipSpec.from_config with data.dataset ssv2); videos at
+    `<data.path_prefix or data.path_to_data_dir>/{id}.webm`."""
+    data_dir = data.path_to_data_dir
     if not data_dir:
         raise ConfigError("data.path_to_data_dir: not set (the folder with labels.json, train.json, validation.json)")
-    csv_path = list_file(cfg, split, data_dir)
-    if str(d.get(f"{split}_list") or "") or ("://" not in csv_path and os.path.exists(csv_path)):
-        paths, labels = read_list_file(csv_path, str(d.path_label_separator))
+    csv_path = list_file(data, split, data_dir)
+    if data.list_file(split) or ("://" not in csv_path and os.path.exists(csv_path)):
+        paths, labels = read_list_file(csv_path, data.path_label_separator)
         class_names = read_class_names(join_prefix(data_dir, "classes.txt"), required=False)
-        prefix = str(d.path_prefix)
+        prefix = data.path_prefix
     else:
         ids, labels, class_names = read_ssv2_annotations(data_dir, split)
         paths = [f"{i}.webm" for i in ids]
-        prefix = str(d.path_prefix) or data_dir
-    if bool(d.random_flip):
+        prefix = data.path_prefix or data_dir
+    if data.random_flip:
         logger.warning("data.random_flip is ignored for SSv2: its labels name directions (left to right)")
     return VideoDataset(
         paths=paths,
         full_paths=[join_prefix(prefix, p) for p in paths],
         labels=labels,
         split=split,
-        spec=clip_spec_from_cfg(cfg),  # data.dataset is ssv2: the SSv2 protocol
-        train_transform=build_train_transform(cfg, random_flip=False) if split == "train" else None,
-        num_sample=int(d.num_sample) if split == "train" else 1,
-        max_bad_retries=int(d.max_bad_retries),
+        spec=spec,
+        train_transform=build_train_transform(data, aug, random_flip=False) if split == "train" else None,
+        num_sample=data.num_sample if split == "train" else 1,
+        max_bad_retries=data.max_bad_retries,
         class_names=class_names,
         num_classes=len(class_names) if class_names else max(labels) + 1,
     )

@@ -20,6 +20,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from mvit_video.settings import AugConfig, DataConfig, MixupConfig
 from mvit_video.utils.errors import ConfigError
 
 __all__ = [
@@ -320,40 +321,38 @@ class TrainTransform(torch.nn.Module):
         return video.permute(1, 0, 2, 3).contiguous()  # [C,T,H,W]
 
 
-def build_train_transform(
-    cfg, random_flip: Optional[bool] = None, decode_short_side: Optional[int] = None
-) -> TrainTransform:
-    """The train transform from cfg.data / cfg.aug; `random_flip` overrides data.random_flip (SSv2: False);
-    `decode_short_side` as TrainTransform (Kinetics: data.train_jitter_scales[0])."""
-    d, a = cfg.data, cfg.aug
-    check_interpolation(str(a.interpolation))  # also when unused: a value that does nothing must not pass silently
+def build_train_transform(data: DataConfig, aug: AugConfig, random_flip: Optional[bool] = None,
+                          decode_short_side: Optional[int] = None) -> TrainTransform:
+    """The train transform of the data.* and aug.* settings; `random_flip` overrides data.random_flip (SSv2:
+    False); `decode_short_side` as TrainTransform (Kinetics: data.train_jitter_scales[0])."""
+    check_interpolation(aug.interpolation)  # also when unused: a value that does nothing must not pass silently
     ra = None
     re_prob = 0.0
-    if a.enable:
-        if a.aa_type:
-            spec = parse_rand_augment(str(a.aa_type))
+    if aug.enable:
+        if aug.aa_type:
+            spec = parse_rand_augment(aug.aa_type)
             ra = RandAugmentVideo(
                 num_ops=spec["num_ops"],
                 magnitude=spec["magnitude"],
                 magnitude_std=spec["magnitude_std"],
                 increasing=spec["increasing"],
-                interpolation=str(a.interpolation),
+                interpolation=aug.interpolation,
             )
-        if a.re_mode != "pixel":
-            raise ConfigError(f"aug.re_mode: only 'pixel' is supported, got {a.re_mode!r}")
-        re_prob = float(a.re_prob)
+        if aug.re_mode != "pixel":
+            raise ConfigError(f"aug.re_mode: only 'pixel' is supported, got {aug.re_mode!r}")
+        re_prob = aug.re_prob
     return TrainTransform(
-        crop_size=int(d.train_crop_size),
-        mean=list(d.mean),
-        std=list(d.std),
-        scale=list(d.train_jitter_scales_relative),
-        aspect=list(d.train_jitter_aspect_relative),
-        jitter_scales=list(d.train_jitter_scales),
-        inverse_uniform=bool(d.inv_uniform_sample),
-        random_flip=bool(d.random_flip) if random_flip is None else random_flip,
+        crop_size=data.train_crop_size,
+        mean=list(data.mean),
+        std=list(data.std),
+        scale=list(data.train_jitter_scales_relative),
+        aspect=list(data.train_jitter_aspect_relative),
+        jitter_scales=list(data.train_jitter_scales),
+        inverse_uniform=data.inv_uniform_sample,
+        random_flip=data.random_flip if random_flip is None else random_flip,
         rand_augment=ra,
         re_prob=re_prob,
-        re_count=int(a.re_count),
+        re_count=aug.re_count,
         decode_short_side=decode_short_side,
     )
 
@@ -521,17 +520,15 @@ class MixupCutmix:
         return video, target
 
 
-def build_mixup(cfg, num_classes: int) -> Optional[Callable]:
-    """MixupCutmix from cfg.mixup, or None when mixup.enable is false (the engine smooths labels itself)."""
-    m = getattr(cfg, "mixup", cfg)  # TRANSITIONAL (#13): a RunConfig/DictConfig or the MixupConfig itself
-    if not m.enable:
+def build_mixup(mixup: MixupConfig, num_classes: int) -> Optional[Callable]:
+    """MixupCutmix of the mixup.* settings, or None when mixup.enable is false (the engine smooths labels itself)."""
+    if not mixup.enable:
         return None
     return MixupCutmix(
         num_classes,
-        alpha=float(m.alpha),
-        cutmix_alpha=float(m.cutmix_alpha),
-        prob=float(m.prob),
-        switch_prob=float(m.switch_prob),
-        label_smoothing=float(m.label_smooth_value),
+        alpha=mixup.alpha,
+        cutmix_alpha=mixup.cutmix_alpha,
+        prob=mixup.prob,
+        switch_prob=mixup.switch_prob,
+        label_smoothing=mixup.label_smooth_value,
     )
-

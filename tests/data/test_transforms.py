@@ -53,12 +53,13 @@ def test_one_parameter_set_per_clip():
 
 def test_build_train_transform_from_cfg():
     cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32})
-    t = build_train_transform(cfg)
+    t = build_train_transform(cfg.data, cfg.aug)
     assert isinstance(t.rand_augment, RandAugmentVideo) and t.rand_augment.num_ops == 4
     assert t.flip is not None and isinstance(t.erase, T.RandomErasingCube) and t.erase.probability == 0.25
     assert t(_clip()).shape == (3, 6, 32, 32)
-    assert build_train_transform(cfg, random_flip=False).flip is None
-    assert build_train_transform(make_cfg("ssv2", "mvitv2_ssv2")).flip is None
+    assert build_train_transform(cfg.data, cfg.aug, random_flip=False).flip is None
+    ssv2 = make_cfg("ssv2", "mvitv2_ssv2")
+    assert build_train_transform(ssv2.data, ssv2.aug).flip is None
 
 
 def _left_right_frames() -> torch.Tensor:
@@ -140,8 +141,8 @@ def test_mixup_targets():
     # prob 0: only label smoothing
     _, target = MixupCutmix(5, prob=0.0, label_smoothing=0.1)(video, labels)
     torch.testing.assert_close(target[0], torch.tensor([0.92, 0.02, 0.02, 0.02, 0.02]))
-    assert build_mixup(make_cfg("kinetics", "none"), 5) is None
-    assert isinstance(build_mixup(make_cfg("kinetics", "mvitv2"), 5), MixupCutmix)
+    assert build_mixup(make_cfg("kinetics", "none").mixup, 5) is None
+    assert isinstance(build_mixup(make_cfg("kinetics", "mvitv2").mixup, 5), MixupCutmix)
 
 
 @pytest.mark.parametrize("crops,short_side", [(1, 40), (3, 32), (1, 48)])
@@ -244,8 +245,9 @@ def test_rand_augment_runs_on_the_full_frames_with_fill_128():
             seen.append(tuple(video.shape))
             return super().forward(video)
 
-    cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32, "data.train_jitter_scales": [48, 60]})
-    t = build_train_transform(cfg)
+    cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32, "data.test_crop_size": 32,
+                                         "data.train_jitter_scales": [48, 60]})
+    t = build_train_transform(cfg.data, cfg.aug)
     assert t.rand_augment.fill == [128.0] * 3 and t.rand_augment.interp == "bicubic"
     t.rand_augment = Recording()
     t(_clip(t=4, h=48, w=64))
@@ -282,12 +284,12 @@ def test_geometric_ops_match_pil(op: str):
 def test_ssv2_presets_crop_with_short_side_jitter():
     """PySlowFast's SSv2 configs leave TRAIN_JITTER_SCALES_RELATIVE empty: inverse-uniform short side in
     [256, 320] (L: [356, 446]) then a random crop, offsets in [0, size - crop - 1]."""
-    from mvit_video.config import compose
+    from mvit_video.config import build_config, compose
 
     for name, scales, crop in [("ssv2_s_16x4", [256, 320], 224), ("ssv2_b_32x3", [256, 320], 224),
                                ("ssv2_l_40x3", [356, 446], 312)]:  # fmt: skip
-        cfg = compose([f"+experiment={name}"])
-        t = build_train_transform(cfg, random_flip=False)
+        cfg = build_config(compose([f"+experiment={name}"]))
+        t = build_train_transform(cfg.data, cfg.aug, random_flip=False)
         assert isinstance(t.crop, T.ShortSideJitterCrop), name
         assert (t.crop.min_size, t.crop.max_size, t.crop.crop_size, t.crop.inverse_uniform) == (*scales, crop, True)
         assert t.decode_short_side is None  # SSv2 frames are used as read
@@ -301,7 +303,8 @@ def test_ssv2_presets_crop_with_short_side_jitter():
 
 def test_train_frames_resized_to_decode_short_side_first():
     """PySlowFast's Kinetics decoder returns frames at short side TRAIN_JITTER_SCALES[0]; the crop works on those."""
-    cfg = make_cfg("kinetics", "none", {"data.train_crop_size": 32, "data.train_jitter_scales": [40, 50]})
+    cfg = make_cfg("kinetics", "none", {"data.train_crop_size": 32, "data.test_crop_size": 32,
+                                       "data.train_jitter_scales": [40, 50]})
     seen = []
 
     class Recording(torch.nn.Module):
@@ -313,7 +316,7 @@ def test_train_frames_resized_to_decode_short_side_first():
             seen.append(tuple(v.shape))
             return self.inner(v)
 
-    t = build_train_transform(cfg, decode_short_side=40)
+    t = build_train_transform(cfg.data, cfg.aug, decode_short_side=40)
     t.crop = Recording(t.crop)
     t(_clip(t=2, h=96, w=128))
     assert seen == [(2, 3, 40, 53)]
@@ -322,6 +325,8 @@ def test_train_frames_resized_to_decode_short_side_first():
 def test_aug_interpolation_is_honoured_or_rejected():
     """aug.interpolation reaches RandAugment's geometric ops as given (bicubic is not bilinear), and a value they
     cannot do is a ConfigError naming the key, even with augmentation off."""
+    import dataclasses
+
     from mvit_video.utils.errors import ConfigError
 
     frame = _clip(t=1, h=30, w=40).permute(0, 3, 1, 2).contiguous()
@@ -331,7 +336,10 @@ def test_aug_interpolation_is_honoured_or_rejected():
                                                                                      modes["bilinear"])
     for mode in T.INTERPOLATIONS:
         cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32, "aug.interpolation": mode})
-        assert build_train_transform(cfg).rand_augment.interp == mode
+        assert build_train_transform(cfg.data, cfg.aug).rand_augment.interp == mode
     for aug in ("mvitv2", "none"):
+        with pytest.raises(ConfigError, match="aug.interpolation"):  # at the edge, when the config is typed
+            make_cfg("kinetics", aug, {"aug.interpolation": "lanczos"})
+        cfg = make_cfg("kinetics", aug)
         with pytest.raises(ConfigError, match="aug.interpolation: expected one of nearest, bilinear, bicubic"):
-            build_train_transform(make_cfg("kinetics", aug, {"aug.interpolation": "lanczos"}))
+            build_train_transform(cfg.data, dataclasses.replace(cfg.aug, interpolation="lanczos"))
