@@ -22,7 +22,7 @@ import pickle
 import random
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_torch_save
 
 if TYPE_CHECKING:
-    from mvit_video.settings import RunConfig
+    from mvit_video.settings import DataConfig, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,46 @@ def data_config(run: RunConfig) -> dict:
     """The data settings a checkpoint carries (data.<key> for DATA_CONFIG_KEYS, test.<key> for TEST_CONFIG_KEYS)."""
     return {**{key: plain(getattr(run.data, key)) for key in DATA_CONFIG_KEYS},
             **{key: plain(getattr(run.test, key)) for key in TEST_CONFIG_KEYS}}
+
+
+# How a test clip is sampled and shaped: taken from the checkpoint unless set on the command line.
+CLIP_KEYS = ("num_frames", "sampling_rate", "target_fps", "test_crop_size", "train_jitter_scales",
+             "use_offset_sampling", "mean", "std")
+
+
+def clip_settings(data: DataConfig, data_config: Mapping[str, Any] | None, path: Path,
+                  explicit: Sequence[str] = ()) -> dict[str, Any]:
+    """The checkpoint's clip settings (CLIP_KEYS of its data_config) that differ from `data`, as {key: value} to
+    adopt, except for keys set on the command line (`explicit`: data.<key> names), which win with a warning.
+    Logs what is adopted and what is kept."""
+    if not data_config:
+        return {}
+    explicit = {e.lstrip("+~") for e in explicit}
+    adopted: dict[str, Any] = {}
+    kept = []
+    for key in CLIP_KEYS:
+        if key not in data_config or not hasattr(data, key):
+            continue
+        ours, theirs = _as_list(getattr(data, key)), _as_list(data_config[key])
+        if ours == theirs:
+            continue
+        if f"data.{key}" in explicit:
+            kept.append(f"data.{key}={ours} (checkpoint: {theirs})")
+        else:
+            adopted[key] = theirs
+    if adopted:
+        logger.info("clip settings from the checkpoint %s: %s (set them on the command line to override)", path,
+                    ", ".join(f"data.{k}={v}" for k, v in adopted.items()))
+    if kept:
+        logger.warning("testing with settings that differ from how %s was trained, as set on the command line: %s",
+                       path, ", ".join(kept))
+    return adopted
+
+
+
+def _as_list(value: Any) -> Any:
+    """Lists and tuples alike as lists, so that (32, 40) from the settings equals [32, 40] from a checkpoint."""
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def make_checkpoint(
@@ -297,10 +337,14 @@ def batches_done(ckpt: Mapping[str, Any]) -> int:
     return int(sampler.get("batches_done", sampler.get("start_index", 0)))
 
 
-def find_latest(output_dir: str | Path) -> Path | None:
-    """The intact checkpoint furthest into training (epoch checkpoints and the preemption one), or None;
-    unreadable ones are skipped as in load_latest."""
-    return load_latest(output_dir)[0]
+def latest_checkpoint(output_dir: str | Path) -> Path:
+    """The intact checkpoint furthest into training in `<output_dir>/checkpoints` (what evaluate tests by
+    default), found as training's resume finds it: an unreadable newest one is skipped with a warning. UserError
+    when there is none."""
+    found, _ = load_latest(output_dir)
+    if found is None:
+        raise UserError(f"no checkpoint in {checkpoint_dir(output_dir)}: pass test.checkpoint=PATH or train first")
+    return found
 
 
 def load_latest(output_dir: str | Path) -> tuple[Path | None, dict[str, Any] | None]:

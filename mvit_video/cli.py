@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig
 
-from mvit_video.config import compose, precheck_flag_run
+from mvit_video.config import CONF_DIR, CONFIG_NAME, compose, precheck_flag_run
 from mvit_video.settings import RunConfig
 from mvit_video.utils.errors import ConfigError, UserError, cli_errors, one_line
 from mvit_video.utils.progress import TqdmLoggingHandler
@@ -55,9 +55,15 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 def resolve_runtime(run: RunConfig, local_rank: int = 0) -> tuple[torch.device, torch.dtype | None]:
     """(device, autocast dtype or None) of a run: train.mixed_precision auto means on with CUDA, off on CPU."""
     device = resolve_device(run.device, local_rank)
+    return device, autocast_dtype(run, device)
+
+
+def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run on `device`, or None (full precision): train.mixed_precision auto means on with
+    CUDA, off on CPU; training, validation and the test all use it."""
     mixed = run.train.mixed_precision
     use_amp = mixed is True or (mixed == "auto" and device.type == "cuda")
-    return device, AMP_DTYPES[run.train.amp_dtype] if use_amp else None
+    return AMP_DTYPES[run.train.amp_dtype] if use_amp else None
 
 
 def explicit_keys(overrides: Sequence[str]) -> list[str]:
@@ -91,7 +97,6 @@ def _hydra_main(task: Task) -> None:
     """Hydra's own entry point (its flags: --multirun with a launcher such as submitit_slurm, --cfg, --help)."""
     import hydra
 
-    @hydra.main(config_path="../conf", config_name="config", version_base=None)
     def hydra_main(cfg: DictConfig) -> None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -102,4 +107,15 @@ def _hydra_main(task: Task) -> None:
             print(f"error: {one_line(e)}", file=sys.stderr)
             sys.exit(2)
 
-    hydra_main()
+    # Hydra names the job (hydra.job.name: --help, the submitit launcher's SLURM job name) after the module of this
+    # function: make it the entry point's (train, evaluate), not cli. The config path is absolute: relative to an
+    # imported module, Hydra would look for a python package named `conf`.
+    hydra_main.__module__ = _entry_module(task)
+    hydra.main(config_path=str(CONF_DIR), config_name=CONFIG_NAME, version_base=None)(hydra_main)()
+
+
+def _entry_module(task: Task) -> str:
+    """The module name of `task` (`mvit_video.evaluate` also under `python -m`, where it runs as __main__)."""
+    name = getattr(task, "__module__", None) or "__main__"
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name if name == "__main__" and spec is not None else name

@@ -1,4 +1,5 @@
-"""Process groups from torchrun or SLURM (srun) environments; NCCL on GPUs, gloo on CPU; small collectives."""
+"""Process groups from torchrun or SLURM (srun) environments; NCCL on GPUs, gloo on CPU; small collectives; the
+network inside its DDP / torch.compile wrappers (`unwrap`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -168,3 +170,15 @@ def cleanup() -> None:
     """Leave the process group."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def unwrap(model: nn.Module, *, keep_compiled: bool = False) -> nn.Module:
+    """The network inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers, in any order. With
+    `keep_compiled`, only an outer DDP is removed: what scoring calls (compiled code, without DDP's collectives)."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif not keep_compiled and hasattr(model, "_orig_mod"):  # torch._dynamo's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model

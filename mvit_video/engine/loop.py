@@ -1,4 +1,5 @@
-"""One training epoch (AMP, grad accumulation, clipping, EMA, NaN stop, preemption) and the periodic val."""
+"""One training epoch (AMP, grad accumulation, clipping, EMA, NaN stop, preemption); the periodic val is
+mvit_video.eval.testing.validate."""
 
 from __future__ import annotations
 
@@ -272,32 +273,6 @@ def _any_rank(flags: list[bool], device: torch.device) -> list[bool]:
 def params_finite(model: nn.Module) -> bool:
     """True when every weight is finite (checked before writing a checkpoint: never save a NaN model)."""
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-@torch.no_grad()
-def validate_epoch(model: nn.Module, loader: Iterable, device: torch.device, amp_dtype: torch.dtype | None,
-                   max_views_per_forward: int = 16) -> dict[str, float | None] | None:
-    """Multi-view val (mvit_video.eval.run_multiview); {"top1", "top5", "videos", "failed"} on rank 0, else None.
-    top1/top5 are None when no video could be decoded."""
-    from mvit_video.eval import run_multiview
-    from mvit_video.eval.metrics import summarize
-
-    was_training = model.training
-    model.eval()
-    result = run_multiview(model, loader, device=device, amp_dtype=amp_dtype,
-                           max_views_per_forward=max_views_per_forward, progress="val")
-    model.train(was_training)
-    if not du.is_main():
-        return None
-    for path in result.failed:
-        logger.warning("val: cannot decode %s (not scored)", path)
-    if len(result.labels) == 0:
-        logger.warning("val: no video could be decoded (%d failed)", len(result.failed))
-        # no accuracy, rather than a 0.0 that reads as a model that learned nothing
-        return {"top1": None, "top5": None, "videos": 0, "failed": len(result.failed)}
-    summary = summarize(result.labels, result.probs)
-    return {"top1": float(summary["top1"]), "top5": float(summary["top5"]), "videos": int(len(result.labels)),
-            "failed": len(result.failed)}
 
 
 def interactive() -> bool:

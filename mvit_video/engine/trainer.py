@@ -286,10 +286,7 @@ def _train_record(run: Run, result: EpochResult, sums: dict[str, float], epochs_
 def _validate(run: Run, epoch: int, writer: Any) -> dict[str, Any] | None:
     """Multi-view val of the weights (through the compiled model when compiled) and of the EMA weights, with the
     test's settings (mvit_video.eval.validate); rank 0 logs and writes the metrics lines."""
-    try:
-        from mvit_video.eval import validate
-    except ImportError:  # TRANSITIONAL (#13) until eval/ provides it
-        from mvit_video.engine.loop import validate_epoch as validate
+    from mvit_video.eval.testing import validate
 
     out = None
     nets = [("val", run.eval_forward)] + ([("val_ema", run.state.ema.module)] if run.state.ema is not None else [])
@@ -313,15 +310,7 @@ def _validate(run: Run, epoch: int, writer: Any) -> dict[str, Any] | None:
 
 def _final_test(run: Run, finished_before: bool) -> dict[str, Any]:
     """The multi-view test at the end of training; skipped when re-running a finished command that tested."""
-    try:
-        from mvit_video.eval import test
-    except ImportError:  # TRANSITIONAL (#13) until eval/ provides it
-        from omegaconf import OmegaConf
-
-        from mvit_video.evaluate import test as _dict_test
-
-        def test(cfg, *a, **k):  # type: ignore[no-redef]
-            return _dict_test(OmegaConf.create(cfg.yaml), *a, **k)
+    from mvit_video.eval.testing import test
 
     tested = du.is_main() and any(m.get("split") == "test" for m in read_jsonl(run.metrics_path))
     if finished_before and du.all_gather_object(tested)[0]:

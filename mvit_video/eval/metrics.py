@@ -24,15 +24,18 @@ def summarize(labels: torch.Tensor, probs: torch.Tensor) -> dict[str, Any]:
     if probs.ndim != 2 or probs.shape[0] != labels.shape[0]:
         raise ValueError(f"probs must be [N, C] with N = len(labels) = {labels.shape[0]}, got {tuple(probs.shape)}")
     n, num_classes = probs.shape
-    if n and (labels.min() < 0 or labels.max() >= num_classes):
+    if n == 0:  # nothing scored (every video failed): probs may even be [0, 0]
+        return {"top1": math.nan, "top5": math.nan, "mean_class_acc": math.nan,
+                "per_class": [{"videos": 0, "top1": None} for _ in range(num_classes)]}
+    if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]")
 
     _, top = topk_predictions(probs, 5)
     hit = top == labels[:, None]  # [N, k]
     hit1 = hit[:, 0]
     # Percentages as python floats of integer counts, so that anyone recounting from predictions gets the same value.
-    top1 = 100.0 * int(hit1.sum()) / n if n else math.nan
-    top5 = 100.0 * int(hit.any(dim=1).sum()) / n if n else math.nan
+    top1 = 100.0 * int(hit1.sum()) / n
+    top5 = 100.0 * int(hit.any(dim=1).sum()) / n
 
     videos = torch.bincount(labels, minlength=num_classes)
     correct = torch.bincount(labels[hit1], minlength=num_classes)

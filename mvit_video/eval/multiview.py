@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from mvit_video.cli import AMP_DTYPES
+from mvit_video.engine import distributed
 from mvit_video.utils.progress import Progress
 
 logger = logging.getLogger(__name__)
-
-_AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 
 
 @dataclass
@@ -40,13 +39,15 @@ class MultiViewResult:
 
 
 def resolve_amp_dtype(amp_dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """Accept a torch dtype, the config spellings "bf16"/"fp16", or None (full precision)."""
+    """A torch dtype or None (full precision) as given; a name for `Predictor(amp_dtype=...)` users: the config
+    spellings of cli.AMP_DTYPES ("bf16", "fp16") or the dtypes' own ("bfloat16", "float16")."""
     if amp_dtype is None or isinstance(amp_dtype, torch.dtype):
         return amp_dtype
+    names = {**AMP_DTYPES, **{str(d).removeprefix("torch."): d for d in AMP_DTYPES.values()}}
     try:
-        return _AMP_DTYPES[str(amp_dtype).lower()]
+        return names[str(amp_dtype).lower()]
     except KeyError:
-        raise ValueError(f"amp_dtype must be one of {sorted(_AMP_DTYPES)} or a torch dtype, got {amp_dtype!r}")
+        raise ValueError(f"amp_dtype must be one of {sorted(names)} or a torch dtype, got {amp_dtype!r}") from None
 
 
 def _as_list(value: Any, n: int) -> list:
@@ -185,7 +186,7 @@ def run_multiview(
     if max_views_per_forward < 1:
         raise ValueError(f"max_views_per_forward must be >= 1, got {max_views_per_forward}")
     # DDP's forward may broadcast buffers (a collective); ranks hold different numbers of videos, so call the module.
-    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    net = distributed.unwrap(model, keep_compiled=True)
     was_training = net.training
     net.eval()
 
@@ -193,8 +194,8 @@ def run_multiview(
     failed: list[tuple[int, str]] = []
     sampler = getattr(loader, "sampler", None)
     total = len(sampler) if sampler is not None and hasattr(sampler, "__len__") else None
-    is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-    shown = Progress(total, progress or "", logger, log_every=log_every, enabled=progress is not None and is_main)
+    shown = Progress(total, progress or "", logger, log_every=log_every,
+                     enabled=progress is not None and distributed.is_main())
     try:
         for batch in loader:
             good = []
@@ -212,16 +213,7 @@ def run_multiview(
         net.train(was_training)
 
     local = {"records": [(i, p, y, pr.numpy()) for i, p, y, pr in records], "failed": failed}
-    return _merge(_gather(local))
-
-
-def _gather(local: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every rank's results on every rank (all_gather_object); just `local` when not distributed."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [local]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, local)
-    return gathered
+    return _merge(distributed.all_gather_object(local))
 
 
 def _merge(parts: list[dict[str, Any]]) -> MultiViewResult:

@@ -30,25 +30,31 @@ def _write(path: Path, epoch: int, batches_done: int = 0, old_format: bool = Fal
     ck.save({"epoch": epoch, "sampler": position}, path)
 
 
-def test_find_latest_prefers_furthest_progress(tmp_path: Path) -> None:
-    assert ck.find_latest(tmp_path) is None
+def _latest(output_dir: Path) -> Path | None:
+    return ck.load_latest(output_dir)[0]
+
+
+def test_latest_prefers_furthest_progress(tmp_path: Path) -> None:
+    assert _latest(tmp_path) is None
+    with pytest.raises(UserError, match="no checkpoint in"):
+        ck.latest_checkpoint(tmp_path)
     _write(ck.epoch_checkpoint_path(tmp_path, 2), 2)
     _write(ck.epoch_checkpoint_path(tmp_path, 10), 10)
-    assert ck.find_latest(tmp_path).name == "checkpoint_epoch_00010.pyth"  # numeric, not mtime
+    assert _latest(tmp_path).name == "checkpoint_epoch_00010.pyth"  # numeric, not mtime
     _write(ck.preempt_checkpoint_path(tmp_path), 10, batches_done=2)  # mid-way through epoch 11
-    assert ck.find_latest(tmp_path).name == "checkpoint_preempt.pyth"
+    assert _latest(tmp_path).name == "checkpoint_preempt.pyth"
     _write(ck.preempt_checkpoint_path(tmp_path), 10, batches_done=2, old_format=True)
-    assert ck.find_latest(tmp_path).name == "checkpoint_preempt.pyth"
+    assert _latest(tmp_path).name == "checkpoint_preempt.pyth"
     _write(ck.preempt_checkpoint_path(tmp_path), 10, batches_done=0)  # saved at the end of epoch 10: a tie
-    assert ck.find_latest(tmp_path).name == "checkpoint_epoch_00010.pyth"
+    assert _latest(tmp_path).name == "checkpoint_epoch_00010.pyth"
     _write(ck.preempt_checkpoint_path(tmp_path), 10, batches_done=2)
     (ck.epoch_checkpoint_path(tmp_path, 10)).write_bytes(b"torn")  # a corrupt newest epoch file is skipped too
-    assert ck.find_latest(tmp_path).name == "checkpoint_preempt.pyth"
+    assert _latest(tmp_path).name == "checkpoint_preempt.pyth"
     _write(ck.epoch_checkpoint_path(tmp_path, 11), 11)  # an older preemption file is superseded
-    assert ck.find_latest(tmp_path).name == "checkpoint_epoch_00011.pyth"
+    assert _latest(tmp_path).name == "checkpoint_epoch_00011.pyth"
     # A temp file left by a crash mid-write is never picked.
     (ck.checkpoint_dir(tmp_path) / ".checkpoint_epoch_00012.pyth.abc.tmp").write_bytes(b"torn")
-    assert ck.find_latest(tmp_path).name == "checkpoint_epoch_00011.pyth"
+    assert _latest(tmp_path).name == "checkpoint_epoch_00011.pyth"
 
 
 def test_unreadable_checkpoint_is_a_user_error(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""evaluate end to end on real tiny videos: 2-process gloo run (one prediction per video), the CLI and its reports."""
+"""evaluate end to end on real tiny videos: 2-process gloo run (one prediction per video), the CLI and its reports;
+validation and the test score alike (eval.testing); which checkpoint is tested."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mvit_video.config import compose
+from mvit_video.config import build_config, compose
 from mvit_video.utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,22 +33,25 @@ def _evaluate_worker(rank: int, world_size: int, init_file: str, overrides: list
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        from mvit_video.evaluate import test
+        from mvit_video.eval.testing import test
         from mvit_video.models import load_model
 
-        report = test(compose(overrides), load_model(ckpt), None, count_flops=False)  # flops: see the CLI test
+        run = build_config(compose(overrides), world_size=world_size)
+        report = test(run, load_model(ckpt), None, count_flops=False)  # flops: see the CLI test
         Path(f"{out}.{rank}").write_text(json.dumps({"videos": report["videos"], "top1": report["top1"]}))
     finally:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_one_prediction_per_video(tmp_path, eval_data, eval_overrides, tiny_checkpoint):
-    from mvit_video.evaluate import test
+    from mvit_video.eval.testing import test
     from mvit_video.models import load_model
 
     # reference: one process
     single = tmp_path / "single"
-    test(compose(eval_overrides + [f"output_dir={single}"]), load_model(tiny_checkpoint), None, count_flops=False)
+    test(build_config(compose(eval_overrides + [f"output_dir={single}"])), load_model(tiny_checkpoint), None,
+         count_flops=False)
 
     # two processes over a list of 5 videos (not divisible by 2)
     multi = tmp_path / "multi"
@@ -73,6 +77,7 @@ def test_two_processes_one_prediction_per_video(tmp_path, eval_data, eval_overri
         assert [v for _, v in p["topk"]] == pytest.approx([v for _, v in q["topk"]], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_reports_failed_videos_and_flops(tmp_path, eval_data, eval_overrides, tiny_checkpoint):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "mvit_video.evaluate", *eval_overrides, "test.split=val",
@@ -97,7 +102,7 @@ def test_cli_reports_failed_videos_and_flops(tmp_path, eval_data, eval_overrides
 
 
 def test_latest_checkpoint(tmp_path, tiny_checkpoint):
-    from mvit_video.evaluate import latest_checkpoint
+    from mvit_video.checkpoint import latest_checkpoint
 
     with pytest.raises(UserError, match="no checkpoint in"):
         latest_checkpoint(tmp_path)
@@ -108,13 +113,12 @@ def test_latest_checkpoint(tmp_path, tiny_checkpoint):
     assert latest_checkpoint(tmp_path).name == "checkpoint_epoch_00010.pyth"
 
 
-def test_bad_split_is_a_config_error(eval_overrides, tiny_checkpoint, tmp_path):
-    from mvit_video.evaluate import test
-    from mvit_video.models import load_model
+def test_bad_split_is_a_config_error(eval_overrides, tmp_path):
     from mvit_video.utils.errors import ConfigError
 
+    # checked where the config becomes typed settings, before any test starts
     with pytest.raises(ConfigError, match="test.split"):
-        test(compose(eval_overrides + ["test.split=holdout", f"output_dir={tmp_path}"]), load_model(tiny_checkpoint))
+        build_config(compose(eval_overrides + ["test.split=holdout", f"output_dir={tmp_path}"]))
 
 
 def test_decode_once_scores_equal_decode_per_view(eval_overrides, tiny_checkpoint):
@@ -126,9 +130,9 @@ def test_decode_once_scores_equal_decode_per_view(eval_overrides, tiny_checkpoin
     from mvit_video.eval import run_multiview
     from mvit_video.models import load_model
 
-    cfg = compose(eval_overrides + ["test.num_ensemble_views=3", "test.num_spatial_crops=3"])
+    run = build_config(compose(eval_overrides + ["test.num_ensemble_views=3", "test.num_spatial_crops=3"]))
     model = load_model(tiny_checkpoint)
-    dataset = build_dataset(cfg, "test")
+    dataset = build_dataset(run, "test")
 
     def per_view_item(i: int) -> dict:  # the baseline: each view's frames decoded on their own, the same crops
         with open_reader(dataset.full_paths[i], dataset.spec) as reader:
@@ -136,9 +140,80 @@ def test_decode_once_scores_equal_decode_per_view(eval_overrides, tiny_checkpoin
         views = views_of_frames(torch.cat(parts), concat_indices([len(p) for p in parts]), dataset.spec)
         return {"views": views, "label": dataset.labels[i], "index": i, "path": dataset.paths[i], "ok": True}
 
-    loader = build_loader(cfg, "test", dataset)
+    loader = build_loader(dataset, "test", run.data_loader, batch_size=run.test.batch_size, seed=run.seed)
     per_view = [test_collate([per_view_item(i) for i in range(a, min(a + loader.batch_size, len(dataset)))])
                 for a in range(0, len(dataset), loader.batch_size)]  # the loader's batches: the same forwards
     results = [run_multiview(model, loader, device="cpu"), run_multiview(model, per_view, device="cpu")]
     assert results[0].paths == results[1].paths and len(results[0]) == 5
     assert torch.equal(results[0].probs, results[1].probs)
+
+
+def test_latest_checkpoint_skips_an_unreadable_newest(tmp_path, tiny_checkpoint, caplog):
+    """As training's resume does (mvit_video.checkpoint.load_latest): a torn newest checkpoint falls back."""
+    from mvit_video.checkpoint import latest_checkpoint
+
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+    (d / "checkpoint_epoch_00002.pyth").write_bytes(tiny_checkpoint.read_bytes())
+    (d / "checkpoint_epoch_00010.pyth").write_bytes(tiny_checkpoint.read_bytes()[:1000])  # torn by a full disk
+    with caplog.at_level("WARNING"):
+        assert latest_checkpoint(tmp_path).name == "checkpoint_epoch_00002.pyth"
+    assert "checkpoint_epoch_00010.pyth" in caplog.text
+    (d / "checkpoint_epoch_00002.pyth").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="no checkpoint in"):
+        latest_checkpoint(tmp_path)
+
+
+def test_validation_scores_as_the_test_does(tmp_path, eval_overrides, tiny_checkpoint):
+    """validate (training's periodic val) and test: the same views per forward, autocast and scores."""
+    from mvit_video.cli import resolve_runtime
+    from mvit_video.data import build_dataset, build_loader
+    from mvit_video.eval.testing import test, validate
+    from mvit_video.models import load_model
+
+    run = build_config(compose(eval_overrides + ["test.split=val", "test.max_views_per_forward=3",
+                                                 "train.mixed_precision=true", f"output_dir={tmp_path}"]))
+    model = load_model(tiny_checkpoint)
+    calls = []
+    model.register_forward_pre_hook(
+        lambda m, args: calls.append((args[0].shape[0], torch.is_autocast_enabled("cpu"),
+                                      torch.get_autocast_dtype("cpu"))))
+    report = test(run, model, None, count_flops=False)
+    tested, calls[:] = list(calls), []
+    loader = build_loader(build_dataset(run, "val"), "val", run.data_loader, batch_size=run.test.batch_size,
+                          seed=run.seed)
+    device, amp_dtype = resolve_runtime(run)  # what training passes
+    val = validate(model, loader, device, amp_dtype, run.test.max_views_per_forward)
+    assert calls == tested
+    assert max(n for n, _, _ in calls) == 3 and all(on and dtype == torch.bfloat16 for _, on, dtype in calls)
+    assert val == {"top1": report["top1"], "top5": report["top5"], "videos": 5, "failed": 2}
+
+
+def test_a_list_where_nothing_decodes_is_reported(tmp_path, eval_data, eval_overrides, tiny_checkpoint):
+    """No video decodes: no accuracy (null, not 0 and not a crash), the failed list, an empty predictions file."""
+    from mvit_video.eval.testing import test
+    from mvit_video.models import load_model
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "test.csv").write_text("garbage.mp4 0\nmissing.mp4 1\n")
+    out = tmp_path / "out"
+    run = build_config(compose(eval_overrides + [f"data.path_to_data_dir={lists}", f"output_dir={out}"]))
+    report = test(run, load_model(tiny_checkpoint), None, count_flops=False)
+    assert (report["top1"], report["top5"], report["mean_class_acc"]) == (None, None, None)
+    assert report["videos"] == 0 and report["failed"] == ["garbage.mp4", "missing.mp4"]
+    assert read_jsonl(out / "metrics.jsonl")[0]["top1"] is None
+    assert (out / "predictions.jsonl").read_text() == ""
+
+
+def test_clip_settings_from_the_checkpoint_unless_explicit(eval_overrides, caplog):
+    from mvit_video.checkpoint import clip_settings
+
+    data = build_config(compose(eval_overrides)).data  # 4 frames, jitter [32, 40]
+    same = {"num_frames": 4, "train_jitter_scales": [32, 40], "target_fps": 30, "mean": list(data.mean)}
+    assert clip_settings(data, same, Path("c.pyth")) == {}  # lists equal tuples, 30 equals 30.0
+    theirs = {**same, "num_frames": 8, "test_crop_size": 48, "dataset": "ssv2"}
+    with caplog.at_level("INFO"):
+        assert clip_settings(data, theirs, Path("c.pyth"), ["data.num_frames"]) == {"test_crop_size": 48}
+    assert "data.test_crop_size=48" in caplog.text and "data.num_frames=4 (checkpoint: 8)" in caplog.text
+    assert clip_settings(data, None, Path("c.pyth")) == {}

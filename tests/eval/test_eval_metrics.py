@@ -54,3 +54,11 @@ def test_empty_and_bad_labels():
     assert math.isnan(m["top1"]) and math.isnan(m["mean_class_acc"])
     with pytest.raises(ValueError, match="labels"):
         summarize(torch.tensor([4]), torch.ones(1, 4) / 4)
+
+
+def test_summarize_nothing_scored():
+    """Every video failed: NaN figures (no class count known: probs [0, 0]), not an exception."""
+    for num_classes in (0, 4):
+        m = summarize(torch.zeros(0, dtype=torch.long), torch.zeros(0, num_classes))
+        assert all(math.isnan(m[k]) for k in ("top1", "top5", "mean_class_acc"))
+        assert m["per_class"] == [{"videos": 0, "top1": None}] * num_classes

@@ -111,3 +111,21 @@ def test_merge_of_rank_results_sorted_each_video_once():
     assert result.labels.tolist() == [0, 1, 2, 0, 1]
     assert result.probs.shape == (5, 3)
     assert result.failed == ["gone.mp4", "bad.mp4"] and result.failed_indices == [5, 6]
+
+
+def test_unwrap_finds_the_network_inside_ddp_and_compile(tmp_path):
+    """engine.distributed.unwrap: the network for reports (FLOPs, config); with keep_compiled, what scoring calls
+    (run_multiview: compiled code, without DDP's collectives)."""
+    import torch.distributed as dist
+
+    from mvit_video.engine.distributed import unwrap
+
+    net = nn.Linear(2, 2)
+    compiled = torch.compile(net)  # nothing compiles before the first call
+    assert unwrap(net) is net and unwrap(compiled) is net and unwrap(compiled, keep_compiled=True) is compiled
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        wrapped = nn.parallel.DistributedDataParallel(compiled)
+        assert unwrap(wrapped) is net and unwrap(wrapped, keep_compiled=True) is compiled
+    finally:
+        dist.destroy_process_group()

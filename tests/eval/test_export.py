@@ -35,7 +35,8 @@ def _load(fmt: str, path: Path):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-@pytest.mark.parametrize("fmt,name", [("torchscript", "m.pt"), ("export", "m.pt2"), ("onnx", "m.onnx")])
+@pytest.mark.parametrize("fmt,name", [("torchscript", "m.pt"), pytest.param("export", "m.pt2", marks=pytest.mark.slow),
+                                      pytest.param("onnx", "m.onnx", marks=pytest.mark.slow)])
 def test_export_matches_eager_on_real_views(export, fmt, name, tmp_path, tiny_checkpoint, eval_data, capsys):
     from mvit_video import Predictor
 
@@ -61,6 +62,7 @@ def test_export_matches_eager_on_real_views(export, fmt, name, tmp_path, tiny_ch
         assert (exported(views) - predictor.model(views)).abs().max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_falls_back_to_plain_attention(export, tmp_path, tiny_checkpoint):
     from mvit_video.models import load_model
     from mvit_video.models.mvit import MultiScaleAttention

@@ -42,6 +42,7 @@ def trained_run(tmp_path_factory, eval_data) -> Path:
     return out
 
 
+@pytest.mark.slow  # trains a tiny run first
 def test_summary_table_pngs_and_per_class(trained_run, capsys):
     from mvit_video.summary import main
 
@@ -74,6 +75,7 @@ def test_summary_table_pngs_and_per_class(trained_run, capsys):
     assert all(p["topk_names"] == [CLASS_NAMES[c] for c, _ in p["topk"]] for p in preds)
 
 
+@pytest.mark.slow  # trains a tiny run first
 def test_test_metrics_and_config_in_tensorboard(trained_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -107,6 +109,7 @@ def test_most_confused_classes_when_many(tmp_path):
     assert (tmp_path / CONFUSION_PNG).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # trains a tiny run first
 def test_without_matplotlib_one_line_and_the_table(trained_run, tmp_path, monkeypatch, capsys):
     import shutil
 
@@ -122,6 +125,7 @@ def test_without_matplotlib_one_line_and_the_table(trained_run, tmp_path, monkey
     assert not (run / "summary.png").exists()
 
 
+@pytest.mark.slow  # trains a tiny run first
 def test_several_runs_and_a_run_without_test(trained_run, tmp_path, capsys):
     import shutil
 
