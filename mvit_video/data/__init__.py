@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 from mvit_video.data.base import VideoDataset
 from mvit_video.data.clips import ClipSpec
@@ -28,7 +27,6 @@ def synthetic_dir(data: DataConfig) -> Path:
 
 def build_dataset(cfg: RunConfig, split: str) -> VideoDataset:
     """Dataset of `split` ("train" | "val" | "test") for data.dataset (kinetics | ssv2 | synthetic)."""
-    cfg = _typed(cfg)
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
     data, aug = cfg.data, cfg.aug
@@ -48,12 +46,3 @@ def build_dataset(cfg: RunConfig, split: str) -> VideoDataset:
         return build_kinetics(data, aug, spec, split, data_dir=root, prefix=root)
     raise ConfigError(f"data.dataset: unknown dataset {data.dataset!r}; use kinetics, ssv2 or synthetic")
 
-
-def _typed(cfg: Any) -> RunConfig:
-    """TRANSITIONAL (#13): a caller that still passes the Hydra DictConfig (evaluate.test, its tests) gets it
-    typed here, once, at the door; data/ itself reads only RunConfig. Remove when every caller passes a RunConfig."""
-    if isinstance(cfg, RunConfig):
-        return cfg
-    from mvit_video.config import build_config
-
-    return build_config(cfg)

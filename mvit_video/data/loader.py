@@ -224,23 +224,12 @@ def _warn_oversubscribed(workers: int) -> None:
                        cores)
 
 
-def build_loader(dataset: Dataset, split: str, loader: LoaderConfig, *, batch_size: int | None = None,
-                 seed: int | None = None, world_size: int = 1, rank: int = 0) -> DataLoader:
+def build_loader(dataset: Dataset, split: str, loader: LoaderConfig, *, batch_size: int, seed: int,
+                 world_size: int = 1, rank: int = 0) -> DataLoader:
     """DataLoader of `dataset` for `split` with the data_loader.* settings: `batch_size` is the global batch
     (train.batch_size / test.batch_size; per process = batch_size // world_size), `seed` the run's seed (the
     training order and the workers' base seeds). Train shuffles (resumably) and drops the tail; val/test shard
     without padding."""
-    if not isinstance(dataset, Dataset):
-        # TRANSITIONAL (#13): the old form build_loader(cfg: DictConfig, split, dataset, world_size=, rank=), still
-        # used by evaluate.test and its tests; remove when they pass the typed form.
-        from mvit_video.settings import from_mapping
-
-        cfg, dataset = dataset, loader
-        loader = from_mapping(LoaderConfig, dict(cfg.data_loader), "data_loader")
-        batch_size = int(cfg.train.batch_size if split == "train" else cfg.test.batch_size)
-        seed = int(cfg.seed)
-    if batch_size is None or seed is None:
-        raise TypeError("build_loader: batch_size and seed are required")
     workers = loader.num_workers
     if workers < 0:
         raise ConfigError(f"data_loader.num_workers: must be >= 0, got {workers}")

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mvit_video.config import compose
+from mvit_video.config import build_config, compose
 from mvit_video.utils.errors import UserError
 
 CLASS_NAMES = ["alpha", "beta", "gamma"]  # as in the tiny checkpoint of tests/eval/conftest.py
@@ -25,7 +25,7 @@ def test_views_match_the_test_dataset(predictor, eval_overrides):
     from mvit_video.data import build_dataset
     from mvit_video.data.decoding import open_video
 
-    dataset = build_dataset(compose(eval_overrides), "test")
+    dataset = build_dataset(build_config(compose(eval_overrides)), "test")
     item = dataset[3]
     with open_video(dataset.full_paths[3]) as reader:
         views = predictor.views(reader, views="2x1")
@@ -34,10 +34,10 @@ def test_views_match_the_test_dataset(predictor, eval_overrides):
 
 
 def test_predictor_matches_evaluate_probabilities(predictor, tmp_path, eval_data, eval_overrides, tiny_checkpoint):
-    from mvit_video.evaluate import test
+    from mvit_video.eval.testing import test
     from mvit_video.models import load_model
 
-    test(compose(eval_overrides + [f"output_dir={tmp_path}"]), load_model(tiny_checkpoint), CLASS_NAMES,
+    test(build_config(compose(eval_overrides + [f"output_dir={tmp_path}"])), load_model(tiny_checkpoint), CLASS_NAMES,
          count_flops=False)  # 2x1 views
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 5
@@ -102,7 +102,6 @@ def test_ssv2_checkpoint_samples_with_the_ssv2_protocol(tmp_path, eval_overrides
 
     from mvit_video import Predictor
     from mvit_video.checkpoint import data_config, load_model
-    from mvit_video.config import build_config
     from mvit_video.data import build_dataset
     from mvit_video.data.encode import write_video
 
