@@ -18,8 +18,7 @@ from mvit_video.data.decoding import FrameFolderReader, FrameGridReader, VideoRe
 from mvit_video.data.transforms import eval_short_side, multi_view_crops
 from mvit_video.settings import DataConfig, TestConfig
 
-__all__ = ["ClipSpec", "open_reader", "train_indices", "view_indices", "views",
-           "views_of_frames"]
+__all__ = ["ClipSpec", "open_reader", "train_indices", "view_indices", "views", "views_of_frames"]
 
 
 @dataclass(frozen=True)

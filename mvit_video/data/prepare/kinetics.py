@@ -27,7 +27,6 @@ import csv
 import io
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
