@@ -200,8 +200,8 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
     model_config = MViTConfig.from_cfg(cfg)
     data_config = data_config_from_cfg(cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info("model: MViTv2 depth %s dim %s, %.2f M parameters, %d classes", cfg.mvit.get("depth"),
-                cfg.mvit.get("embed_dim"), n_params / 1e6, num_classes)
+    logger.info("model: MViTv2 depth %s dim %s, %.2f M parameters, %d classes", model_config.depth,
+                model_config.embed_dim, n_params / 1e6, num_classes)
 
     schedule = Schedule.from_cfg(cfg.solver, int(cfg.num_shards))
     if schedule.base_lr != float(cfg.solver.base_lr):
