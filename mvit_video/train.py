@@ -196,8 +196,8 @@ def _train(cfg: DictConfig, device: torch.device, output_dir: Path,
         raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} is larger than the training set "
                           f"({len(train_set)} videos)")
 
-    model = build_model(cfg).to(device)
     model_config = MViTConfig.from_cfg(cfg)
+    model = build_model(model_config).to(device)
     data_config = data_config_from_cfg(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: MViTv2 depth %s dim %s, %.2f M parameters, %d classes", model_config.depth,

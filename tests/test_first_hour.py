@@ -98,7 +98,7 @@ def _tiny_checkpoint(kinetics_list_dir: Path, out: Path, *extra: str, nan: bool 
     from mvit_video.models import MViTConfig, build_model, data_config_from_cfg, make_checkpoint
 
     cfg = compose(tiny_overrides(kinetics_list_dir, out, *extra))
-    model = build_model(cfg)
+    model = build_model(MViTConfig.from_cfg(cfg))
     if nan:
         with torch.no_grad():
             model.head.projection.weight[0, 0] = float("nan")

@@ -399,9 +399,8 @@ def _init_module(m: nn.Module) -> None:
         nn.init.constant_(m.bias, 0.02)
 
 
-def build_model(cfg) -> MViT:
-    """Build the network described by the composed Hydra config (cfg.model, cfg.mvit, cfg.data)."""
-    config = MViTConfig.from_cfg(cfg)
+def build_model(config: MViTConfig) -> MViT:
+    """Build the network a typed config describes (MViTConfig.from_cfg turns a Hydra config into one)."""
     model = MViT(config)
     logger.info(
         "built MViT: %d blocks, %.2f M params, input %dx%d^2",

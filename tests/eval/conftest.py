@@ -87,7 +87,7 @@ def tiny_checkpoint(tmp_path_factory, eval_overrides) -> Path:
 
     cfg = compose(eval_overrides)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_model(MViTConfig.from_cfg(cfg))
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pyth"
     atomic_torch_save(make_checkpoint(model, MViTConfig.from_cfg(cfg), data_config_from_cfg(cfg), CLASS_NAMES), path)
     return path

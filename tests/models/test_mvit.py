@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mvit_video.config import compose
-from mvit_video.models import MViT, build_model
+from mvit_video.models import MViT, MViTConfig, build_model
 from mvit_video.models.attention import rel_pos_distance, rel_pos_lookup, resize_rel_pos
 
 
@@ -174,7 +174,7 @@ def test_bf16_autocast_runs_and_is_close(tiny):
 
 def test_build_model_from_default_config():
     cfg = compose([])
-    model = build_model(cfg)
+    model = build_model(MViTConfig.from_cfg(cfg))
     assert model.config.num_frames == cfg.data.num_frames and model.config.num_classes == cfg.model.num_classes
     x = torch.randn(1, 3, cfg.data.num_frames, cfg.data.train_crop_size, cfg.data.train_crop_size)
     assert model(x).shape == (1, cfg.model.num_classes)
