@@ -14,7 +14,8 @@ import torch
 from torchvision.models.video import mvit_v2_s
 from torchvision.models.video.mvit import MSBlockConfig, MViT as TorchvisionMViT
 
-from mvit_video.models import MViT, MViTConfig, load_checkpoint_info, load_model
+from mvit_video.checkpoint import load_checkpoint_info, load_model
+from mvit_video.models import MViT, MViTConfig
 from mvit_video.checkpoint import load_state_dict_strict
 from mvit_video.models.convert import (
     config_from_slowfast_yaml,

@@ -246,5 +246,5 @@ def test_stats_cli_depth_disagreeing_with_depths_is_one_line_error(capsys):
         stats_main(["mvit.depth=4"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "mvit.depth: 4 but mvit.depths [1, 2, 2] sum to 5" in err and len(err.strip().splitlines()) == 1
+    assert "config key 'mvit.depth': 4 but mvit.depths [1, 2, 2] sum to 5" in err and len(err.strip().splitlines()) == 1
 
