@@ -31,7 +31,7 @@ from mvit_video.eval.testing import test
 def run(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict[str, Any]:
     """Test test.checkpoint (else output_dir's latest) and print the report on rank 0. The checkpoint's clip
     settings are written into `cfg`, except keys in `explicit` (set on the command line)."""
-    from mvit_video.models import load_checkpoint_info, load_model
+    from mvit_video.checkpoint import load_checkpoint_info, load_model
 
     rank, world, local_rank, _ = distributed.env_ranks()
     cli.setup_logging(None, rank)

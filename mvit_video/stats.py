@@ -8,31 +8,32 @@ GFLOPs: fvcore, batch 1, one view of data.num_frames x data.test_crop_size^2, on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 from typing import Any, Sequence
 
+from mvit_video.settings import RunConfig
 from mvit_video.utils.errors import UserError, cli_errors
 
 
-def model_stats(cfg: Any) -> dict[str, Any]:
-    """Params, GFLOPs per test view and views (K, S) of the model the config describes."""
-    from mvit_video.models import MViT, MViTConfig
+def model_stats(run: RunConfig) -> dict[str, Any]:
+    """Params, GFLOPs per test view and views (K, S) of the model the settings describe."""
+    from mvit_video.models import MViT
     from mvit_video.models.flops import count_gflops, count_params
 
-    config = MViTConfig.from_cfg(cfg)
-    config.crop_size = int(cfg.data.test_crop_size)  # a test view is a test crop
+    config = dataclasses.replace(run.model, crop_size=run.data.test_crop_size)  # a test view is a test crop
     model = MViT(config)
     shape = (1, 3, config.num_frames, config.crop_size, config.crop_size)
     return {
         "params": count_params(model),
         "gflops_per_view": round(count_gflops(model, shape), 3),
-        "views": [int(cfg.test.num_ensemble_views), int(cfg.test.num_spatial_crops)],
+        "views": [run.test.num_ensemble_views, run.test.num_spatial_crops],
         "input": list(shape[2:]),
         "num_classes": config.num_classes,
         "depth": config.depth,
-        "name": str(cfg.get("name", "")),
+        "name": run.name,
     }
 
 
@@ -56,7 +57,7 @@ def format_table(stats: dict[str, Any]) -> str:
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> None:
     """Compose the config from command-line overrides and print the stats."""
-    from mvit_video.config import compose
+    from mvit_video.config import build_config, compose
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = list(sys.argv[1:] if argv is None else argv)
@@ -67,8 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     flags = [o for o in overrides if o.startswith("-")]
     if flags:
         raise UserError(f"unknown option {flags[0]}: stats takes only [+experiment=NAME] [key=value ...] (--help)")
-    cfg = compose(overrides)
-    stats = model_stats(cfg)
+    stats = model_stats(build_config(compose(overrides)))
     print(format_table(stats))
     print(json.dumps({"params": stats["params"], "gflops_per_view": stats["gflops_per_view"], "views": stats["views"]}))
 

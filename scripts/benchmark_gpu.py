@@ -29,10 +29,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from mvit_video.config import compose
 from mvit_video.engine import throughput
 from mvit_video.models import MViT, MViTConfig
 from mvit_video.models.convert import from_torchvision, torchvision_config, torchvision_mvit
-from mvit_video.models.presets import PRESETS
 
 RESULTS: list[dict[str, Any]] = []
 
@@ -145,14 +145,13 @@ def compare_with_torchvision(args: argparse.Namespace, device: torch.device, amp
 def preset_rows(args: argparse.Namespace, device: torch.device, amp: torch.dtype | None, deadline: float,
                 compiled: bool) -> None:
     peak_flops = throughput.peak_flops(device, args.peak_tflops)
-    presets = [("B 32x3", "mvit_b", args.b_batch, False), ("L 40x3@312", "mvit_l", args.l_batch, True)]
-    for label, key, batch, ckpt in presets:
-        overrides: dict[str, Any] = dict(droppath_rate=0.0, act_checkpoint=ckpt)
+    presets = [("B 32x3", "k400_b_32x3", args.b_batch, False), ("L 40x3@312", "k400_l_40x3_312", args.l_batch, True)]
+    for label, experiment, batch, ckpt in presets:
+        overrides = [f"+experiment={experiment}", "mvit.droppath_rate=0.0", f"model.act_checkpoint={str(ckpt).lower()}"]
         if args.smoke:  # a 3-block model of the preset's family on a small input: checks the script, not speed
-            overrides.update(num_frames=4, crop_size=32, depth=3, embed_dim=16, pool_q_stride=[[1, 1, 2, 2]],
-                             dim_mul=[[1, 2.0]], head_mul=[[1, 2.0]])
+            overrides += ["data.num_frames=4", "data.train_crop_size=32", "mvit.depths=[1,2]", "mvit.embed_dim=16"]
             batch = 2
-        config = PRESETS[key].model_config(**overrides)
+        config = MViTConfig.from_cfg(compose(overrides))
         if compiled and time.perf_counter() + args.compile_s_per_block * config.depth > deadline:
             record({"row": label, "model": "ours", "compiled": True, "skipped": "time budget"}, args.out)
             continue
@@ -172,7 +171,7 @@ def preset_rows(args: argparse.Namespace, device: torch.device, amp: torch.dtype
                 "act_checkpoint": ckpt, "step_s": round(med, 4), "clips_per_s": round(clips, 2),
                 "peak_gib": round(peak, 2), "gflops_fwd": gflops and round(gflops, 1),
                 "mfu": mfu and round(mfu, 4), "first_step_s": round(first, 1)}, args.out)
-        if key == "mvit_b" and not (compiled and time.perf_counter() + 60 > deadline):
+        if experiment == "k400_b_32x3" and not (compiled and time.perf_counter() + 60 > deadline):
             inference(args, model, forward, shape, device, amp, label, compiled)
         del model, forward
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from mvit_video.config import compose, shorten_schedule, validate
+from mvit_video.config import build_config, compose, shorten_schedule
 from mvit_video.data.decoding import open_video
 from mvit_video.data.encode import write_video
 from mvit_video.utils.errors import ConfigError, UserError, one_line
@@ -53,7 +53,7 @@ def test_a_run_shorter_than_the_warmup_is_allowed(preset: str | None) -> None:
     note = shorten_schedule(cfg)
     assert note and f"solver.warmup_epochs={warmup}" in note and "shortened to 0.5" in note
     assert cfg.solver.warmup_epochs == 0.5
-    validate(cfg)
+    build_config(cfg)
     assert shorten_schedule(compose(["solver.max_epoch=8"])) is None  # a schedule that fits is left alone
 
 
@@ -93,20 +93,20 @@ def test_synthetic_default_never_writes_into_a_folder_of_lists(kinetics_list_dir
 
 def _tiny_checkpoint(kinetics_list_dir: Path, out: Path, *extra: str, nan: bool = False) -> Path:
     """A checkpoint of an untrained tiny model, saved as training saves it (4 frames, 32 px)."""
-    from mvit_video.config import to_yaml
     from mvit_video import checkpoint as ck
-    from mvit_video.models import MViTConfig, build_model, data_config_from_cfg, make_checkpoint
+    from mvit_video.config import build_config
+    from mvit_video.models import build_model
 
-    cfg = compose(tiny_overrides(kinetics_list_dir, out, *extra))
-    model = build_model(cfg)
+    run = build_config(compose(tiny_overrides(kinetics_list_dir, out, *extra)))
+    model = build_model(run.model)
     if nan:
         with torch.no_grad():
             model.head.projection.weight[0, 0] = float("nan")
-    data = make_checkpoint(model, MViTConfig.from_cfg(cfg), data_config_from_cfg(cfg), None)
-    data["cfg"] = to_yaml(cfg)
+    data = ck.make_checkpoint(model, run.model, ck.data_config(run), None)
+    data["cfg"] = run.yaml
     path = ck.epoch_checkpoint_path(out, 1)
     ck.save(data, path)
-    (out / "config.yaml").write_text(to_yaml(cfg))
+    (out / "config.yaml").write_text(run.yaml)
     return path
 
 
@@ -376,7 +376,7 @@ def test_written_files_respect_the_umask(umask: int, mode: int, tmp_path: Path) 
 
 
 def test_a_nan_checkpoint_is_refused(kinetics_list_dir, tmp_path: Path) -> None:
-    from mvit_video.models import load_model
+    from mvit_video.checkpoint import load_model
 
     path = _tiny_checkpoint(kinetics_list_dir, tmp_path / "run", nan=True)
     with pytest.raises(UserError, match=r"weight 'head.projection.weight' holds NaN/inf"):

@@ -14,6 +14,7 @@ import yaml
 
 from mvit_video.engine import distributed as du
 from mvit_video.engine.loop import TrainState
+from mvit_video.models.config import MViTConfig, per_block_lists
 from mvit_video.settings import RunConfig
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_write_text
@@ -30,6 +31,10 @@ OPTIMIZER_KEYS = ("solver.optimizing_method", "solver.zero_wd_1d_param", "solver
 _MODEL_KEYS = {"num_classes": "model.num_classes", "dropout_rate": "model.dropout_rate",
                "act_checkpoint": "model.act_checkpoint", "attention": "model.attention",
                "num_frames": "data.num_frames", "crop_size": "data.train_crop_size"}
+
+
+# Settings that only describe the per-block plan (compared through per_block_lists).
+_PER_BLOCK_KEYS = ("depth", "depths", "pool_q_stride", "dim_mul", "head_mul")
 
 
 @dataclass
@@ -65,12 +70,7 @@ def _changed(old: dict, new: dict, keys: tuple[str, ...]) -> list[str]:
 def check_resumable(saved: dict[str, Any], cfg: RunConfig, model: torch.nn.Module, path: Path | None) -> None:
     """Refuse a checkpoint of another architecture or optimizer (one line naming the keys); warn about changed
     schedule or model settings that still load."""
-    from mvit_video.checkpoint import plain
-
-    own = plain(dataclasses.asdict(cfg.model))
-    theirs = saved.get("model_config") or {}
-    differ = [f"{_MODEL_KEYS.get(k, f'mvit.{k}')} {theirs[k]} -> {own[k]}" for k in own
-              if k in theirs and theirs[k] != own[k]]
+    differ = model_changes(saved.get("model_config") or {}, cfg.model)
     weights, shapes = saved.get("model") or {}, {k: v.shape for k, v in model.state_dict().items()}
     shapes_ok = weights.keys() == shapes.keys() and all(weights[k].shape == shapes[k] for k in shapes)
     advice = f"use another output_dir, or train.auto_resume=false to start over in {cfg.output_dir}"
@@ -86,6 +86,24 @@ def check_resumable(saved: dict[str, Any], cfg: RunConfig, model: torch.nn.Modul
     if changed:
         logger.warning("resuming from %s with changed settings (the LR schedule and results differ from an "
                        "unchanged run): %s", path, "; ".join(changed))
+
+
+def model_changes(theirs: dict[str, Any], config: MViTConfig) -> list[str]:
+    """'key old -> new' for the network settings that differ between a checkpoint's model_config and `config`.
+    The per-block lists count as equal when they resolve to the same lists: a config written by stages
+    (mvit.depths) and an older one with PySlowFast's explicit lists describe the same network."""
+    from mvit_video.checkpoint import plain
+
+    own = plain(dataclasses.asdict(config))
+    keys = [k for k in own if k in theirs and theirs[k] != own[k]]
+    try:
+        old = MViTConfig.from_dict(theirs)
+        same_blocks = old.depth == config.depth and per_block_lists(old) == per_block_lists(config)
+    except (UserError, TypeError, ValueError):
+        same_blocks = False
+    if same_blocks:
+        keys = [k for k in keys if k not in _PER_BLOCK_KEYS]
+    return [f"{_MODEL_KEYS.get(k, f'mvit.{k}')} {theirs[k]} -> {own[k]}" for k in keys]
 
 
 def restore(state: TrainState, saved: dict[str, Any], world: int, iters_per_epoch: int,

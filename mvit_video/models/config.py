@@ -1,15 +1,17 @@
 """MViTv2 configuration: the network's settings (PySlowFast MVIT.* keys in lower case) and the per-block plan.
 
-`MViTConfig` holds what a user writes in `conf/model/*.yaml`; `block_configs(config)` resolves PySlowFast's
-stride/width rules once into one `BlockConfig` per block, which is all the network reads.
+`MViTConfig` holds what a user writes in `conf/model/*.yaml`: the stages (`depths`, as timm), or PySlowFast's
+explicit per-block lists. `block_configs(config)` resolves them and PySlowFast's stride/width rules once into one
+`BlockConfig` per block, which is all the network reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -22,7 +24,14 @@ Triple = tuple[int, int, int]
 class MViTConfig:
     """Settings of one MViT network. Field names are PySlowFast's MVIT.* keys in lower case, plus the
     MODEL.* keys the network needs (num_classes, dropout_rate, act_checkpoint) and the input size it is
-    built for (num_frames = DATA.NUM_FRAMES, crop_size = DATA.TRAIN_CROP_SIZE)."""
+    built for (num_frames = DATA.NUM_FRAMES, crop_size = DATA.TRAIN_CROP_SIZE).
+
+    The architecture is given by stages, `depths` (blocks per stage): at each stage start after the first, q is
+    strided (1, 2, 2) and width and heads double (`stage_lists`); q is pooled with stride 1 in every other block.
+    `depth` is then sum(depths). PySlowFast's explicit per-block lists (pool_q_stride, dim_mul, head_mul) are
+    accepted too: each one that is set (not None) overrides what depths would give; without depths they are the
+    whole plan, with `depth` set (a None list is then empty).
+    """
 
     # MODEL.*
     num_classes: int = 400
@@ -33,7 +42,12 @@ class MViTConfig:
     num_frames: int = 16
     crop_size: int = 224
     # MVIT.*
-    depth: int = 16
+    depths: list[int] | None = None  # blocks per stage, e.g. MViTv2-S [1, 2, 11, 2]
+    depth: int | None = None  # total blocks: sum(depths), filled in when None; needed without depths
+    # PySlowFast's per-block lists; each one set overrides what depths gives (None: from depths, or none)
+    pool_q_stride: list[list[int]] | None = None  # [[block, t, h, w], ...]
+    dim_mul: list[list[float]] | None = None  # [[block, multiplier], ...]
+    head_mul: list[list[float]] | None = None
     embed_dim: int = 96
     num_heads: int = 1
     mlp_ratio: float = 4.0
@@ -49,11 +63,8 @@ class MViTConfig:
     norm_stem: bool = False
     pool_first: bool = False  # MViTv1 option; only False is implemented (all MViTv2 presets)
     pool_kvq_kernel: list[int] | None = field(default_factory=lambda: [3, 3, 3])
-    pool_q_stride: list[list[int]] = field(default_factory=list)  # [[block, t, h, w], ...]
     pool_kv_stride_adaptive: list[int] | None = field(default_factory=lambda: [1, 8, 8])
     pool_kv_stride: list[list[int]] = field(default_factory=list)  # explicit, used when adaptive is None
-    dim_mul: list[list[float]] = field(default_factory=list)  # [[block, multiplier], ...]
-    head_mul: list[list[float]] = field(default_factory=list)
     mode: str = "conv"  # conv | avg | max pooling of q, k, v
     rel_pos_spatial: bool = True
     rel_pos_temporal: bool = True
@@ -63,6 +74,9 @@ class MViTConfig:
     separate_qkv: bool = False
 
     def __post_init__(self) -> None:
+        _check_depths(self.depths)
+        if self.depth is None and self.depths is not None:
+            self.depth = sum(self.depths)
         self.validate()
 
     # ---------------------------------------------------------------- construction
@@ -78,40 +92,15 @@ class MViTConfig:
             )
         return cls(**{k: _plain(v) for k, v in d.items()})
 
-    @classmethod
-    def from_cfg(cls, cfg: Any) -> "MViTConfig":
-        """Build from the composed Hydra config: cfg.model, cfg.mvit, cfg.data.num_frames/train_crop_size."""
-        from omegaconf import OmegaConf
-
-        mvit = OmegaConf.to_container(cfg.mvit, resolve=True) if "mvit" in cfg else {}
-        mvit = dict(mvit or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        model_keys = ("num_classes", "dropout_rate", "act_checkpoint", "attention")
-        for key in mvit:
-            if key not in names or key in model_keys or key in ("num_frames", "crop_size"):
-                raise ConfigError(f"unknown config key mvit.{key} (not an MVIT option of this model)")
-        values: dict[str, Any] = dict(mvit)
-        for key in model_keys:
-            if key in cfg.model:
-                values[key] = cfg.model[key]
-        values["num_frames"] = cfg.data.num_frames
-        values["crop_size"] = cfg.data.train_crop_size
-        values = {k: _plain(v) for k, v in values.items()}
-        arch = cfg.model.get("arch", "mvit")
-        if arch != "mvit":
-            raise ConfigError(f"model.arch: only 'mvit' is implemented, got {arch!r}")
-        try:
-            return cls(**values)
-        except ConfigError as e:
-            # Re-raise with the key as the user writes it (mvit.depth, model.attention, data.train_crop_size).
-            key, _, rest = str(e).partition(":")
-            where = {"num_frames": "data.num_frames", "crop_size": "data.train_crop_size"}
-            where.update({k: f"model.{k}" for k in model_keys})
-            raise ConfigError(f"{where.get(key, f'mvit.{key}')}:{rest}") from None
-
     # ---------------------------------------------------------------- checks
     def validate(self) -> None:
         """Raise ConfigError (message starts with the key) for a value the network cannot be built with."""
+        _check_depths(self.depths)
+        _check(self.depth is not None, "depth", "not set: give mvit.depths (blocks per stage), or mvit.depth with "
+               "PySlowFast's per-block lists")
+        if self.depths is not None:
+            _check(self.depth == sum(self.depths), "depth", f"{self.depth} but mvit.depths {self.depths} sum to "
+                   f"{sum(self.depths)}: set depths alone (depth follows), or depths null with per-block lists")
         _check(self.attention in ("fused", "plain"), "attention", f"must be fused or plain, got {self.attention!r}")
         _check(self.mode in ("conv", "avg", "max"), "mode", f"must be conv, avg or max, got {self.mode!r}")
         _check(not self.pool_first, "pool_first", "only pool_first=false (MViTv2) is implemented")
@@ -128,14 +117,14 @@ class MViTConfig:
         if self.pool_kv_stride_adaptive is not None:
             _check_triple(self.pool_kv_stride_adaptive, "pool_kv_stride_adaptive")
         for key in ("pool_q_stride", "pool_kv_stride"):
-            for entry in getattr(self, key):
+            for entry in getattr(self, key) or []:
                 _check(
                     isinstance(entry, (list, tuple)) and len(entry) == 4 and all(isinstance(s, int) for s in entry)
                     and 0 <= entry[0] < self.depth and all(s >= 1 for s in entry[1:]),
                     key, f"entries must be [block < depth, t, h, w] with strides >= 1, got {entry!r}",
                 )
         for key in ("dim_mul", "head_mul"):
-            for entry in getattr(self, key):
+            for entry in getattr(self, key) or []:
                 _check(
                     isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], int)
                     and 0 <= entry[0] <= self.depth and entry[1] > 0,
@@ -162,6 +151,14 @@ def _plain(v: Any) -> Any:
 def _check(ok: bool, key: str, msg: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {msg}")
+
+
+def _check_depths(depths: Any) -> None:
+    _check(
+        depths is None or (isinstance(depths, (list, tuple)) and len(depths) > 0
+                           and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depths)),
+        "depths", f"must be null or a list of positive ints (blocks per stage), got {depths!r}",
+    )
 
 
 def _check_triple(v: Any, key: str) -> None:
@@ -217,19 +214,42 @@ def _pool_kernel(kernel: list[int] | None, stride: list[int]) -> list[int]:
     return list(kernel) if kernel is not None else [s + 1 if s > 1 else s for s in stride]
 
 
+def stage_lists(depths: Sequence[int]) -> dict[str, list]:
+    """PySlowFast's per-block lists for stages of these depths (e.g. [1, 2, 11, 2]): q stride (1, 2, 2) and width
+    and heads x2 at each stage start after the first, q stride 1 (pooled, not strided) in every other block."""
+    starts = list(itertools.accumulate(depths))[:-1]
+    return {
+        "pool_q_stride": [[i, 1, 2, 2] if i in starts else [i, 1, 1, 1] for i in range(sum(depths))],
+        "dim_mul": [[i, 2.0] for i in starts],
+        "head_mul": [[i, 2.0] for i in starts],
+    }
+
+
+def per_block_lists(config: MViTConfig) -> dict[str, list]:
+    """pool_q_stride, dim_mul and head_mul as the network uses them: each one the config sets, else from depths."""
+    from_depths = stage_lists(config.depths) if config.depths is not None else {}
+    lists = {}
+    for key in ("pool_q_stride", "dim_mul", "head_mul"):
+        value = getattr(config, key)
+        lists[key] = [list(e) for e in value] if value is not None else from_depths.get(key, [])
+    return lists
+
+
 def block_configs(config: MViTConfig) -> list[BlockConfig]:
-    """Resolve PySlowFast's per-block rules (strides, adaptive kv strides, widths, heads, drop path)."""
+    """Resolve the stages and PySlowFast's per-block rules (strides, adaptive kv strides, widths, heads, drop path)."""
     depth = config.depth
+    assert depth is not None  # filled in by MViTConfig
+    lists = per_block_lists(config)
     dim_mul = [1.0] * (depth + 1)
     head_mul = [1.0] * (depth + 1)
-    for i, m in config.dim_mul:
+    for i, m in lists["dim_mul"]:
         dim_mul[i] = float(m)
-    for i, m in config.head_mul:
+    for i, m in lists["head_mul"]:
         head_mul[i] = float(m)
 
     stride_q: list[list[int] | None] = [None] * depth
     kernel_q: list[list[int] | None] = [None] * depth
-    for entry in config.pool_q_stride:
+    for entry in lists["pool_q_stride"]:
         stride_q[entry[0]] = list(entry[1:])
         kernel_q[entry[0]] = _pool_kernel(config.pool_kvq_kernel, list(entry[1:]))
 

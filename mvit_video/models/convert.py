@@ -22,8 +22,7 @@ import torch
 import yaml
 
 from mvit_video.checkpoint import strip_wrapper_prefixes
-from mvit_video.models.config import MViTConfig, block_configs
-from mvit_video.models.presets import PRESETS
+from mvit_video.models.config import MViTConfig, block_configs, stage_lists
 from mvit_video.utils.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
@@ -391,9 +390,12 @@ def from_slowfast(
 
 def torchvision_config(num_frames: int = 16, crop_size: int = 224, num_classes: int = 400) -> MViTConfig:
     """torchvision's `mvit_v2_s` as an MViTConfig, built for num_frames x crop_size^2 inputs."""
-    # mvit_v2_s (torchvision/models/video/mvit.py) is PySlowFast's K400 MViTv2-S 16x4 network: our S preset.
-    return PRESETS["mvit_s"].model_config(
-        num_classes=num_classes, dropout_rate=0.5, num_frames=num_frames, crop_size=crop_size
+    # mvit_v2_s (torchvision/models/video/mvit.py) is PySlowFast's K400 MViTv2-S 16x4 network (conf/model/mvit_s):
+    # stages [1, 2, 11, 2], stochastic depth 0.2, the MViTv2 defaults otherwise; in PySlowFast's per-block form,
+    # as torchvision lists it block by block.
+    return MViTConfig(
+        depth=16, **stage_lists([1, 2, 11, 2]), droppath_rate=0.2, num_classes=num_classes, dropout_rate=0.5,
+        num_frames=num_frames, crop_size=crop_size,
     )
 
 

@@ -7,8 +7,9 @@ Where this differs from a line-by-line port, it is for speed or memory, never fo
 - attention through F.scaled_dot_product_attention with the rel-pos terms folded into q/k (attention.py);
 - q/k/v pooling with heads kept in the channel axis; on CPU on the token layout itself (channels-last, no permute
   copy), on CUDA on contiguous NCDHW (native depthwise kernels; cuDNN's channels-last one is pathological);
-- a depthwise-conv input gradient ~10x faster than aten's on CPU (_DepthwiseConv3dFn, CPU only);
-- the MLP recomputes GELU in backward instead of storing its output (_GeluLinearFn): ~13% less activation memory;
+- a depthwise-conv input gradient ~10x faster than aten's on CPU (ops.DepthwiseConv3dFn, CPU only);
+- the MLP recomputes GELU in backward instead of storing its output (ops.GeluLinearFn): ~13% less activation
+  memory (not under activation checkpointing, which already recomputes the block);
 - cls-token splits use `split` so their backward is one concatenation, not zero-filled full-size gradients.
 """
 
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from mvit_video.models.attention import Size3, fused_attention, plain_attention
 from mvit_video.models.config import BlockConfig, MViTConfig, block_configs
+from mvit_video.models.ops import DepthwiseConv3dFn, GeluLinearFn
 
 logger = logging.getLogger(__name__)
 
@@ -58,91 +60,6 @@ def pool_tokens(x: Tensor, pool: nn.Module, thw: Size3, has_cls: bool) -> tuple[
     return x, thw_out
 
 
-class _DepthwiseConv3dFn(torch.autograd.Function):
-    """Depthwise Conv3d (groups = channels) with a faster CPU backward than aten's.
-
-    Forward is F.conv3d (oneDNN, fast on channels-last input). aten's depthwise-3-D backward on CPU runs ~10-20x
-    slower than the forward (a quarter of a train step); here the input gradient is a forward conv of the
-    (stride-dilated) output gradient with the flipped kernel. The fp32 weight gradient is aten's (fast); in
-    bf16/fp16 it is one multiply-reduce per kernel tap, blocked per output frame so the operands stay in cache.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, stride: Size3, padding: Size3) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.padding = stride, padding
-        return F.conv3d(x, weight, None, stride, padding, 1, x.shape[1])
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        stride, padding = ctx.stride, ctx.padding
-        grad = grad.contiguous(memory_format=torch.channels_last_3d)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _depthwise_input_grad(grad, weight, x.shape, stride, padding)
-        if ctx.needs_input_grad[1]:
-            if grad.dtype == torch.float32:
-                # oneDNN's fp32 weight gradient on channels-last is fast (5-10x the multiply-reduce below); only
-                # its input gradient is the slow part
-                grad_w = torch.ops.aten.convolution_backward(
-                    grad, x, weight, None, list(stride), list(padding), [1, 1, 1], False, [0, 0, 0], x.shape[1],
-                    [False, True, False],
-                )[1]
-            else:  # bf16/fp16: oneDNN's half-precision weight gradient is 2-20x slower than the multiply-reduce
-                grad_w = _depthwise_weight_grad(grad, x, weight.shape, stride, padding)
-        return grad_x, grad_w, None, None
-
-
-def _depthwise_input_grad(grad: Tensor, weight: Tensor, x_shape: torch.Size, stride: Size3, padding: Size3) -> Tensor:
-    """d(conv)/dx: scatter-free, as a stride-1 conv of the zero-dilated gradient with the flipped kernel."""
-    C = weight.shape[0]
-    kernel = weight.shape[2:]
-    if any(s > 1 for s in stride):
-        size = [(grad.shape[2 + i] - 1) * stride[i] + 1 for i in range(3)]
-        B = grad.shape[0]
-        dilated = grad.new_zeros(B, *size, C).permute(0, 4, 1, 2, 3)  # channels-last
-        dilated[:, :, :: stride[0], :: stride[1], :: stride[2]] = grad
-        grad = dilated
-    full = F.conv3d(grad, weight.flip(2, 3, 4).to(grad.dtype), None, 1, [k - 1 for k in kernel], 1, C)
-    # full[i] is the gradient of padded-input position i; input position j sits at i = j + padding. Positions
-    # past the last window (strided convs) get no gradient.
-    index, pad = [], []
-    for i in range(3):
-        n, start = x_shape[2 + i], padding[i]
-        take = min(n, full.shape[2 + i] - start)
-        index.append(slice(start, start + take))
-        pad = [0, n - take] + pad
-    grad_x = full[:, :, index[0], index[1], index[2]]
-    return F.pad(grad_x, pad) if any(pad) else grad_x
-
-
-def _depthwise_weight_grad(grad: Tensor, x: Tensor, w_shape: torch.Size, stride: Size3, padding: Size3) -> Tensor:
-    """d(conv)/dweight: per kernel row (t, h), sum over positions of grad * (strided windows of padded x)."""
-    kt, kh, kw = w_shape[2:]
-    st, sh, sw = stride
-    pt, ph, pw = padding
-    xp = F.pad(x, (pw, pw, ph, ph, pt, pt)).permute(0, 2, 3, 4, 1)  # (B, Tp, Hp, Wp, C)
-    g = grad.permute(0, 2, 3, 4, 1)  # (B, T', H', W', C)
-    B, T, H, W, C = g.shape
-    acc = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else grad.dtype  # sum half types in fp32
-    out = torch.zeros(C, kt * kh * kw, dtype=acc, device=grad.device)
-    # Output frames in chunks of ~256K values: a chunk's gradient stays in cache across the kernel taps.
-    step = max(1, (1 << 18) // max(1, B * H * W * C))
-    for t0 in range(0, T, step):
-        t1 = min(T, t0 + step)
-        g_c = g[:, t0:t1].to(acc)  # (B, tc, H', W', C)
-        taps = []
-        for a in range(kt):
-            x_a = xp[:, a + st * t0 : a + st * (t1 - 1) + 1 : st]
-            for b in range(kh):
-                for c in range(kw):
-                    window = x_a[:, :, b : b + sh * (H - 1) + 1 : sh, c : c + sw * (W - 1) + 1 : sw]
-                    taps.append((g_c * window).reshape(-1, C).sum(0))
-        out += torch.stack(taps, dim=1)
-    return out.reshape(w_shape).to(grad.dtype)
-
-
 class HeadwiseConv3d(nn.Conv3d):
     """Depthwise Conv3d over head_dim channels shared by all heads (PySlowFast's pool_q/k/v, same weight shape).
 
@@ -162,7 +79,7 @@ class HeadwiseConv3d(nn.Conv3d):
         weight = self.weight if self.num_heads == 1 else self.weight.repeat(self.num_heads, 1, 1, 1, 1)
         x = x.contiguous(memory_format=depthwise_memory_format(x.device.type))
         if use_custom_depthwise_backward(x.device.type) and torch.is_grad_enabled():
-            return _DepthwiseConv3dFn.apply(x, weight.to(x.dtype), tuple(self.stride), tuple(self.padding))
+            return DepthwiseConv3dFn.apply(x, weight.to(x.dtype), tuple(self.stride), tuple(self.padding))
         return F.conv3d(x, weight.to(x.dtype), None, self.stride, self.padding, 1, x.shape[1])
 
 
@@ -178,7 +95,7 @@ def depthwise_memory_format(device_type: str) -> torch.memory_format:
 
 
 def use_custom_depthwise_backward(device_type: str) -> bool:
-    """Only on CPU does aten's depthwise-3-D backward need replacing (_DepthwiseConv3dFn); CUDA's native one is fast."""
+    """Only on CPU does aten's depthwise-3-D backward need replacing (DepthwiseConv3dFn); CUDA's native one is fast."""
     return device_type == "cpu"
 
 
@@ -278,39 +195,26 @@ class MultiScaleAttention(nn.Module):
         return self.proj(out), q_thw
 
 
-class _GeluLinearFn(torch.autograd.Function):
-    """linear(gelu(h)) that saves only h: the GELU output (4x the width, the largest activation of a block) is
-    recomputed in backward instead of being kept alive between forward and backward."""
-
-    @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(h, weight, bias)
-        return F.linear(F.gelu(h), weight, bias)  # under autocast F.linear casts as it would outside
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        h, weight, bias = ctx.saved_tensors
-        a = F.gelu(h).to(grad.dtype)
-        g2 = grad.reshape(-1, grad.shape[-1])
-        grad_w = (g2.t() @ a.reshape(-1, a.shape[-1])).to(weight.dtype)
-        grad_b = g2.sum(0).to(bias.dtype)
-        grad_a = (grad @ weight.to(grad.dtype)).to(h.dtype)
-        return torch.ops.aten.gelu_backward(grad_a, h), grad_w, grad_b
-
-
 class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2."""
+    """fc1 -> GELU -> fc2.
 
-    def __init__(self, dim_in: int, hidden: int, dim_out: int) -> None:
+    recompute_act: in training, fc2(act(h)) runs as ops.GeluLinearFn, which keeps h instead of the GELU output
+    and recomputes it in backward. Off where the caller already recomputes the block (activation checkpointing:
+    a second recompute would save nothing), and never used unless `act` is an nn.GELU (its `approximate` is
+    passed on), so replacing `act` changes what is computed, not silently ignored.
+    """
+
+    def __init__(self, dim_in: int, hidden: int, dim_out: int, recompute_act: bool = True) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim_in, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim_out)
+        self.recompute_act = recompute_act
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.fc1(x)
-        if torch.is_grad_enabled() and h.requires_grad:
-            return _GeluLinearFn.apply(h, self.fc2.weight, self.fc2.bias)
+        if self.recompute_act and isinstance(self.act, nn.GELU) and torch.is_grad_enabled() and h.requires_grad:
+            return GeluLinearFn.apply(h, self.fc2.weight, self.fc2.bias, self.act.approximate)
         return self.fc2(self.act(h))
 
 
@@ -327,7 +231,9 @@ class MultiScaleBlock(nn.Module):
         self.norm1 = nn.LayerNorm(self.dim, eps=LAYER_NORM_EPS)
         self.attn = MultiScaleAttention(block, config)
         self.norm2 = nn.LayerNorm(att_dim, eps=LAYER_NORM_EPS)
-        self.mlp = Mlp(att_dim, int(att_dim * config.mlp_ratio), self.dim_out)
+        # Under activation checkpointing the block is recomputed in backward anyway: no GELU recompute on top.
+        hidden = int(att_dim * config.mlp_ratio)
+        self.mlp = Mlp(att_dim, hidden, self.dim_out, recompute_act=not config.act_checkpoint)
         if self.dim != self.dim_out:
             self.proj = nn.Linear(self.dim, self.dim_out)
         # Shortcut pooling: kernel s+1 for strided axes, so every input token is covered.
@@ -412,6 +318,18 @@ class MViT(nn.Module):
         self.act_checkpoint = config.act_checkpoint
         self._init_weights()
 
+    @property
+    def act_checkpoint(self) -> bool:
+        """Recompute each block in backward (training only); the MLPs then keep their GELU output."""
+        return self._act_checkpoint
+
+    @act_checkpoint.setter
+    def act_checkpoint(self, on: bool) -> None:
+        # One recompute at a time: the MLP's own GELU recompute (ops.GeluLinearFn) is off inside a checkpointed block.
+        self._act_checkpoint = bool(on)
+        for block in self.blocks:
+            block.mlp.recompute_act = not on
+
     # ------------------------------------------------------------------ init
     def _init_weights(self) -> None:
         """PySlowFast init: trunc-normal(0.02) Linear/Conv weights and tokens; Linear and LayerNorm bias 0.02."""
@@ -481,9 +399,8 @@ def _init_module(m: nn.Module) -> None:
         nn.init.constant_(m.bias, 0.02)
 
 
-def build_model(cfg) -> MViT:
-    """Build the network described by the composed Hydra config (cfg.model, cfg.mvit, cfg.data)."""
-    config = cfg if isinstance(cfg, MViTConfig) else MViTConfig.from_cfg(cfg)  # TRANSITIONAL (#13)
+def build_model(config: MViTConfig) -> MViT:
+    """Build the network a typed config describes (mvit_video.config.build_config makes it from the Hydra config)."""
     model = MViT(config)
     logger.info(
         "built MViT: %d blocks, %.2f M params, input %dx%d^2",

@@ -37,7 +37,7 @@ def test_two_process_gloo_training(tiny) -> None:
     saved = torch.load(out / "checkpoints" / "checkpoint_epoch_00001.pyth", weights_only=True)
     assert saved["sampler"]["world_size"] == 2 and len(saved["rng"]) == 2
     assert saved["scheduler"]["step"] == 2  # 4 videos / global batch 2 = 2 steps
-    from mvit_video.models import load_model
+    from mvit_video.checkpoint import load_model
 
     model = load_model(out / "checkpoints" / "checkpoint_epoch_00001.pyth")
     assert not any(k.startswith("module.") for k in model.state_dict())

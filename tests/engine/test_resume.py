@@ -219,3 +219,23 @@ def test_class_count_and_label_errors_come_before_the_first_step(kinetics_list_d
     with pytest.raises(ConfigError, match="the val list has label 7 .* model.num_classes is 2"):
         train(compose(tiny_overrides(lists, tmp_path / "b")), on_step=lambda *_: steps.append(1))
     assert steps == []
+
+
+def test_model_written_by_stages_resumes_a_checkpoint_with_explicit_lists() -> None:
+    """A checkpoint from before mvit.depths stored PySlowFast's per-block lists: the same network, no warning;
+    a real change is still named."""
+    import dataclasses
+
+    from mvit_video.checkpoint import plain
+    from mvit_video.config import build_config
+    from mvit_video.config import compose as compose_cfg
+    from mvit_video.engine.resume import model_changes
+    from mvit_video.models.config import per_block_lists
+
+    config = build_config(compose_cfg(["+experiment=k400_s_16x4"])).model
+    explicit = dataclasses.replace(config, depths=None, **per_block_lists(config))
+    old = plain(dataclasses.asdict(explicit))
+    assert model_changes(old, config) == []
+    wider = dataclasses.replace(config, embed_dim=128)
+    assert model_changes(old, wider) == ["mvit.embed_dim 96 -> 128"]
+    assert model_changes(old, dataclasses.replace(config, depths=[1, 2, 10, 3])) != []

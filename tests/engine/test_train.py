@@ -41,7 +41,7 @@ def test_train_writes_metrics_checkpoints_logs_and_resumes(tiny, caplog) -> None
     assert "iteration" not in saved and set(saved["sampler"]) == {"batches_done", "world_size", "batch_size",
                                                                   "partial"}
     assert "num_frames: 4" in saved["cfg"]
-    from mvit_video.models import load_model
+    from mvit_video.checkpoint import load_model
 
     model = load_model(out / "checkpoints" / "checkpoint_epoch_00002.pyth")
     assert model(torch.randn(1, 3, 4, 32, 32)).shape == (1, 2)

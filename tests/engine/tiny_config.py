@@ -20,6 +20,7 @@ def tiny_overrides(list_dir: Path, output_dir: Path, *extra: str) -> list[str]:
         "data_loader.num_workers=0",
         "model.num_classes=2",
         "model.dropout_rate=0.5",  # dropout on: exact resume must restore the RNG too
+        "mvit.depths=null",  # explicit per-block lists below
         "mvit.depth=2",
         "mvit.embed_dim=16",
         "mvit.pool_q_stride=[[0,1,1,1],[1,1,2,2]]",

@@ -34,7 +34,7 @@ def _evaluate_worker(rank: int, world_size: int, init_file: str, overrides: list
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         from mvit_video.eval.testing import test
-        from mvit_video.models import load_model
+        from mvit_video.checkpoint import load_model
 
         run = build_config(compose(overrides), world_size=world_size)
         report = test(run, load_model(ckpt), None, count_flops=False)  # flops: see the CLI test
@@ -46,7 +46,7 @@ def _evaluate_worker(rank: int, world_size: int, init_file: str, overrides: list
 @pytest.mark.slow
 def test_two_processes_one_prediction_per_video(tmp_path, eval_data, eval_overrides, tiny_checkpoint):
     from mvit_video.eval.testing import test
-    from mvit_video.models import load_model
+    from mvit_video.checkpoint import load_model
 
     # reference: one process
     single = tmp_path / "single"
@@ -128,7 +128,7 @@ def test_decode_once_scores_equal_decode_per_view(eval_overrides, tiny_checkpoin
     from mvit_video.data.loader import test_collate
     from mvit_video.data.sampling import concat_indices
     from mvit_video.eval import run_multiview
-    from mvit_video.models import load_model
+    from mvit_video.checkpoint import load_model
 
     run = build_config(compose(eval_overrides + ["test.num_ensemble_views=3", "test.num_spatial_crops=3"]))
     model = load_model(tiny_checkpoint)
@@ -169,7 +169,7 @@ def test_validation_scores_as_the_test_does(tmp_path, eval_overrides, tiny_check
     from mvit_video.cli import resolve_runtime
     from mvit_video.data import build_dataset, build_loader
     from mvit_video.eval.testing import test, validate
-    from mvit_video.models import load_model
+    from mvit_video.checkpoint import load_model
 
     run = build_config(compose(eval_overrides + ["test.split=val", "test.max_views_per_forward=3",
                                                  "train.mixed_precision=true", f"output_dir={tmp_path}"]))
@@ -192,7 +192,7 @@ def test_validation_scores_as_the_test_does(tmp_path, eval_overrides, tiny_check
 def test_a_list_where_nothing_decodes_is_reported(tmp_path, eval_data, eval_overrides, tiny_checkpoint):
     """No video decodes: no accuracy (null, not 0 and not a crash), the failed list, an empty predictions file."""
     from mvit_video.eval.testing import test
-    from mvit_video.models import load_model
+    from mvit_video.checkpoint import load_model
 
     lists = tmp_path / "lists"
     lists.mkdir()

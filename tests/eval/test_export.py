@@ -64,7 +64,7 @@ def test_export_matches_eager_on_real_views(export, fmt, name, tmp_path, tiny_ch
 
 @pytest.mark.slow
 def test_falls_back_to_plain_attention(export, tmp_path, tiny_checkpoint):
-    from mvit_video.models import load_model
+    from mvit_video.checkpoint import load_model
     from mvit_video.models.mvit import MultiScaleAttention
 
     def picky(model, example, out):  # an exporter that cannot handle the fused attention

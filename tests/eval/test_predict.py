@@ -34,8 +34,8 @@ def test_views_match_the_test_dataset(predictor, eval_overrides):
 
 
 def test_predictor_matches_evaluate_probabilities(predictor, tmp_path, eval_data, eval_overrides, tiny_checkpoint):
+    from mvit_video.checkpoint import load_model
     from mvit_video.eval.testing import test
-    from mvit_video.models import load_model
 
     test(build_config(compose(eval_overrides + [f"output_dir={tmp_path}"])), load_model(tiny_checkpoint), CLASS_NAMES,
          count_flops=False)  # 2x1 views

@@ -14,7 +14,8 @@ import torch
 from torchvision.models.video import mvit_v2_s
 from torchvision.models.video.mvit import MSBlockConfig, MViT as TorchvisionMViT
 
-from mvit_video.models import MViT, MViTConfig, load_checkpoint_info, load_model
+from mvit_video.checkpoint import load_checkpoint_info, load_model
+from mvit_video.models import MViT, MViTConfig
 from mvit_video.checkpoint import load_state_dict_strict
 from mvit_video.models.convert import (
     config_from_slowfast_yaml,
@@ -260,6 +261,7 @@ def write_pyth(path: Path, state_dict: dict, cfg: str | None = SLOWFAST_TINY_YAM
     return path
 
 
+@pytest.mark.slow  # runs the converter CLI in a subprocess (~2 s of imports)
 def test_slowfast_checkpoint_converts_and_matches(tmp_path):
     source = slowfast_tiny_state_dict()
     src = write_pyth(tmp_path / "tiny.pyth", source)
@@ -299,6 +301,7 @@ def test_slowfast_bgr_input_folded_into_weights():
         assert (reference(rgb.flip(1)) - converted(rgb)).abs().max().item() <= 1e-5
 
 
+@pytest.mark.slow  # runs the converter CLI in a subprocess (~2 s of imports)
 def test_ssv2_reverse_input_channel_reproduces_slowfast_inputs(tmp_path):
     """PySlowFast's SSv2 loader reads BGR JPEGs (OpenCV), normalises them with the RGB-ordered DATA.MEAN/STD,
     then REVERSE_INPUT_CHANNEL reverses them: its network saw RGB with R normalised by (0.406, 0.225). The
@@ -466,6 +469,7 @@ def test_slowfast_cli_refusals(tmp_path, cli, capsys):
         assert not (tmp_path / "out.pyth").exists()
 
 
+@pytest.mark.slow  # runs the converter CLI in a subprocess (~2 s of imports)
 def test_cli_bad_inputs(tmp_path, cli, capsys):
     """Bad input files: exit code 2 and one `error:` line (checked in-process for speed, once as a subprocess)."""
     garbage = tmp_path / "garbage.pyth"

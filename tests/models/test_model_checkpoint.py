@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
-from mvit_video.models import MViT, MViTConfig, data_config_from_cfg, load_checkpoint_info, load_model, make_checkpoint
-from mvit_video.checkpoint import DATA_CONFIG_KEYS
+from mvit_video.checkpoint import (DATA_CONFIG_KEYS, TEST_CONFIG_KEYS, data_config, load_checkpoint_info, load_model,
+                                   make_checkpoint)
+from mvit_video.config import build_config, compose
+from mvit_video.models import MViT, MViTConfig
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_torch_save
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(**overrides) -> MViTConfig:
@@ -49,7 +48,7 @@ def saved(tmp_path_factory) -> tuple[Path, MViT, MViT]:
     model, ema = randomized(MViT(config), 1).eval(), randomized(MViT(config), 2).eval()
     ckpt = make_checkpoint(model, config, DATA_CONFIG, ["a", "b", "c"])
     optimizer = torch.optim.AdamW(model.parameters())
-    ckpt.update(epoch=3, iteration=12, optimizer=optimizer.state_dict(), ema=ema.state_dict(), cfg="name: x\n")
+    ckpt.update(epoch=3, optimizer=optimizer.state_dict(), ema=ema.state_dict(), cfg="name: x\n")
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint_epoch_00003.pyth"
     atomic_torch_save(ckpt, path)
     return path, model, ema
@@ -59,7 +58,7 @@ def test_round_trip(saved):
     path, model, ema = saved
     loaded = load_model(path)
     assert isinstance(loaded, MViT) and not loaded.training
-    assert loaded.class_names == ["a", "b", "c"]
+    assert load_checkpoint_info(path)["class_names"] == ["a", "b", "c"]  # names are the checkpoint's, not the model's
     x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=1e-5)
@@ -130,10 +129,11 @@ def test_make_checkpoint_checks_class_names():
         make_checkpoint(MViT(config), config, DATA_CONFIG, ["a", "b"])
 
 
-def test_data_config_from_cfg():
-    cfg = OmegaConf.load(REPO / "conf" / "config.yaml")
-    data = data_config_from_cfg(cfg)
-    assert list(data) == list(DATA_CONFIG_KEYS)
-    assert data["mean"] == list(cfg.data.mean) and type(data["mean"]) is list
-    assert data["train_jitter_scales"] == list(cfg.data.train_jitter_scales)
-    assert data["num_frames"] == cfg.data.num_frames and data["dataset"] == cfg.data.dataset
+def test_data_config_carries_data_and_test_views():
+    run = build_config(compose(["+experiment=ssv2_b_32x3"]))
+    data = data_config(run)
+    assert list(data) == [*DATA_CONFIG_KEYS, *TEST_CONFIG_KEYS]
+    assert data["mean"] == list(run.data.mean) and type(data["mean"]) is list  # plain lists: weights_only loads
+    assert data["train_jitter_scales"] == list(run.data.train_jitter_scales)
+    assert data["num_frames"] == 32 and data["dataset"] == "ssv2" and data["frame_grid_fps"] == 30
+    assert (data["num_ensemble_views"], data["num_spatial_crops"]) == (1, 3)  # the test protocol, for infer.py

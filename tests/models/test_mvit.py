@@ -7,9 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from mvit_video.config import compose
-from mvit_video.models import MViT, build_model
+from mvit_video.config import build_config, compose
+from mvit_video.models import MViT, MViTConfig, build_model
 from mvit_video.models.attention import rel_pos_distance, rel_pos_lookup, resize_rel_pos
+
+
+def _model(cfg) -> MViTConfig:
+    """The MViTConfig the typed settings build from a composed config (model.*, mvit.*, data sizes)."""
+    return build_config(cfg).model
 
 
 def _x(config, batch=2, t=None, s=None):
@@ -58,7 +63,9 @@ def test_forward_shapes_and_logits(tiny):
     model = MViT(config).eval()
     out = model(_x(config))
     assert out.shape == (2, 5) and out.dtype == torch.float32
-    assert not torch.allclose(out.softmax(-1).sum(-1), out.sum(-1))  # logits, not probabilities
+    # logits: the head's linear output, no softmax after it (PySlowFast applies one in eval mode)
+    x = _x(config)
+    torch.testing.assert_close(model(x), model.head.projection(model.forward_features(x)))
 
 
 def test_other_input_sizes_interpolate_rel_pos(tiny):
@@ -77,12 +84,20 @@ def test_other_input_sizes_interpolate_rel_pos(tiny):
     torch.testing.assert_close(model(x), big(x))
 
 
-def test_build_size_is_an_exact_no_op(tiny):
-    """Running at the build size uses the tables exactly (no interpolation): same logits as a model whose
-    tables were never touched, and the lookup equals indexing the parameter."""
+def test_build_size_is_an_exact_no_op(tiny, monkeypatch):
+    """At the build size the rel-pos tables are used as they are: no interpolation runs anywhere in the model
+    (another size does interpolate), and resizing to a table's own length returns that very table."""
     config = tiny()
     model = MViT(config).eval()
+    calls = []
+    interpolate = torch.nn.functional.interpolate
+    monkeypatch.setattr(torch.nn.functional, "interpolate", lambda *a, **k: calls.append(1) or interpolate(*a, **k))
+    model(_x(config, 1))
+    assert calls == []
+    model(_x(config, 1, 12, 48))
+    assert calls
     table = model.blocks[0].attn.rel_pos_h  # 15 rows; q 8, k 2 along H
+    assert resize_rel_pos(table, 15) is table
     assert torch.equal(rel_pos_lookup(table, 8, 2), table[rel_pos_distance(8, 2)])
 
 
@@ -109,18 +124,6 @@ def test_drop_path_and_head_dropout_only_in_training(tiny):
     torch.testing.assert_close(model(x), model(x))
     model.train()
     assert not torch.allclose(model(x), model(x))
-
-
-def test_activation_checkpointing_gives_the_same_gradients(tiny):
-    config = tiny()
-    model = MViT(config).train()
-    ckpt = MViT(dataclasses.replace(config, act_checkpoint=True)).train()
-    ckpt.load_state_dict(model.state_dict())
-    x = _x(config)
-    model(x).square().sum().backward()
-    ckpt(x).square().sum().backward()
-    for (name, p), q in zip(model.named_parameters(), ckpt.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, msg=name, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("has_cls", [True, False])
@@ -186,7 +189,7 @@ def test_bf16_autocast_runs_and_is_close(tiny):
 
 def test_build_model_from_default_config():
     cfg = compose([])
-    model = build_model(cfg)
+    model = build_model(_model(cfg))
     assert model.config.num_frames == cfg.data.num_frames and model.config.num_classes == cfg.model.num_classes
     x = torch.randn(1, 3, cfg.data.num_frames, cfg.data.train_crop_size, cfg.data.train_crop_size)
     assert model(x).shape == (1, cfg.model.num_classes)
@@ -197,6 +200,7 @@ def _compile_case(tiny):
     return MViT(config), _x(config, 1)
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph_matches_eager(tiny):
     """Dynamo captures the whole model in one graph (no graph breaks), forward and backward match eager.
 
@@ -214,6 +218,7 @@ def test_torch_compile_fullgraph_matches_eager(tiny):
     torch.testing.assert_close(grad_c, grad_e)
 
 
+@pytest.mark.slow
 def test_torch_compile_inductor_matches_eager(tiny):
     """A tiny model compiles with the default (inductor) backend on CPU and matches eager."""
     torch._dynamo.reset()
@@ -222,19 +227,3 @@ def test_torch_compile_inductor_matches_eager(tiny):
     compiled = torch.compile(model)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
-
-
-def test_mlp_recomputing_gelu_has_exact_gradients():
-    """The MLP keeps only fc1's output for backward; its gradients equal the plain fc1 -> GELU -> fc2 graph."""
-    from mvit_video.models.mvit import Mlp
-
-    mlp = Mlp(8, 32, 12).double()
-    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
-    cot = torch.randn(2, 5, 12, dtype=torch.float64)
-    out = mlp(x)
-    grads = torch.autograd.grad(out, [x, *mlp.parameters()], cot)
-    ref = mlp.fc2(torch.nn.functional.gelu(mlp.fc1(x)))
-    ref_grads = torch.autograd.grad(ref, [x, *mlp.parameters()], cot)
-    torch.testing.assert_close(out, ref)
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r)

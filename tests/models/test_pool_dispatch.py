@@ -13,6 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mvit_video.models import MViT
 from mvit_video.models import mvit as mvit_module
+from mvit_video.models.ops import DepthwiseConv3dFn
 
 
 class _ConvInputs(TorchDispatchMode):
@@ -32,7 +33,7 @@ class _ConvInputs(TorchDispatchMode):
 
 def test_cuda_pooling_convs_get_ncdhw_input_and_no_custom_backward(tiny, monkeypatch) -> None:
     custom = []
-    monkeypatch.setattr(mvit_module._DepthwiseConv3dFn, "apply", lambda *a: custom.append(a))
+    monkeypatch.setattr(DepthwiseConv3dFn, "apply", lambda *a: custom.append(a))
     model = MViT(tiny())
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = model.to("cuda")
@@ -55,7 +56,7 @@ def test_cpu_pooling_convs_stay_channels_last_with_the_fast_backward(tiny) -> No
         if node is not None and node not in seen:
             seen.add(node)
             stack.extend(f for f, _ in node.next_functions)
-    assert "_DepthwiseConv3dFnBackward" in {node.name() for node in seen}
+    assert "DepthwiseConv3dFnBackward" in {node.name() for node in seen}
 
 
 def test_layout_decision_per_device() -> None:
