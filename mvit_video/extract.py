@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from mvit_video.data.base import VideoDataset
-from mvit_video.data.kinetics import join_prefix, read_list_file
+from mvit_video.data.lists import join_prefix, read_list_file
 from mvit_video.data.loader import build_loader
 from mvit_video.engine import distributed
 from mvit_video.eval.multiview import MultiViewResult, mean_view_features, run_multiview
 from mvit_video.predict import Predictor, parse_views
+from mvit_video.settings import LoaderConfig
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.io import atomic_write_text
 
@@ -44,13 +44,10 @@ def extract(predictor: Predictor, dataset: VideoDataset, *, batch_size: int = 8,
     from tqdm import tqdm
 
     rank, world = distributed.get_rank(), distributed.get_world_size()
-    # the test loader of evaluate: ShardSampler (each video on one rank, no padding), test_collate, global batch
-    loader_cfg = OmegaConf.create({
-        "seed": 0,  # nothing random at test time; the loader seeds its worker generator from it
-        "data_loader": {"num_workers": num_workers, "pin_memory": True, "persistent_workers": False},
-        "test": {"batch_size": batch_size},
-    })
-    loader = build_loader(loader_cfg, "test", dataset, world_size=world, rank=rank)
+    # the test loader of evaluate: ShardSampler (each video on one rank, no padding), test_collate, global batch;
+    # seed 0: nothing is random at test time (the loader seeds its worker generator from it)
+    settings = LoaderConfig(num_workers=num_workers, pin_memory=True, persistent_workers=False, decoder_threads=1)
+    loader = build_loader(dataset, "test", settings, batch_size=batch_size, seed=0, world_size=world, rank=rank)
     bar = tqdm(loader, desc="extract", unit="batch", disable=not progress or rank != 0, file=sys.stderr)
     return run_multiview(predictor.model, bar, device=predictor.device, amp_dtype=predictor.amp_dtype,
                          max_views_per_forward=predictor.max_views_per_forward, per_video=mean_view_features)

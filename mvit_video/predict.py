@@ -7,9 +7,10 @@
         print(f"{name}: {prob:.3f}")
     embedding = predictor.features("clip.mp4")  # [D], the head's input averaged over the views
 
-Views are the test views of `evaluate` (REFERENCE §4-5, §8): the frame indices and crops come from the test
-dataset's own `view_indices` / `view_transform` (data/base.py), so a video scores here as it does in evaluate. Clip
-settings (num_frames, sampling_rate, crop, views) come from the checkpoint's data_config unless overridden.
+Views are the test views of `evaluate` (REFERENCE §4-5, §8): `data.clips.views` samples, decodes and crops them
+under the checkpoint dataset's protocol (`ClipSpec.for_dataset`: Kinetics-style, or SSv2's segment sampling, 30 fps
+frame grid and left/top crop), so a video scores here as it does in evaluate. Clip settings (num_frames,
+sampling_rate, crop, views) come from the checkpoint's data_config unless overridden.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from mvit_video.data import sampling
-from mvit_video.data.base import ClipSpec, VideoDataset
+from mvit_video.data import clips
+from mvit_video.data.base import VideoDataset
+from mvit_video.data.clips import ClipSpec
 from mvit_video.data.decoding import VideoReader
-from mvit_video.data.transforms import test_short_side
 from mvit_video.eval.multiview import mean_view_features, mean_view_probs
 from mvit_video.utils.errors import UserError
 
@@ -181,33 +182,35 @@ class Predictor:
         """The test ClipSpec of these settings (views: "KxS" for this call, default the predictor's)."""
         k, s = parse_views(views) if views is not None else self.settings["views"]
         dc, crop = self.data_config, int(self.settings["crop_size"])
-        short_side = test_short_side(crop, s, dc.get("train_jitter_scales") or [crop])
-        if short_side < crop:
-            raise UserError(f"crop {crop} is larger than the 1-crop short side {short_side} (train_jitter_scales[0] "
-                            f"of the checkpoint); use 3 crops or a crop <= {short_side}")
-        return ClipSpec(
+        dataset = str(dc.get("dataset") or "kinetics")
+        spec = ClipSpec.for_dataset(
+            dataset,
+            train_short_side=int((dc.get("train_jitter_scales") or [crop])[0]),
+            # SSv2: PySlowFast's 30 fps frame grid (conf/data/ssv2.yaml) when the checkpoint does not record it
+            frame_grid_fps=float(dc.get("frame_grid_fps", 30.0 if dataset == "ssv2" else 0.0)),
             num_frames=int(self.settings["num_frames"]),
             sampling_rate=int(self.settings["sampling_rate"]),
             target_fps=float(dc["target_fps"]),
-            segment_sampling=dc.get("dataset") == "ssv2",
             use_offset_sampling=bool(dc.get("use_offset_sampling", True)),
             num_ensemble_views=k,
             num_spatial_crops=s,
             test_crop_size=crop,
-            test_short_side=short_side,
-            mean=list(dc["mean"]),
-            std=list(dc["std"]),
+            mean=tuple(dc["mean"]),
+            std=tuple(dc["std"]),
             decoder=self.decoder,
         )
+        if spec.test_short_side < crop:
+            raise UserError(f"crop {crop} is larger than the 1-crop short side {spec.test_short_side} "
+                            f"(train_jitter_scales[0] of the checkpoint); use 3 crops or a crop <= "
+                            f"{spec.test_short_side}")
+        return spec
 
     # ------------------------------------------------------------------ views
 
     def dataset(self, paths: Sequence[str] = (), full_paths: Sequence[str] | None = None,
                 labels: Sequence[int] | None = None, views: str | Sequence[int] | None = None) -> VideoDataset:
-        """A test-split dataset over `paths` with these clip settings: its `_open`, `view_indices` and
-        `view_transform` are the ones evaluate uses, so views are sampled here exactly as there (labels default -1).
-        """
-        # One place that picks the dataset class: a dataset with its own test hooks (reader, crops) plugs in here.
+        """A test-split dataset over `paths` with these clip settings (labels default -1): its items are the
+        views `views()` gives, batched through the test loader by `mvit_video.extract`."""
         full = list(full_paths) if full_paths is not None else list(paths)
         labels = list(labels) if labels is not None else [-1] * len(full)
         return VideoDataset(list(paths), full, labels, "test", self.spec(views))
@@ -215,17 +218,11 @@ class Predictor:
     def views(self, reader: VideoReader, first: int = 0, last: int | None = None,
               views: str | Sequence[int] | None = None) -> torch.Tensor:
         """The K*S normalised views [K*S,3,T,crop,crop] of frames [first, last) of an open video, one decode."""
-        return self._views(self.dataset(views=views), reader, first, last)
+        return clips.views(reader, self.spec(views), first, last)
 
     @staticmethod
-    def _views(sampler: VideoDataset, reader: VideoReader, first: int = 0, last: int | None = None) -> torch.Tensor:
-        last = reader.num_frames if last is None else last
-        per_view = [[first + i for i in idx] for idx in sampler.view_indices(last - first, reader.fps)]
-        wanted, clips = sampling.union_indices(per_view)
-        return sampler.view_transform(reader.get_frames(wanted), clips)  # view v = temporal v // S, spatial v % S
-
-    def _open(self, sampler: VideoDataset, video: str | os.PathLike) -> VideoReader:
-        reader = sampler._open(os.fspath(video))  # the dataset's reader (a subclass may resample frames)
+    def _open(spec: ClipSpec, video: str | os.PathLike) -> VideoReader:
+        reader = clips.open_reader(video, spec)  # the dataset's reader (SSv2: frame folders, the 30 fps grid)
         if not reader.fps > 0:
             reader.close()
             raise UserError(f"{video}: unknown frame rate; cannot place the views in time")
@@ -247,10 +244,9 @@ class Predictor:
 
     def predict(self, video: str | os.PathLike, views: str | Sequence[int] | None = None, topk: int = 5) -> Prediction:
         """Top-k classes of the whole video: mean softmax over the K x S test views (as evaluate scores it)."""
-        sampler = self.dataset(views=views)
-        spec = sampler.spec
-        with self._open(sampler, video) as reader:
-            probs = self._probs(self._views(sampler, reader))
+        spec = self.spec(views)
+        with self._open(spec, video) as reader:
+            probs = self._probs(clips.views(reader, spec))
             duration, fps = reader.duration, reader.fps
         top, idx = self._topk(probs, topk)
         return Prediction(str(video), top, idx, probs, (spec.num_ensemble_views, spec.num_spatial_crops), duration,
@@ -260,21 +256,21 @@ class Predictor:
                  topk: int = 5) -> list[WindowPrediction]:
         """Top-k of consecutive non-overlapping windows of `window` seconds, each with its own K x S views."""
         window = check_window(window)
-        sampler = self.dataset(views=views)
+        spec = self.spec(views)
         out = []
-        with self._open(sampler, video) as reader:
+        with self._open(spec, video) as reader:
             step = max(1, round(window * reader.fps))
             for a in range(0, reader.num_frames, step):  # one window at a time: memory bounded by one window
                 b = min(a + step, reader.num_frames)
-                probs = self._probs(self._views(sampler, reader, a, b))
+                probs = self._probs(clips.views(reader, spec, a, b))
                 top, idx = self._topk(probs, topk)
                 out.append(WindowPrediction(a / reader.fps, b / reader.fps, top, idx, probs))
         return out
 
     def features(self, video: str | os.PathLike, views: str | Sequence[int] | None = None) -> torch.Tensor:
         """The pooled embedding [D] (the head's input, model.forward_features) averaged over the views."""
-        sampler = self.dataset(views=views)
-        with self._open(sampler, video) as reader:
-            views_tensor = self._views(sampler, reader)
+        spec = self.spec(views)
+        with self._open(spec, video) as reader:
+            views_tensor = clips.views(reader, spec)
         return mean_view_features(self.model, [views_tensor], self.device, self.amp_dtype,
                                   self.max_views_per_forward)[0]

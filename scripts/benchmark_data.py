@@ -6,7 +6,7 @@ for each --workers value, with the MViTv2-B clip and test protocol (32 frames x 
 
   train (clips/s, batch of --batch clips):
     ours           build_dataset(cfg, "train") + build_loader: decode + RandomResizedCrop + flip + normalise
-    ours (no tf)   the same dataset and loader with the train transform replaced by a no-op (uint8 frames out)
+    ours (no tf)   the same dataset (VideoDataset, built with a no-op train transform: uint8 frames out) and loader
     raw bound      a loader whose items only open the video and decode the clip's frames with the same decoder
                    and the same frame indices (sampling.train_clip_indices), nothing else
     pytorchvideo   pytorchvideo.data.labeled_video_dataset (PyAV decoder, RandomClipSampler of T*tau/30 s) with
@@ -14,7 +14,8 @@ for each --workers value, with the MViTv2-B clip and test protocol (32 frames x 
                    written with torchvision.transforms.v2 since pytorchvideo.transforms no longer imports)
   test (videos/s; each video gives K temporal x S spatial views, --views/--crops):
     ours           build_dataset(cfg, "test") (all views from one decode) + build_loader
-    ours (no tf)   the same with the view transform (temporal gather + resize/crop/normalise) a no-op
+    ours (no tf)   the same list, spec and loader, with items that stop after the decode (the union of the views'
+                   frames from data.clips.open_reader / view_indices): no temporal gather, resize, crop, normalise
     raw bound      decode the union of the K views' frames once per video, nothing else
     pytorchvideo   ConstantClipsPerVideoSampler(K clips, S augs per clip) + short-side resize + uniform crop
 
@@ -156,7 +157,7 @@ class ClipSettings:
 
 
 def compose_cfg(list_dir: Path, clip: ClipSettings, workers: int, decoder: str, batch: int):
-    """The project config for a Kinetics-format list, with the benchmark's clip and loader settings."""
+    """The project config (typed) for a Kinetics-format list, with the benchmark's clip and loader settings."""
     from hydra import compose, initialize_config_dir
 
     overrides = [
@@ -187,8 +188,10 @@ def compose_cfg(list_dir: Path, clip: ClipSettings, workers: int, decoder: str, 
         f"test.num_ensemble_views={clip.views}",
         f"test.num_spatial_crops={clip.crops}",
     ]
+    from mvit_video.config import build_config
+
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return compose(config_name="config", overrides=overrides)
+        return build_config(compose(config_name="config", overrides=overrides))
 
 
 def _no_train_transform(frames: torch.Tensor) -> torch.Tensor:
@@ -197,31 +200,45 @@ def _no_train_transform(frames: torch.Tensor) -> torch.Tensor:
     return frames
 
 
-def _no_view_transform(frames: torch.Tensor, clips: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Transforms off for test items: the decoded uint8 frames [F,H,W,3] (the union of the K views) as they are.
+class DecodedViews(Dataset):
+    """The test dataset's items stopped after the decode: `views` holds the decoded union of the K views' frames
+    (uint8 [F,H,W,3]), read as data.clips.views reads them; the gather, resize, crops and normalisation are left
+    out (in our pipeline they are one fused pass, data.clips.views_of_frames)."""
 
-    The per-view temporal gather is fused into our view transform (each view frame is copied once, from the
-    decoded frames straight into the normalised output), so with transforms off nothing is left to do; the
-    full pipeline ("ours") pays the gather inside its transform."""
-    return frames
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        from mvit_video.data import sampling
+        from mvit_video.data.clips import open_reader, view_indices
+
+        ds, spec = self.dataset, self.dataset.spec
+        with open_reader(ds.full_paths[index], spec) as reader:
+            wanted, _ = sampling.union_indices(view_indices(spec, reader.num_frames, reader.fps))
+            frames = reader.get_frames(wanted)
+        return {"views": frames, "label": ds.labels[index], "index": index, "path": ds.paths[index], "ok": True}
 
 
 def ours_loader(list_dir: Path, clip: ClipSettings, split: str, workers: int, decoder: str, batch: int,
                 transforms: bool = True) -> DataLoader:
-    """Our dataset + loader exactly as training/evaluation build them; transforms=False swaps in no-ops."""
-    from mvit_video.data import build_dataset, build_loader
+    """Our dataset + loader exactly as training/evaluation build them; transforms=False: the same pieces with the
+    transforms left out (a VideoDataset with a no-op train transform; DecodedViews for test)."""
+    from mvit_video.data import VideoDataset, build_dataset, build_loader
 
     cfg = compose_cfg(list_dir, clip, workers, decoder, batch)
     dataset = build_dataset(cfg, split)
     if not transforms:
         if split == "train":
-            dataset.train_transform = _no_train_transform
+            dataset = VideoDataset(dataset.paths, dataset.full_paths, dataset.labels, "train", dataset.spec,
+                                   train_transform=_no_train_transform, num_sample=dataset.num_sample,
+                                   max_bad_retries=dataset.max_bad_retries, class_names=dataset.class_names)
         else:
-            # check the hook still exists rather than silently timing the transforms
-            if not callable(getattr(type(dataset), "view_transform", None)):
-                raise RuntimeError("VideoDataset.view_transform is gone: update benchmark_data.ours_loader")
-            dataset.view_transform = _no_view_transform
-    return build_loader(cfg, split, dataset, world_size=1, rank=0)
+            dataset = DecodedViews(dataset)
+    return build_loader(dataset, split, cfg.data_loader, seed=cfg.seed,
+                        batch_size=cfg.train.batch_size if split == "train" else cfg.test.batch_size)
 
 
 # ------------------------------------------------------------------------------------------- raw bound
@@ -246,7 +263,7 @@ class RawDecode(Dataset):
             if self.split == "train":
                 idx = sampling.train_clip_indices(n, fps, c.num_frames, c.sampling_rate, c.target_fps)
             else:
-                views = [sampling.test_clip_indices(n, fps, v, c.views, c.num_frames, c.sampling_rate,
+                views = [sampling.eval_clip_indices(n, fps, v, c.views, c.num_frames, c.sampling_rate,
                                                     c.target_fps, True) for v in range(c.views)]
                 idx = sampling.union_indices(views)[0]
             return reader.get_frames(idx)

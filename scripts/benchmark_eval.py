@@ -4,14 +4,16 @@
     python scripts/benchmark_eval.py                      # 8 videos of 10 s at 340x256, K=5 views, both decoders
     python scripts/benchmark_eval.py --views 5 --crops 3 --decoders pyav --repeats 3
 
-Generates (once, cached) a list of h264 videos, then iterates the test loader (num_workers=0, so the time is the
-decoding itself) with the dataset option decode_once=True and decode_once=False, and reports per video: seconds spent
-opening and decoding (`decode-s`), total item seconds (decode + resize/crop/normalise), and the ratio
-decode-per-view / decode-once (target >= 0.8 x K). Two PySlowFast-like baselines follow: "reopen per view" opens
-the file again for every view (its test set holds one entry per view), "whole per view" decodes the entire video
-for every view (what PySlowFast's PyAV path does when the stream header has no duration). To explain the ratio it
-prints the frames each mode has to decode, from the keyframe positions: a seek lands on the keyframe before a clip
-and decoding runs forward from there, so decode cost follows the frames decoded, not the frames kept.
+Generates (once, cached) a list of h264 videos, then builds each video's test views in this process (one thread,
+so the time is the decoding itself) from the library's public pieces -- `data.clips.open_reader`, `view_indices`,
+`views` (what the test dataset does: all views from one decode) and `views_of_frames` -- and reports per video:
+seconds spent opening and decoding (`decode-s`), total seconds (decode + resize/crop/normalise), and the ratio
+decode-per-view / decode-once (target >= 0.8 x K). "decode per view" decodes each view's frames on their own from
+one open file. Two PySlowFast-like baselines follow: "reopen per view" opens the file again for every view (its
+test set holds one entry per view), "whole per view" decodes the entire video for every view (what PySlowFast's
+PyAV path does when the stream header has no duration). To explain the ratio it prints the frames each mode has
+to decode, from the keyframe positions: a seek lands on the keyframe before a clip and decoding runs forward from
+there, so decode cost follows the frames decoded, not the frames kept.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mvit_video.config import compose
-from mvit_video.data import base as data_base
-from mvit_video.data import build_dataset, build_loader
-from mvit_video.data.decoding import HAS_DECORD, open_video
+from mvit_video.config import build_config, compose
+from mvit_video.data import build_dataset
+from mvit_video.data.clips import ClipSpec, open_reader, view_indices, views, views_of_frames
+from mvit_video.data.decoding import HAS_DECORD
 from mvit_video.data.encode import write_video
 from mvit_video.data.sampling import concat_indices, union_indices
+from mvit_video.settings import RunConfig
 
 
 def make_frames(num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -80,10 +83,6 @@ class _TimedReader:
         self._reader, self._clock = reader, clock
         self.num_frames, self.fps = reader.num_frames, reader.fps
 
-    @property
-    def duration(self) -> float:
-        return self._reader.duration
-
     def get_frames(self, indices):
         t = time.perf_counter()
         try:
@@ -101,53 +100,43 @@ class _TimedReader:
         self.close()
 
 
-def timed_open(clock: dict[str, float]):
-    """open_video replacement that times opening and decoding (the dataset looks it up in its module)."""
-
-    def _open(path, decoder="decord", num_threads=1):
-        t = time.perf_counter()
-        reader = open_video(path, decoder, num_threads)
-        clock["decode"] += time.perf_counter() - t
-        return _TimedReader(reader, clock)
-
-    return _open
+def timed_open(path: str, spec: ClipSpec, clock: dict[str, float]) -> _TimedReader:
+    """open_reader, with the seconds spent opening and decoding added to clock["decode"]."""
+    t = time.perf_counter()
+    reader = open_reader(path, spec)
+    clock["decode"] += time.perf_counter() - t
+    return _TimedReader(reader, clock)
 
 
-def run_mode(cfg, mode: str) -> dict[str, float]:
-    """Iterate the test loader once in `mode` (once | per_view | reopen | whole); seconds per video."""
+def mode_views(path: str, spec: ClipSpec, mode: str, clock: dict[str, float]) -> torch.Tensor:
+    """The test views of one video in `mode` (once | per_view | reopen | whole); all modes give the same views."""
+    if mode == "once":  # the library's path: the union of the views' frames in one pass (the test dataset's)
+        with timed_open(path, spec, clock) as reader:
+            return views(reader, spec)
+    with timed_open(path, spec, clock) as reader:
+        per_view = view_indices(spec, reader.num_frames, reader.fps)
+        if mode == "per_view":  # each view decoded on its own, one open file
+            parts = [reader.get_frames(idx) for idx in per_view]
+    if mode != "per_view":
+        parts = []
+        for idx in per_view:  # PySlowFast: every view opens (and seeks in) the file anew
+            with timed_open(path, spec, clock) as reader:
+                # "whole": PySlowFast when the stream has no duration in its header, the whole video per view
+                parts.append(reader.get_frames(range(reader.num_frames))[idx] if mode == "whole"
+                             else reader.get_frames(idx))
+    return views_of_frames(torch.cat(parts), concat_indices([len(p) for p in parts]), spec)
+
+
+def run_mode(cfg: RunConfig, mode: str) -> dict[str, float]:
+    """Build every test video's views once in `mode`; seconds per video (decode, and the whole item)."""
     clock = {"decode": 0.0}
-    dataset = build_dataset(cfg, "test", decode_once=(mode == "once"))
-    if mode == "reopen":  # PySlowFast: every view opens (and seeks in) the file anew
-        dataset._views = lambda path, ds=dataset: _views_reopen(ds, path)  # type: ignore[method-assign]
-    elif mode == "whole":  # PySlowFast when the stream has no duration in its header: the whole video per view
-        dataset._views = lambda path, ds=dataset: _views_reopen(ds, path, whole=True)  # type: ignore[method-assign]
-    loader = build_loader(cfg, "test", dataset, world_size=1, rank=0)
-    saved = data_base.open_video
-    data_base.open_video = timed_open(clock)
-    try:
-        start = time.perf_counter()
-        n = 0
-        for batch in loader:
-            assert bool(batch["ok"].all()), f"a benchmark video failed to decode: {batch['path']}"
-            n += len(batch["path"])
-        total = time.perf_counter() - start
-    finally:
-        data_base.open_video = saved
+    dataset = build_dataset(cfg, "test")  # for its list and its ClipSpec only
+    start = time.perf_counter()
+    for path in dataset.full_paths:
+        mode_views(path, dataset.spec, mode, clock)
+    total = time.perf_counter() - start
+    n = len(dataset)
     return {"decode_s": clock["decode"] / n, "item_s": total / n}
-
-
-def _views_reopen(ds, path: str, whole: bool = False) -> torch.Tensor:
-    """The dataset's test views, opening the file once per temporal view (and decoding all of it when `whole`)."""
-    with ds._open(path) as reader:
-        per_view = ds.view_indices(reader.num_frames, reader.fps)
-    parts = []
-    for idx in per_view:
-        with ds._open(path) as reader:
-            if whole:
-                parts.append(reader.get_frames(range(reader.num_frames))[idx])
-            else:
-                parts.append(reader.get_frames(idx))
-    return ds.view_transform(torch.cat(parts), concat_indices([len(p) for p in parts]))
 
 
 def _span(keys: list[int], idx: list[int]) -> int:
@@ -156,7 +145,7 @@ def _span(keys: list[int], idx: list[int]) -> int:
     return max(idx) - k + 1
 
 
-def decode_work(cfg, video_dir: Path, paths: list[str]) -> dict[str, float]:
+def decode_work(cfg: RunConfig, video_dir: Path, paths: list[str]) -> dict[str, float]:
     """Frames a forward-decoding reader must decode per video: union from its first keyframe vs. each view alone."""
     import decord
 
@@ -167,11 +156,11 @@ def decode_work(cfg, video_dir: Path, paths: list[str]) -> dict[str, float]:
         vr = decord.VideoReader(str(video_dir / p))
         keys = sorted(vr.get_key_indices())
         keyframes.append(len(keys))
-        views = dataset.view_indices(len(vr), vr.get_avg_fps())
+        per_clip = view_indices(dataset.spec, len(vr), vr.get_avg_fps())
 
-        once += _span(keys, union_indices(views)[0])
-        per_view += sum(_span(keys, v) for v in views)
-        needed += sum(len(set(v)) for v in views)
+        once += _span(keys, union_indices(per_clip)[0])
+        per_view += sum(_span(keys, v) for v in per_clip)
+        needed += sum(len(set(v)) for v in per_clip)
     n = len(paths)
     return {"keyframes": sum(keyframes) / n, "once": once / n, "per_view": per_view / n, "sampled": needed / n}
 
@@ -199,15 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     k = args.views
     print(f"{args.videos} videos of {args.seconds:g} s at {width}x{height} {args.fps:g} fps (h264), "
           f"{k}x{args.crops} views of {args.num_frames}x{args.sampling_rate} frames at {args.crop} px; "
-          f"loader num_workers=0, 1 thread; fastest of {args.repeats} passes")
+          f"in this process, 1 thread; fastest of {args.repeats} passes")
     for decoder in args.decoders:
-        cfg = compose([
+        cfg = build_config(compose([
             "data=kinetics", f"data.path_to_data_dir={root}", f"data.path_prefix={root / 'videos'}",
             f"data.decoder={decoder}", f"data.num_frames={args.num_frames}", f"data.sampling_rate={args.sampling_rate}",
             f"data.test_crop_size={args.crop}", f"data.train_crop_size={args.crop}",
             f"test.num_ensemble_views={k}", f"test.num_spatial_crops={args.crops}", "test.batch_size=1",
             "data_loader.num_workers=0", "data_loader.pin_memory=false", "data_loader.decoder_threads=1",
-        ])
+        ]))
         modes = ["once", "per_view", "reopen", "whole"]
         runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for _ in range(args.repeats):  # interleaved, so a burst of load on the machine hits every mode alike
@@ -227,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  decode-once saving vs per-view: {got:.2f}x (target >= {target:.1f}x: "
               f"{'met' if got >= target else 'missed'})")
     if HAS_DECORD:
-        w = decode_work(compose(["data=kinetics", f"data.path_to_data_dir={root}",
-                                 f"data.num_frames={args.num_frames}", f"data.sampling_rate={args.sampling_rate}",
-                                 f"test.num_ensemble_views={k}"]), root / "videos", paths)
+        cfg = build_config(compose(["data=kinetics", f"data.path_to_data_dir={root}",
+                                    f"data.num_frames={args.num_frames}", f"data.sampling_rate={args.sampling_rate}",
+                                    f"test.num_ensemble_views={k}"]))
+        w = decode_work(cfg, root / "videos", paths)
         print(f"\nframes to decode per video (keyframes per video: {w['keyframes']:.1f}; frames sampled by the views: "
               f"{w['sampled']:.0f}): decode once {w['once']:.0f}, per view {w['per_view']:.0f} "
               f"-> ideal ratio {w['per_view'] / w['once']:.2f}x")

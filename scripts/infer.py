@@ -60,7 +60,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="an mvit_video checkpoint (ours, or converted)")
     p.add_argument("--topk", type=int, default=5, help="classes to print per video (default 5)")
     p.add_argument("--views", type=parse_views, default=None,
-                   help="KxS temporal clips x spatial crops (default: 5x1, or 1x3 for SSv2 checkpoints)")
+                   help="KxS temporal clips x spatial crops (default: the test views the checkpoint records; "
+                   "older checkpoints: 5x1, or 1x3 for SSv2)")
     p.add_argument("--window", type=float, default=None, metavar="SECONDS",
                    help="also classify consecutive non-overlapping windows of this length, each with the KxS views "
                    "(a timeline)")

@@ -289,11 +289,7 @@ def test_list_keys_bom_and_missing_prefix_hint(kinetics_list_dir, video_dir, tmp
     ds = build_dataset(cfg, "train")
     assert ds.paths == names and ds.labels == [0, 1]
 
-    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-    try:
-        import check_dataset
-    finally:
-        sys.path.pop(0)
+    from mvit_video.data.prepare import check as check_dataset  # scripts/check_dataset.py's command
     assert check_dataset.main([str(data / "train_clean.csv"), "--workers", "0"]) == 1
     assert "0/2 found: forgot --prefix?" in capsys.readouterr().out
     assert check_dataset.main([str(data / "train_clean.csv"), "--workers", "0", "--prefix", str(video_dir)]) == 0

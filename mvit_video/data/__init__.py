@@ -1,47 +1,48 @@
-"""Video data: datasets (Kinetics, SSv2, synthetic), decoding, sampling, transforms and loaders."""
+"""Video data: datasets (Kinetics, SSv2, synthetic), decoding, sampling, transforms and loaders.
+
+Everything here takes the typed settings (mvit_video.settings: RunConfig and its sections), never a DictConfig.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from mvit_video.data.base import VideoDataset
+from mvit_video.data.clips import ClipSpec
 from mvit_video.data.loader import build_loader
+from mvit_video.settings import DataConfig, RunConfig
 from mvit_video.utils.errors import ConfigError
 
 __all__ = ["build_dataset", "build_loader", "VideoDataset", "synthetic_dir"]
 
 
-def synthetic_dir(cfg) -> Path:
-    """The generated synthetic set for cfg (generating it the first time)."""
+def synthetic_dir(data: DataConfig) -> Path:
+    """The generated synthetic set of data.synthetic (generating it the first time), under data.path_to_data_dir
+    (default: the user cache)."""
     from mvit_video.data.synthetic import ensure_synthetic_dataset
 
-    settings = dict(cfg.data.get("synthetic") or {})
-    root = str(cfg.data.path_to_data_dir) or None
-    return ensure_synthetic_dataset(root, **settings)
+    return ensure_synthetic_dataset(data.path_to_data_dir or None, **dataclasses.asdict(data.synthetic))
 
 
-def build_dataset(cfg, split: str, *, decode_once: bool = True) -> VideoDataset:
-    """Dataset of `split` ("train" | "val" | "test") for cfg.data.dataset (kinetics | ssv2 | synthetic)."""
-    from mvit_video.settings import RunConfig
-
-    if isinstance(cfg, RunConfig):  # transition: the data internals still read the Hydra form
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.create(cfg.yaml)
+def build_dataset(cfg: RunConfig, split: str) -> VideoDataset:
+    """Dataset of `split` ("train" | "val" | "test") for data.dataset (kinetics | ssv2 | synthetic)."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
-    name = str(cfg.data.dataset)
-    if name == "kinetics":
+    data, aug = cfg.data, cfg.aug
+    spec = ClipSpec.from_config(data, cfg.test, cfg.data_loader.decoder_threads)
+    if data.dataset == "kinetics":
         from mvit_video.data.kinetics import build_kinetics
 
-        return build_kinetics(cfg, split, decode_once=decode_once)
-    if name == "ssv2":
+        return build_kinetics(data, aug, spec, split)
+    if data.dataset == "ssv2":
         from mvit_video.data.ssv2 import build_ssv2
 
-        return build_ssv2(cfg, split, decode_once=decode_once)
-    if name == "synthetic":
+        return build_ssv2(data, aug, spec, split)
+    if data.dataset == "synthetic":
         from mvit_video.data.kinetics import build_kinetics
 
-        root = str(synthetic_dir(cfg))
-        return build_kinetics(cfg, split, data_dir=root, prefix=root, decode_once=decode_once)
-    raise ConfigError(f"data.dataset: unknown dataset {name!r}; use kinetics, ssv2 or synthetic")
+        root = str(synthetic_dir(data))
+        return build_kinetics(data, aug, spec, split, data_dir=root, prefix=root)
+    raise ConfigError(f"data.dataset: unknown dataset {data.dataset!r}; use kinetics, ssv2 or synthetic")
+

@@ -12,16 +12,14 @@ import hashlib
 import logging
 import random
 import struct
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mvit_video.data import sampling
-from mvit_video.data.decoding import VideoDecodeError, open_video
-from mvit_video.data.transforms import multi_view_crops
+from mvit_video.data.clips import ClipSpec, open_reader, train_indices, views
+from mvit_video.data.decoding import VideoDecodeError
 from mvit_video.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -60,25 +58,6 @@ def seeded_rngs(seed: int) -> Iterator[None]:
         torch.random.set_rng_state(th)
 
 
-@dataclass
-class ClipSpec:
-    """How clips are sampled and shaped (resolved once from the config)."""
-
-    num_frames: int
-    sampling_rate: int
-    target_fps: float = 30.0
-    segment_sampling: bool = False  # SSv2: one frame per segment, sampling_rate ignored
-    use_offset_sampling: bool = True
-    num_ensemble_views: int = 1
-    num_spatial_crops: int = 1
-    test_crop_size: int = 224
-    test_short_side: int = 224
-    mean: Sequence[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
-    std: Sequence[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
-    decoder: str = "decord"
-    decoder_threads: int = 1
-
-
 class VideoDataset(Dataset):
     """Videos with integer labels; `split` "train" gives augmented clips, "val"/"test" give all test views."""
 
@@ -94,7 +73,6 @@ class VideoDataset(Dataset):
         max_bad_retries: int = 10,
         class_names: Optional[list[str]] = None,
         num_classes: Optional[int] = None,
-        decode_once: bool = True,
     ) -> None:
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be train, val or test, got {split!r}")
@@ -102,7 +80,7 @@ class VideoDataset(Dataset):
             raise ValueError("a training dataset needs a train_transform")
         self.paths, self.full_paths, self.labels = list(paths), list(full_paths), list(labels)
         self.split, self.spec, self.train_transform = split, spec, train_transform
-        self.num_sample, self.max_bad_retries, self.decode_once = int(num_sample), int(max_bad_retries), decode_once
+        self.num_sample, self.max_bad_retries = int(num_sample), int(max_bad_retries)
         self.class_names = class_names
         if num_classes is None:
             num_classes = len(class_names) if class_names else max(self.labels, default=-1) + 1
@@ -122,19 +100,9 @@ class VideoDataset(Dataset):
 
     # ------------------------------------------------------------------ train
 
-    def _open(self, path: str):
-        return open_video(path, self.spec.decoder, self.spec.decoder_threads)
-
-    def train_indices(self, num_video_frames: int, fps: float) -> list[int]:
-        """Frame indices of one random training clip."""
-        s = self.spec
-        if s.segment_sampling:
-            return sampling.segment_indices(num_video_frames, s.num_frames, train=True)
-        return sampling.train_clip_indices(num_video_frames, fps, s.num_frames, s.sampling_rate, s.target_fps)
-
     def _train_clips(self, path: str) -> torch.Tensor:
-        with self._open(path) as reader:
-            frames = reader.get_frames(self.train_indices(reader.num_frames, reader.fps))
+        with open_reader(path, self.spec) as reader:
+            frames = reader.get_frames(train_indices(self.spec, reader.num_frames, reader.fps))
         # one decode, num_sample independently augmented clips (repeated augmentation)
         if self.num_sample == 1:
             return self.train_transform(frames).unsqueeze(0)  # no stack copy
@@ -167,73 +135,15 @@ class VideoDataset(Dataset):
 
     # ------------------------------------------------------------------ val / test
 
-    def view_indices(self, num_video_frames: int, fps: float) -> list[list[int]]:
-        """Frame indices of each temporal test view (K lists of T indices)."""
-        s = self.spec
-        k = s.num_ensemble_views
-        if s.segment_sampling:
-            return [sampling.segment_indices(num_video_frames, s.num_frames, False, v, k) for v in range(k)]
-        return [
-            sampling.test_clip_indices(
-                num_video_frames, fps, v, k, s.num_frames, s.sampling_rate, s.target_fps, s.use_offset_sampling
-            )
-            for v in range(k)
-        ]
-
-    def view_transform(self, frames: torch.Tensor, clips: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Decoded frames [F,H,W,3] and the K temporal views as index lists into them -> [K*S,3,T,c,c] views.
-
-        The temporal gather is part of this pass (each view frame is copied once, straight into the output), so
-        a subclass or a benchmark replacing it sees the frames exactly as decoded."""
-        s = self.spec
-        return multi_view_crops(
-            frames, clips, s.test_crop_size, s.num_spatial_crops, s.mean, s.std, s.test_short_side
-        )
-
-    def _views(self, path: str) -> torch.Tensor:
-        with self._open(path) as reader:
-            per_view = self.view_indices(reader.num_frames, reader.fps)
-            if self.decode_once:
-                # the union of all views' frames in one pass over the file
-                wanted, clips = sampling.union_indices(per_view)
-                frames = reader.get_frames(wanted)
-            else:
-                # the baseline (tests, scripts/benchmark_eval.py): each view decoded on its own
-                frames = torch.cat([reader.get_frames(idx) for idx in per_view])
-                clips = sampling.concat_indices([len(idx) for idx in per_view])
-        return self.view_transform(frames, clips)  # [K*S,3,T,c,c], v = k*S + s
-
     def _test_item(self, index: int) -> dict:
         path = self.full_paths[index]
         ok = True
         try:
-            views = self._views(path)
+            with open_reader(path, self.spec) as reader:
+                item_views = views(reader, self.spec)  # [K*S,3,T,c,c], v = k*S + s, one decode
         except VideoDecodeError as e:
             warn_bad_video(path, e)
             s = self.spec
-            views = torch.empty(0, 3, s.num_frames, s.test_crop_size, s.test_crop_size)
+            item_views = torch.empty(0, 3, s.num_frames, s.test_crop_size, s.test_crop_size)
             ok = False
-        return {"views": views, "label": self.labels[index], "index": index, "path": self.paths[index], "ok": ok}
-
-
-def clip_spec_from_cfg(cfg, segment_sampling: bool = False) -> ClipSpec:
-    """ClipSpec from cfg.data / cfg.test / cfg.data_loader."""
-    d, t = cfg.data, cfg.test
-    crops = int(t.num_spatial_crops)
-    from mvit_video.data.transforms import test_short_side
-
-    return ClipSpec(
-        num_frames=int(d.num_frames),
-        sampling_rate=int(d.sampling_rate),
-        target_fps=float(d.target_fps),
-        segment_sampling=segment_sampling,
-        use_offset_sampling=bool(d.use_offset_sampling),
-        num_ensemble_views=int(t.num_ensemble_views),
-        num_spatial_crops=crops,
-        test_crop_size=int(d.test_crop_size),
-        test_short_side=test_short_side(int(d.test_crop_size), crops, list(d.train_jitter_scales)),
-        mean=list(d.mean),
-        std=list(d.std),
-        decoder=str(d.decoder),
-        decoder_threads=int(cfg.data_loader.decoder_threads),
-    )
+        return {"views": item_views, "label": self.labels[index], "index": index, "path": self.paths[index], "ok": ok}

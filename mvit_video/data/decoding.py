@@ -1,4 +1,5 @@
-"""Video readers that decode only the frames asked for: decord by default, PyAV as the automatic fallback.
+"""Video readers that decode only the frames asked for: decord by default, PyAV as the automatic fallback; a
+folder of JPEG frames (SSv2's extracted layout) and a reader resampled to a frame grid (SSv2's 30 fps).
 
 `open_video(path)` returns a reader with `.num_frames`, `.fps`, `.duration` and `.get_frames(indices)` ->
 uint8 Tensor[T, H, W, 3] (RGB, in the order of `indices`, repeats allowed). Any missing, empty, truncated or
@@ -22,6 +23,7 @@ import av  # must be imported BEFORE decord, see below
 import numpy as np
 import torch
 
+from mvit_video.data.sampling import frame_grid
 from mvit_video.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ try:
 except Exception:  # pragma: no cover - depends on the install
     decord = None
 
-__all__ = ["VideoDecodeError", "VideoReader", "DecordReader", "PyAVReader", "open_video", "local_path", "HAS_DECORD"]
+__all__ = ["VideoDecodeError", "VideoReader", "DecordReader", "PyAVReader", "FrameGridReader", "FrameFolderReader",
+           "open_video", "local_path", "HAS_DECORD"]
 
 HAS_DECORD = decord is not None
 
@@ -264,6 +267,58 @@ class _FallbackReader(VideoReader):
 
     def close(self) -> None:
         self._primary.close()
+
+
+class FrameGridReader(VideoReader):
+    """A reader seen at `grid_fps`: frame k is the source frame sampling.frame_grid shows at time k / grid_fps."""
+
+    def __init__(self, reader: VideoReader, grid_fps: float) -> None:
+        self._reader = reader
+        self.path, self.name = reader.path, getattr(reader, "name", "")
+        self._map = frame_grid(reader.num_frames, reader.fps, grid_fps)
+        self.num_frames, self.fps = len(self._map), float(grid_fps)
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        last = self.num_frames - 1
+        return self._reader.get_frames([self._map[min(max(int(i), 0), last)] for i in indices])
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class FrameFolderReader(VideoReader):
+    """A folder of JPEG frames `{id}_%06d.jpg` (PySlowFast's extracted SSv2 layout), `fps` frames per second;
+    frame i is the i-th file in name order. Decoded to RGB (the model's order; PySlowFast's OpenCV reads BGR and
+    its REVERSE_INPUT_CHANNEL turns it back, see convert.slowfast_input_is_bgr)."""
+
+    name = "jpeg"
+
+    def __init__(self, path: str, fps: float = 30.0) -> None:
+        self.path, self.fps = path, float(fps)
+        try:
+            self._files = sorted(e.path for e in os.scandir(path) if e.name.lower().endswith((".jpg", ".jpeg")))
+        except OSError as e:
+            raise VideoDecodeError(f"{path}: cannot list frames ({e.strerror or e})") from e
+        self.num_frames = len(self._files)
+        if not self._files:
+            raise VideoDecodeError(f"{path}: no .jpg frames in the folder")
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        from PIL import Image  # torchvision's own JPEG decoding is deprecated (0.29)
+
+        last, out, cache = self.num_frames - 1, [], {}
+        for i in indices:
+            f = self._files[min(max(int(i), 0), last)]
+            if f not in cache:
+                try:
+                    with Image.open(f) as img:
+                        cache[f] = torch.from_numpy(np.asarray(img.convert("RGB")).copy())  # [H,W,3] uint8
+                except OSError as e:
+                    raise VideoDecodeError(f"{f}: not a readable JPEG ({e})") from e
+            out.append(cache[f])
+        if len({tuple(x.shape) for x in out}) != 1:
+            raise VideoDecodeError(f"{self.path}: frames of different sizes")
+        return torch.stack(out)
 
 
 def _checked(indices: Sequence[int], num_frames: int, path: str) -> list[int]:

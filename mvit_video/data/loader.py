@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import math
 import multiprocessing
+import multiprocessing.util  # noqa: F401 -- its exit handler must be registered before ours (see atexit below)
 import os
 import random
 import signal
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mvit_video.settings import LoaderConfig
 from mvit_video.utils.errors import ConfigError
 
 __all__ = ["ResumableDistributedSampler", "ShardSampler", "train_collate", "test_collate", "worker_init_fn",
@@ -141,13 +144,18 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def worker_init_fn(worker_id: int) -> None:
-    """Per-worker setup: one intra-op thread (workers already fill the cores) and numpy/random seeded from torch.
+def _ignore_stop_signals() -> None:
+    """SLURM signals every process of a step (SIGTERM, SIGUSR1 before preemption) and Ctrl-C the whole foreground
+    group (SIGINT): a worker must not die of them mid-batch. The main process decides: it finishes the step, saves,
+    and ends its workers (stop_workers, on every exit path and at interpreter exit)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
-    Workers ignore SIGTERM/SIGUSR1/SIGINT: SLURM signals every process of a step and Ctrl-C the whole foreground
-    group, but the main process finishes its step, saves, and ends the workers itself (stop_workers)."""
-    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
-        signal.signal(signum, signal.SIG_IGN)
+
+def worker_init_fn(worker_id: int) -> None:
+    """Per-worker setup: stop signals ignored (the main process ends its workers), killed with the main process,
+    one intra-op thread (workers already fill the cores) and numpy/random seeded from torch."""
+    _ignore_stop_signals()
     _die_with_parent()
     torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32  # torch gives each worker its own base_seed + worker_id
@@ -172,9 +180,9 @@ class _TrackedLoader(DataLoader):
 def stop_workers() -> None:
     """End every data-loader worker of this process now: a clean shutdown first, then SIGKILL for any left.
 
-    Call on every exit path of a run. Otherwise an exception keeps the iterators alive (in its traceback) until
-    interpreter exit, where multiprocessing SIGTERMs the workers -- which ignore SIGTERM during training (SLURM
-    signals every process) -- and then waits for them forever."""
+    Call on every exit path of a run (it also runs at interpreter exit, registered below). Otherwise an exception
+    keeps the iterators alive (in its traceback) until interpreter exit, where multiprocessing SIGTERMs the
+    workers -- which ignore SIGTERM (worker_init_fn) -- and then waits for them forever."""
     for it in list(_ITERATORS):
         try:
             it._shutdown_workers()  # torch's own clean path: workers get None, exit, are joined
@@ -187,6 +195,13 @@ def stop_workers() -> None:
         if getattr(proc, "_target", None) is _worker_loop and proc.is_alive():
             proc.kill()
             proc.join(timeout=5)
+
+
+# atexit runs handlers last-registered first: this one ends the workers before multiprocessing's own exit handler
+# (registered when multiprocessing.util is imported, above) would SIGTERM them and wait.
+atexit.register(stop_workers)
+
+
 _warned_workers = False
 
 
@@ -209,42 +224,35 @@ def _warn_oversubscribed(workers: int) -> None:
                        cores)
 
 
-def build_loader(cfg, split: str, dataset: Dataset = None, loader=None, *, batch_size: int | None = None,
-                 seed: int | None = None, world_size: int = 1, rank: int = 0) -> DataLoader:
-    """DataLoader for `split`: per-process batch = global batch // world_size; train shuffles and drops the tail.
-
-    Typed form: build_loader(dataset, split, loader: LoaderConfig, batch_size=GLOBAL, seed=S, world_size, rank)."""
-    if isinstance(cfg, Dataset):  # transition to the typed form
-        from types import SimpleNamespace
-
-        dataset, dl = cfg, loader if loader is not None else dataset
-        key = "train" if split == "train" else "test"
-        cfg = SimpleNamespace(seed=seed, data_loader=dl, **{key: SimpleNamespace(batch_size=batch_size)})
-    dl = cfg.data_loader
-    workers = int(dl.num_workers)
+def build_loader(dataset: Dataset, split: str, loader: LoaderConfig, *, batch_size: int, seed: int,
+                 world_size: int = 1, rank: int = 0) -> DataLoader:
+    """DataLoader of `dataset` for `split` with the data_loader.* settings: `batch_size` is the global batch
+    (train.batch_size / test.batch_size; per process = batch_size // world_size), `seed` the run's seed (the
+    training order and the workers' base seeds). Train shuffles (resumably) and drops the tail; val/test shard
+    without padding."""
+    workers = loader.num_workers
     if workers < 0:
         raise ConfigError(f"data_loader.num_workers: must be >= 0, got {workers}")
     _warn_oversubscribed(workers)
     common = dict(
         num_workers=workers,
-        pin_memory=bool(dl.pin_memory) and torch.cuda.is_available(),
-        persistent_workers=bool(dl.persistent_workers) and workers > 0,
+        pin_memory=loader.pin_memory and torch.cuda.is_available(),
+        persistent_workers=loader.persistent_workers and workers > 0,
         worker_init_fn=worker_init_fn if workers > 0 else None,
         # Its own generator for the workers' base seed: creating an iterator must not draw from the global RNG,
         # or a resumed run (new workers) would consume different numbers than an unbroken one (mixup, drop path).
-        generator=torch.Generator().manual_seed(int(cfg.seed)),
+        generator=torch.Generator().manual_seed(seed),
     )
     if split == "train":
-        batch = int(cfg.train.batch_size) // world_size
+        batch = batch_size // world_size
         if batch < 1:
-            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is smaller than the {world_size} processes")
+            raise ConfigError(f"train.batch_size: {batch_size} is smaller than the {world_size} processes")
         sampler = ResumableDistributedSampler(
-            len(dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=int(cfg.seed), drop_last=True,
-            keyed=True,
+            len(dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True, keyed=True,
         )
         return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=train_collate, drop_last=True,
                               **common)
-    batch = max(1, int(cfg.test.batch_size) // world_size)
+    batch = max(1, batch_size // world_size)
     sampler = ShardSampler(len(dataset), num_replicas=world_size, rank=rank)
     return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=test_collate, drop_last=False,
                           **common)

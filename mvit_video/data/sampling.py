@@ -21,7 +21,7 @@ __all__ = [
     "start_index",
     "clip_indices",
     "train_clip_indices",
-    "test_clip_indices",
+    "eval_clip_indices",
     "segment_indices",
     "union_indices",
     "concat_indices",
@@ -80,7 +80,7 @@ def train_clip_indices(
     return clip_indices(num_video_frames, start, size, num_frames)
 
 
-def test_clip_indices(
+def eval_clip_indices(
     num_video_frames: int,
     fps: float,
     view: int,
@@ -161,5 +161,3 @@ def frame_grid(
         out.append(j)
     return tuple(out)
 
-
-test_clip_indices.__test__ = False  # not a pytest test, despite the name

@@ -27,21 +27,22 @@ from mvit_video.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CLASSES", "DEFAULTS", "default_root", "dataset_key", "render_video", "ensure_synthetic_dataset"]
+__all__ = ["CLASSES", "DEFAULTS", "SET_SIZES", "default_root", "dataset_key", "render_video",
+           "ensure_synthetic_dataset"]
 
 CLASSES = ["moving right", "moving left", "moving down", "moving up", "growing", "shrinking"]
 
+# How the videos are rendered, when a caller does not say (the run passes every data.synthetic setting).
 DEFAULTS: dict[str, Any] = {
     "num_classes": 6,
-    "train_per_class": 40,
-    "val_per_class": 10,
-    "test_per_class": 10,
     "num_frames": 40,
     "height": 64,
     "width": 80,
     "fps": 30.0,
     "seed": 0,
 }
+# Videos per class and split: always given by the caller; the run's values live in config.yaml (data.synthetic).
+SET_SIZES = ("train_per_class", "val_per_class", "test_per_class")
 _VERSION = 2  # bump when the rendering changes so old caches are not reused
 
 
@@ -52,10 +53,14 @@ def default_root() -> Path:
 
 
 def _settings(settings: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(settings) - set(DEFAULTS)
+    known = set(DEFAULTS) | set(SET_SIZES)
+    unknown = set(settings) - known
     if unknown:
-        raise ConfigError(f"data.synthetic: unknown setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        raise ConfigError(f"data.synthetic: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
     s = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    missing = [k for k in SET_SIZES if k not in s]
+    if missing:
+        raise ConfigError(f"data.synthetic: {', '.join(missing)} not set (videos per class of each split)")
     if not 2 <= int(s["num_classes"]) <= len(CLASSES):
         raise ConfigError(f"data.synthetic.num_classes: must be in [2, {len(CLASSES)}], got {s['num_classes']}")
     if int(s["num_frames"]) < 2:

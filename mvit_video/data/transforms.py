@@ -20,6 +20,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from mvit_video.settings import AugConfig, DataConfig, MixupConfig
 from mvit_video.utils.errors import ConfigError
 
 __all__ = [
@@ -30,8 +31,7 @@ __all__ = [
     "short_side_resize",
     "uniform_crop",
     "multi_view_crops",
-    "test_views",
-    "test_short_side",
+    "eval_short_side",
     "build_mixup",
     "MixupCutmix",
     "ShortSideJitterCrop",
@@ -159,6 +159,17 @@ def _op_table(increasing: bool):
     }
 
 
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+def check_interpolation(interpolation: str) -> str:
+    """aug.interpolation, checked: RandAugment's geometric ops (rotate, shear, translate) sample with it, as timm's
+    do on PIL images; crops and resizes stay bilinear, as PySlowFast's (its INTERPOLATION reaches only RandAugment)."""
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(f"aug.interpolation: expected one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    return interpolation
+
+
 class RandAugmentVideo(torch.nn.Module):
     """timm RandAugment on a uint8 video [T,C,H,W]: `num_ops` ops drawn uniformly, each applied with prob 0.5 and
     magnitude ~ N(magnitude, magnitude_std) clipped to [0, 10] drawn per op application and shared by all frames.
@@ -183,9 +194,7 @@ class RandAugmentVideo(torch.nn.Module):
         self.names = list(self.ops)
         # PySlowFast's create_random_augment passes no img_mean, so timm's default fill (128, 128, 128) is used
         self.fill = [float(x) for x in fill]
-        if interpolation not in ("nearest", "bilinear", "bicubic"):
-            raise ConfigError(f"aug.interpolation: expected nearest, bilinear or bicubic, got {interpolation!r}")
-        self.interp = interpolation
+        self.interp = check_interpolation(interpolation)
 
     def sample_level(self) -> float:
         """One magnitude draw (timm: gaussian around `magnitude`, clipped to [0, 10])."""
@@ -312,39 +321,38 @@ class TrainTransform(torch.nn.Module):
         return video.permute(1, 0, 2, 3).contiguous()  # [C,T,H,W]
 
 
-def build_train_transform(
-    cfg, random_flip: Optional[bool] = None, decode_short_side: Optional[int] = None
-) -> TrainTransform:
-    """The train transform from cfg.data / cfg.aug; `random_flip` overrides data.random_flip (SSv2: False);
-    `decode_short_side` as TrainTransform (Kinetics: data.train_jitter_scales[0])."""
-    d, a = cfg.data, cfg.aug
+def build_train_transform(data: DataConfig, aug: AugConfig, random_flip: Optional[bool] = None,
+                          decode_short_side: Optional[int] = None) -> TrainTransform:
+    """The train transform of the data.* and aug.* settings; `random_flip` overrides data.random_flip (SSv2:
+    False); `decode_short_side` as TrainTransform (Kinetics: data.train_jitter_scales[0])."""
+    check_interpolation(aug.interpolation)  # also when unused: a value that does nothing must not pass silently
     ra = None
     re_prob = 0.0
-    if a.enable:
-        if a.aa_type:
-            spec = parse_rand_augment(str(a.aa_type))
+    if aug.enable:
+        if aug.aa_type:
+            spec = parse_rand_augment(aug.aa_type)
             ra = RandAugmentVideo(
                 num_ops=spec["num_ops"],
                 magnitude=spec["magnitude"],
                 magnitude_std=spec["magnitude_std"],
                 increasing=spec["increasing"],
-                interpolation=str(a.interpolation),
+                interpolation=aug.interpolation,
             )
-        if a.re_mode != "pixel":
-            raise ConfigError(f"aug.re_mode: only 'pixel' is supported, got {a.re_mode!r}")
-        re_prob = float(a.re_prob)
+        if aug.re_mode != "pixel":
+            raise ConfigError(f"aug.re_mode: only 'pixel' is supported, got {aug.re_mode!r}")
+        re_prob = aug.re_prob
     return TrainTransform(
-        crop_size=int(d.train_crop_size),
-        mean=list(d.mean),
-        std=list(d.std),
-        scale=list(d.train_jitter_scales_relative),
-        aspect=list(d.train_jitter_aspect_relative),
-        jitter_scales=list(d.train_jitter_scales),
-        inverse_uniform=bool(d.inv_uniform_sample),
-        random_flip=bool(d.random_flip) if random_flip is None else random_flip,
+        crop_size=data.train_crop_size,
+        mean=list(data.mean),
+        std=list(data.std),
+        scale=list(data.train_jitter_scales_relative),
+        aspect=list(data.train_jitter_aspect_relative),
+        jitter_scales=list(data.train_jitter_scales),
+        inverse_uniform=data.inv_uniform_sample,
+        random_flip=data.random_flip if random_flip is None else random_flip,
         rand_augment=ra,
         re_prob=re_prob,
-        re_count=int(a.re_count),
+        re_count=aug.re_count,
         decode_short_side=decode_short_side,
     )
 
@@ -389,22 +397,9 @@ def uniform_crop(video: torch.Tensor, size: int, spatial_idx: int) -> torch.Tens
     return video[..., y : y + size, x : x + size]
 
 
-def test_short_side(crop_size: int, num_spatial_crops: int, train_jitter_scales: Sequence[int]) -> int:
+def eval_short_side(crop_size: int, num_spatial_crops: int, train_jitter_scales: Sequence[int]) -> int:
     """Short side before cropping (REFERENCE §8): test crop size with 3 crops, train_jitter_scales[0] with 1."""
     return int(crop_size) if num_spatial_crops > 1 else int(train_jitter_scales[0])
-
-
-def test_views(
-    frames: torch.Tensor,
-    crop_size: int,
-    num_spatial_crops: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    short_side: Optional[int] = None,
-    out: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """uint8 frames [T,H,W,3] of one clip -> float views [S,3,T,crop,crop] (multi_view_crops with one clip)."""
-    return multi_view_crops(frames, [range(frames.shape[0])], crop_size, num_spatial_crops, mean, std, short_side, out)
 
 
 def multi_view_crops(
@@ -525,21 +520,15 @@ class MixupCutmix:
         return video, target
 
 
-def build_mixup(cfg, num_classes: int) -> Optional[Callable]:
-    """MixupCutmix from cfg.mixup, or None when mixup.enable is false (the engine smooths labels itself)."""
-    m = getattr(cfg, "mixup", cfg)  # TRANSITIONAL (#13): a RunConfig/DictConfig or the MixupConfig itself
-    if not m.enable:
+def build_mixup(mixup: MixupConfig, num_classes: int) -> Optional[Callable]:
+    """MixupCutmix of the mixup.* settings, or None when mixup.enable is false (the engine smooths labels itself)."""
+    if not mixup.enable:
         return None
     return MixupCutmix(
         num_classes,
-        alpha=float(m.alpha),
-        cutmix_alpha=float(m.cutmix_alpha),
-        prob=float(m.prob),
-        switch_prob=float(m.switch_prob),
-        label_smoothing=float(m.label_smooth_value),
+        alpha=mixup.alpha,
+        cutmix_alpha=mixup.cutmix_alpha,
+        prob=mixup.prob,
+        switch_prob=mixup.switch_prob,
+        label_smoothing=mixup.label_smooth_value,
     )
-
-
-# not pytest tests, despite the names (tests import them)
-test_views.__test__ = False
-test_short_side.__test__ = False

@@ -6,26 +6,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+
+from mvit_video.config import build_config, compose
+from mvit_video.settings import RunConfig
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-def make_cfg(data: str = "synthetic", aug: str = "none", overrides: Optional[dict[str, Any]] = None) -> DictConfig:
-    """config.yaml's schema merged with conf/data/<data>.yaml and conf/aug/<aug>.yaml (no other groups), then
-    dotted-key `overrides`; struct mode like Hydra, so a key outside the schema fails."""
-    base = OmegaConf.load(CONF / "config.yaml")
-    base.pop("defaults", None)
-    OmegaConf.set_struct(base, True)
-    layers = [OmegaConf.load(CONF / "data" / f"{data}.yaml")]
-    aug_cfg = OmegaConf.load(CONF / "aug" / f"{aug}.yaml")
-    for parent in aug_cfg.pop("defaults", []) or []:
-        layers.append(OmegaConf.load(CONF / "aug" / f"{parent}.yaml"))
-    layers.append(aug_cfg)
-    cfg = OmegaConf.merge(base, *layers)
+def make_cfg(data: str = "synthetic", aug: str = "none", overrides: Optional[dict[str, Any]] = None) -> RunConfig:
+    """The typed settings (config.build_config) of conf/config.yaml with the data=<data> and aug=<aug> groups, then
+    dotted-key `overrides` (a dict value is merged into its section); a key outside the schema fails, as in Hydra."""
+    cfg = compose([f"data={data}", f"aug={aug}"])
     for key, value in (overrides or {}).items():
-        OmegaConf.update(cfg, key, value, merge=False)
-    return cfg
+        OmegaConf.update(cfg, key, value, merge=isinstance(value, dict))
+    return build_config(cfg)
 
 
 def indexed_frames(num_frames: int, height: int = 64, width: int = 80, seed: int = 0) -> np.ndarray:

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from data_helpers import make_cfg
 
 from mvit_video.data import build_dataset
-from mvit_video.data.kinetics import read_list_file
+from mvit_video.data.clips import open_reader, view_indices, views_of_frames
+from mvit_video.data.lists import read_list_file
+from mvit_video.data.sampling import concat_indices
 from mvit_video.utils.errors import ConfigError, UserError
 
 T, CROP = 4, 32
@@ -85,12 +87,15 @@ def test_test_views_decode_once_equals_per_view(kinetics_list_dir, crops, decode
     over = {"test.num_ensemble_views": 3, "test.num_spatial_crops": crops, "data.decoder": decoder}
     cfg = _cfg(kinetics_list_dir, **over)
     once = build_dataset(cfg, "test")
-    per_view = build_dataset(cfg, "test", decode_once=False)
     for i in range(len(once)):
-        a, b = once[i], per_view[i]
+        a = once[i]
+        # the baseline from the public pieces: each view's frames decoded on their own, then the same crops
+        with open_reader(once.full_paths[i], once.spec) as reader:
+            parts = [reader.get_frames(idx) for idx in view_indices(once.spec, reader.num_frames, reader.fps)]
+        per_view = views_of_frames(torch.cat(parts), concat_indices([len(p) for p in parts]), once.spec)
         assert a["ok"] and a["views"].shape == (3 * crops, 3, T, CROP, CROP)
-        assert torch.equal(a["views"], b["views"])
-        assert a["path"] == b["path"] and a["label"] == b["label"] and a["index"] == i
+        assert torch.equal(a["views"], per_view)
+        assert a["path"] == once.paths[i] and a["label"] == once.labels[i] and a["index"] == i
 
 
 def test_view_order_is_temporal_major(kinetics_list_dir):
@@ -168,7 +173,7 @@ def test_ssv2_official_json(video_dir, tmp_path):
     assert val[0]["views"].shape == (3, 3, T, CROP, CROP)  # ssv2 preset: 1 x 3 views
     # segment sampling of a 48-frame video with 4 frames: segments of 47/4 = 11.75 -> bounds (0,12) (12,24)
     # (24,35) (35,47), the middle of each
-    assert val.view_indices(48, 30.0) == [[6, 18, 29, 41]]
+    assert view_indices(val.spec, 48, 30.0) == [[6, 18, 29, 41]]
 
 
 def test_ssv2_samples_pyslowfast_30fps_frame_grid(video_dir, tmp_path):
@@ -185,14 +190,14 @@ def test_ssv2_samples_pyslowfast_30fps_frame_grid(video_dir, tmp_path):
         write_video(d / f"{vid}.webm", frames, fps=12.0)
     cfg = _cfg(d, "ssv2", "none", **{"test.num_ensemble_views": 1, "test.num_spatial_crops": 1})
     val = build_dataset(cfg, "val")
-    with val._open(str(d / "12.webm")) as reader:
+    with open_reader(str(d / "12.webm"), val.spec) as reader:
         assert (reader.num_frames, reader.fps) == (50, 30.0)
-    idx = val.view_indices(50, 30.0)[0]
+    idx = view_indices(val.spec, 50, 30.0)[0]
     assert idx == [6, 18, 30, 43]  # segments of 49/4 on the 50-frame grid
     views = val[0]["views"]  # [1,3,T,32,32]
     ids = (views[0, 0, :, 16, 16] * 0.225 + 0.45) * 255 / 8
     assert ids.round().int().tolist() == [frame_grid(20, 12.0)[i] for i in idx] == [2, 7, 12, 17]
-    assert val.view_indices(20, 12.0)[0] != idx  # the webm's own frames would be a different grid
+    assert view_indices(val.spec, 20, 12.0)[0] != idx  # the webm's own frames would be a different grid
 
 
 def test_ssv2_one_crop_test_view_is_left_at_crop_size(video_dir, tmp_path):
@@ -201,7 +206,7 @@ def test_ssv2_one_crop_test_view_is_left_at_crop_size(video_dir, tmp_path):
                                                                   "test.num_spatial_crops": 1})  # fmt: skip
     val = build_dataset(cfg, "val")
     frames = torch.arange(64, dtype=torch.uint8).view(1, 1, 64, 1).expand(2, 40, 64, 3).contiguous()  # value = x
-    views = val.view_transform(frames, [range(2)])
+    views = views_of_frames(frames, [range(2)], val.spec)
     x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(32, 51), mode="bilinear", align_corners=False)
     ref = (x[:, :, :32, :32] / 255.0 - 0.45) / 0.225
     torch.testing.assert_close(views[0].permute(1, 0, 2, 3), ref)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 from data_helpers import make_cfg
+from torch.utils.data import Dataset
 
 from mvit_video.data import build_dataset, build_loader
 from mvit_video.data.loader import ResumableDistributedSampler, ShardSampler
@@ -74,10 +77,17 @@ def _cfg(list_dir, **over):
     return make_cfg("kinetics", "none", base)
 
 
+def _loader(cfg, split, dataset, world_size=1, rank=0):
+    """build_loader as training and evaluate call it: the global batch of the split."""
+    batch = cfg.train.batch_size if split == "train" else cfg.test.batch_size
+    return build_loader(dataset, split, cfg.data_loader, batch_size=batch, seed=cfg.seed, world_size=world_size,
+                        rank=rank)
+
+
 def test_train_loader_flattens_num_sample(kinetics_list_dir):
     cfg = _cfg(kinetics_list_dir)
     ds = build_dataset(cfg, "train")
-    loader = build_loader(cfg, "train", ds, world_size=2, rank=0)  # 2 videos per process
+    loader = _loader(cfg, "train", ds, world_size=2, rank=0)  # 2 videos per process
     batches = list(loader)
     assert len(batches) == 1
     b = batches[0]
@@ -87,7 +97,7 @@ def test_train_loader_flattens_num_sample(kinetics_list_dir):
     assert b["bad_paths"] == []
     assert isinstance(loader.sampler, ResumableDistributedSampler)
     with pytest.raises(ConfigError, match="train.batch_size"):
-        build_loader(cfg, "train", ds, world_size=8, rank=0)
+        _loader(cfg, "train", ds, world_size=8, rank=0)
 
 
 def test_val_loader_with_workers(kinetics_list_dir):
@@ -95,10 +105,30 @@ def test_val_loader_with_workers(kinetics_list_dir):
     ds = build_dataset(cfg, "val")
     seen = []
     for rank in range(2):
-        loader = build_loader(cfg, "val", ds, world_size=2, rank=rank)
+        loader = _loader(cfg, "val", ds, world_size=2, rank=rank)
         assert loader.persistent_workers and loader.batch_size == 1
         for b in loader:
             assert isinstance(b["views"], list) and b["views"][0].shape == (2, 3, 4, 32, 32)
             assert b["ok"].dtype == torch.bool and b["ok"].all()
             seen += b["index"].tolist()
     assert sorted(seen) == list(range(len(ds)))
+
+
+class _WorkerSignals(Dataset):
+    """Items: how the worker that loads them handles SIGTERM, SIGUSR1 and SIGINT."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> dict:
+        handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)]
+        return {"views": torch.zeros(0), "label": 0, "index": index, "path": str(handlers), "ok": True}
+
+
+def test_workers_ignore_stop_signals(kinetics_list_dir):
+    """SLURM signals every process of a job step and Ctrl-C the foreground group: the loader's own workers ignore
+    those signals (the main process finishes its step and ends them), whoever builds the loader."""
+    cfg = _cfg(kinetics_list_dir, **{"data_loader.num_workers": 1, "data_loader.persistent_workers": False})
+    loader = _loader(cfg, "test", _WorkerSignals())
+    paths = [p for batch in loader for p in batch["path"]]
+    assert paths == [str([signal.SIG_IGN] * 3)] * 2

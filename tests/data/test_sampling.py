@@ -9,9 +9,14 @@ import pytest
 
 from mvit_video.data import sampling
 from mvit_video.data.encode import write_video
-from mvit_video.data.sampling import clip_size, frame_grid, segment_indices, start_index, train_clip_indices
-
-test_clip_indices = sampling.test_clip_indices  # __test__ = False on it: pytest does not collect it
+from mvit_video.data.sampling import (
+    clip_size,
+    eval_clip_indices,
+    frame_grid,
+    segment_indices,
+    start_index,
+    train_clip_indices,
+)
 
 
 class _HalfRng(random.Random):
@@ -43,29 +48,29 @@ def test_train_clip_start_rounds_up():
 
 def test_test_views_offset_sampling():
     # delta 236, K=5: starts i * floor(236 / 4) = 0, 59, 118, 177, 236
-    starts = [test_clip_indices(300, 30.0, i, 5, 8, 8, 30.0, True)[0] for i in range(5)]
+    starts = [eval_clip_indices(300, 30.0, i, 5, 8, 8, 30.0, True)[0] for i in range(5)]
     assert starts == [0, 59, 118, 177, 236]
-    assert test_clip_indices(300, 30.0, 4, 5, 8, 8, 30.0, True) == [236 + 9 * j for j in range(8)]
+    assert eval_clip_indices(300, 30.0, 4, 5, 8, 8, 30.0, True) == [236 + 9 * j for j in range(8)]
     # K=1: floor(delta / 2)
-    assert test_clip_indices(300, 30.0, 0, 1, 8, 8, 30.0, True)[0] == 118
+    assert eval_clip_indices(300, 30.0, 0, 1, 8, 8, 30.0, True)[0] == 118
 
 
 def test_test_views_without_offset_sampling():
     # start = delta * i / K: view 1 of 5 starts at 47.2 -> 47, 56.2, ... truncated
-    assert test_clip_indices(300, 30.0, 1, 5, 8, 8, 30.0, False) == [47, 56, 65, 74, 83, 92, 101, 110]
-    assert test_clip_indices(300, 30.0, 0, 1, 8, 8, 30.0, False)[0] == 0
+    assert eval_clip_indices(300, 30.0, 1, 5, 8, 8, 30.0, False) == [47, 56, 65, 74, 83, 92, 101, 110]
+    assert eval_clip_indices(300, 30.0, 0, 1, 8, 8, 30.0, False)[0] == 0
 
 
 def test_other_fps_scales_the_span():
     # 250 frames @25 fps: span 8*8*25/30 = 53.33, delta 196.67, K=3 offset: starts 0, 98, 196;
     # view 1 = linspace(98, 150.33, 8) truncated
-    assert test_clip_indices(250, 25.0, 1, 3, 8, 8, 30.0, True) == [98, 105, 112, 120, 127, 135, 142, 150]
-    assert test_clip_indices(250, 25.0, 2, 3, 8, 8, 30.0, True)[0] == 196
+    assert eval_clip_indices(250, 25.0, 1, 3, 8, 8, 30.0, True) == [98, 105, 112, 120, 127, 135, 142, 150]
+    assert eval_clip_indices(250, 25.0, 2, 3, 8, 8, 30.0, True)[0] == 196
 
 
 def test_short_video_repeats_frames():
     # 10 frames, span 32: delta 0, linspace(0, 31, 8) clamped to 9
-    assert test_clip_indices(10, 30.0, 0, 1, 8, 4, 30.0, True) == [0, 4, 8, 9, 9, 9, 9, 9]
+    assert eval_clip_indices(10, 30.0, 0, 1, 8, 4, 30.0, True) == [0, 4, 8, 9, 9, 9, 9, 9]
     assert train_clip_indices(10, 30.0, 8, 4, 30.0, rng=random.Random(1)) == [0, 4, 8, 9, 9, 9, 9, 9]
     assert start_index(10, 32.0, 2, 3, True) == 0
 

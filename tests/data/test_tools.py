@@ -1,9 +1,13 @@
-"""Tests of the data tools in scripts/: prepare_kinetics, prepare_ssv2, check_dataset, and the pytorchvideo
-baseline that benchmark_data measures against. Videos are real (written with PyAV)."""
+"""Tests of the data tools: the prepare/check commands behind scripts/prepare_kinetics.py, prepare_ssv2.py and
+check_dataset.py (mvit_video.data.prepare), and the pytorchvideo baseline that scripts/benchmark_data.py measures
+against. Videos are real (written with PyAV)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,12 +16,12 @@ import pytest
 import torch
 
 from mvit_video.data.encode import write_video
+from mvit_video.data.prepare import check as check_dataset
+from mvit_video.data.prepare import kinetics as prepare_kinetics
+from mvit_video.data.prepare import ssv2 as prepare_ssv2
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-sys.path.insert(0, str(SCRIPTS))  # the scripts import each other as top-level modules, as when run directly
-
-import prepare_kinetics  # noqa: E402
-import prepare_ssv2  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
 
 
 def _tiny_video(path: Path, seed: int = 0, num_frames: int = 8) -> None:
@@ -140,7 +144,7 @@ def test_prepare_kinetics_user_errors(kinetics_raw: Path, capsys) -> None:
 
 def test_prepare_kinetics_paths_with_the_separator_are_read_back(tmp_path: Path, capsys) -> None:
     """A space in a `{label}/` folder: the list is written (with a note) and the data loader's parser reads it."""
-    from mvit_video.data.kinetics import read_list_file
+    from mvit_video.data.lists import read_list_file
 
     (tmp_path / "train.csv").write_text(K_HEADER + "air drumming,aaaaaaaaaaa,0,10,train\n")
     _tiny_video(tmp_path / "v" / "train" / "air drumming" / "aaaaaaaaaaa_000000_000010.mp4")
@@ -152,6 +156,31 @@ def test_prepare_kinetics_paths_with_the_separator_are_read_back(tmp_path: Path,
     code, out, _ = _run_cli(prepare_kinetics.main, argv + ["--separator", ","], capsys)
     assert code == 0 and "contain the separator" not in out
     assert (tmp_path / "o" / "train.csv").read_text() == "train/air drumming/aaaaaaaaaaa_000000_000010.mp4,0\n"
+
+
+@pytest.mark.slow
+def test_scripts_are_the_package_commands(kinetics_raw: Path, capsys, monkeypatch) -> None:
+    """scripts/prepare_kinetics.py, prepare_ssv2.py and check_dataset.py are thin CLIs over mvit_video.data.prepare:
+    the same command line prints what the package's main prints."""
+    import runpy
+
+    argv = ["--annotations", str(kinetics_raw / "annotations"), "--videos", str(kinetics_raw / "videos")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "prepare_kinetics.py"), *argv, "--out",
+                           str(kinetics_raw / "by_script")], capture_output=True, text=True, env=env, timeout=120)
+    code, out, _ = _run_cli(prepare_kinetics.main, argv + ["--out", str(kinetics_raw / "by_package")], capsys)
+    assert proc.returncode == code == 0, proc.stderr
+    assert proc.stdout.replace("by_script", "by_package") == out
+
+    def run_script(name: str, *args: str) -> tuple[int, str, str]:  # as `python scripts/<name>.py ARGS`
+        monkeypatch.setattr(sys, "argv", [str(SCRIPTS / f"{name}.py"), *args])
+        return _run_cli(lambda _: runpy.run_path(str(SCRIPTS / f"{name}.py"), run_name="__main__"), [], capsys)
+
+    for name in ("prepare_kinetics", "prepare_ssv2", "check_dataset"):
+        code, out, _ = run_script(name, "--help")
+        assert code == 0 and out.startswith(f"usage: {name}.py")
+    code, _, err = run_script("check_dataset", str(kinetics_raw / "nope.csv"))
+    assert code == 2 and err.startswith("error: ") and "nope.csv" in err
 
 
 # ------------------------------------------------------------------------------------------------- prepare_ssv2
@@ -206,8 +235,9 @@ def test_prepare_ssv2_extract_frames_gives_the_webm_grid(tmp_path: Path, capsys)
     from data_helpers import make_cfg
 
     from mvit_video.data import build_dataset
+    from mvit_video.data.clips import open_reader
     from mvit_video.data.decoding import VideoDecodeError
-    from mvit_video.data.ssv2 import FrameFolderReader
+    from mvit_video.data.decoding import FrameFolderReader
 
     ann = tmp_path / "labels"
     ann.mkdir()
@@ -235,7 +265,7 @@ def test_prepare_ssv2_extract_frames_gives_the_webm_grid(tmp_path: Path, capsys)
                                     "data.num_frames": 4, "data.train_crop_size": 32, "data.test_crop_size": 32,
                                     "test.num_ensemble_views": 1, "test.num_spatial_crops": 1})  # fmt: skip
     val = build_dataset(cfg, "val")
-    with val._open(val.full_paths[0]) as reader:
+    with open_reader(val.full_paths[0], val.spec) as reader:
         assert (reader.num_frames, reader.fps) == (25, 30.0)
     from_frames = val[0]["views"]
     webm = build_dataset(cfg, "val")
@@ -256,14 +286,12 @@ def test_prepare_ssv2_extract_frames_gives_the_webm_grid(tmp_path: Path, capsys)
 def test_shipped_kinetics400_classes_match_torchvision_and_sorted_convention() -> None:
     from torchvision.models.video import MViT_V2_S_Weights
 
-    shipped = (SCRIPTS.parent / "data_lists" / "kinetics400_classes.txt").read_text().splitlines()
+    shipped = (REPO / "data_lists" / "kinetics400_classes.txt").read_text().splitlines()
     assert shipped == list(MViT_V2_S_Weights.KINETICS400_V1.meta["categories"])
     assert shipped == sorted(shipped) and len(shipped) == 400
 
 
 # ------------------------------------------------------------------------------------------------ check_dataset
-
-import check_dataset  # noqa: E402
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -309,7 +337,17 @@ def test_check_dataset_user_errors(tmp_path: Path, capsys) -> None:
 
 # ------------------------------------------------------------------------------- benchmark_data's baselines
 
-import benchmark_data  # noqa: E402
+
+def _load_script(name: str):
+    """scripts/<name>.py as a module (a user tool, not part of the package)."""
+    spec = importlib.util.spec_from_file_location(f"mvit_video_script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+benchmark_data = _load_script("benchmark_data")
 
 
 def test_benchmark_pytorchvideo_baseline_decodes_equivalent_clips(video_dir: Path, tmp_path: Path) -> None:
@@ -351,6 +389,7 @@ def test_benchmark_raw_bound_decodes_the_training_clip_frames(video_dir: Path) -
     assert test.shape[1:] == (64, 80, 3) and 4 <= test.shape[0] <= 12  # the union of 3 views' frames
 
 
+@pytest.mark.slow
 def test_benchmark_runs_end_to_end_on_a_tiny_set(tmp_path: Path, capsys) -> None:
     """Every row of the benchmark (ours with and without transforms, raw bound, pytorchvideo) runs and is
     reported, with our build_dataset/build_loader as training builds them."""
@@ -371,12 +410,12 @@ def test_benchmark_runs_end_to_end_on_a_tiny_set(tmp_path: Path, capsys) -> None
 
 @pytest.mark.parametrize("crops", [1, 3])
 def test_benchmark_pytorchvideo_test_transform_equals_ours(crops: int) -> None:
-    """The baseline's test view transform computes what mvit_video.data.transforms.test_views computes."""
-    from mvit_video.data.transforms import test_views
+    """The baseline's test view transform computes what our test views (data.transforms.multi_view_crops) are."""
+    from mvit_video.data.transforms import multi_view_crops
 
     clip = benchmark_data.ClipSettings(num_frames=4, crop=32, crops=crops, jitter_scales=(40, 48))
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(4, 48, 64, 3), dtype=np.uint8))
-    ours = test_views(frames, clip.crop, crops, clip.mean, clip.std, clip.test_short_side)  # [S,3,T,c,c]
+    ours = multi_view_crops(frames, [range(4)], clip.crop, crops, clip.mean, clip.std, clip.test_short_side)
     tf = benchmark_data.PTVTestTransform(clip)
     for s in range(crops):
         theirs = tf({"video": frames.permute(3, 0, 1, 2).float(), "aug_index": s, "label": 0})["video"]

@@ -31,6 +31,11 @@ def _clip(t: int = 6, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (t, h, w, 3), dtype=torch.uint8, generator=g)
 
 
+def _one_clip_views(frames: torch.Tensor, crop: int, crops: int, mean, std, short_side: int) -> torch.Tensor:
+    """The S test views [S,3,T,crop,crop] of one clip (all of `frames`)."""
+    return T.multi_view_crops(frames, [range(frames.shape[0])], crop, crops, mean, std, short_side)
+
+
 def test_one_parameter_set_per_clip():
     # identical frames stay identical after crop, flip and RandAugment: all frames share the parameters (erasing
     # shares its box but not its noise: test_random_erasing_one_box_fresh_noise_per_frame)
@@ -48,12 +53,13 @@ def test_one_parameter_set_per_clip():
 
 def test_build_train_transform_from_cfg():
     cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32})
-    t = build_train_transform(cfg)
+    t = build_train_transform(cfg.data, cfg.aug)
     assert isinstance(t.rand_augment, RandAugmentVideo) and t.rand_augment.num_ops == 4
     assert t.flip is not None and isinstance(t.erase, T.RandomErasingCube) and t.erase.probability == 0.25
     assert t(_clip()).shape == (3, 6, 32, 32)
-    assert build_train_transform(cfg, random_flip=False).flip is None
-    assert build_train_transform(make_cfg("ssv2", "mvitv2_ssv2")).flip is None
+    assert build_train_transform(cfg.data, cfg.aug, random_flip=False).flip is None
+    ssv2 = make_cfg("ssv2", "mvitv2_ssv2")
+    assert build_train_transform(ssv2.data, ssv2.aug).flip is None
 
 
 def _left_right_frames() -> torch.Tensor:
@@ -96,24 +102,24 @@ def test_three_crops_along_the_long_side():
     # x coordinate written into the pixels: crop positions can be read back
     t, h, w = 2, 32, 56
     frames = torch.arange(w, dtype=torch.uint8).view(1, 1, w, 1).expand(t, h, w, 3).contiguous()
-    views = T.test_views(frames, 32, 3, [0.0] * 3, [1 / 255] * 3, short_side=32)
+    views = _one_clip_views(frames, 32, 3, [0.0] * 3, [1 / 255] * 3, short_side=32)
     assert views.shape == (3, 3, t, 32, 32)
     assert [int(v[0, 0, 0, 0]) for v in views] == [0, 12, 24]  # left, center ceil((56-32)/2), right
     # portrait: along the height
     tall = frames.transpose(1, 2).contiguous()  # [T, 56, 32, 3], value = y
-    views = T.test_views(tall, 32, 3, [0.0] * 3, [1 / 255] * 3, short_side=32)
+    views = _one_clip_views(tall, 32, 3, [0.0] * 3, [1 / 255] * 3, short_side=32)
     assert [int(v[0, 0, 0, 0]) for v in views] == [0, 12, 24]
 
 
 def test_one_crop_resizes_then_takes_the_center():
     frames = _clip(t=3, h=48, w=64)
-    views = T.test_views(frames, 32, 1, MEAN, STD, short_side=40)
+    views = _one_clip_views(frames, 32, 1, MEAN, STD, short_side=40)
     assert views.shape == (1, 3, 3, 32, 32)
     # reference: bilinear short side 48 -> 40 (64 -> floor(64/48*40) = 53), center crop at ceil((40-32)/2), ceil(21/2)
     x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(40, 53), mode="bilinear", align_corners=False)
     ref = (x[:, :, 4:36, 11:43] / 255.0 - 0.45) / 0.225
     torch.testing.assert_close(views[0].permute(1, 0, 2, 3), ref)
-    assert T.test_short_side(224, 1, [256, 320]) == 256 and T.test_short_side(224, 3, [256, 320]) == 224
+    assert T.eval_short_side(224, 1, [256, 320]) == 256 and T.eval_short_side(224, 3, [256, 320]) == 224
 
 
 def test_uniform_crop_center_index():
@@ -135,8 +141,8 @@ def test_mixup_targets():
     # prob 0: only label smoothing
     _, target = MixupCutmix(5, prob=0.0, label_smoothing=0.1)(video, labels)
     torch.testing.assert_close(target[0], torch.tensor([0.92, 0.02, 0.02, 0.02, 0.02]))
-    assert build_mixup(make_cfg("kinetics", "none"), 5) is None
-    assert isinstance(build_mixup(make_cfg("kinetics", "mvitv2"), 5), MixupCutmix)
+    assert build_mixup(make_cfg("kinetics", "none").mixup, 5) is None
+    assert isinstance(build_mixup(make_cfg("kinetics", "mvitv2").mixup, 5), MixupCutmix)
 
 
 @pytest.mark.parametrize("crops,short_side", [(1, 40), (3, 32), (1, 48)])
@@ -148,7 +154,7 @@ def test_multi_view_crops_equal_each_clip_gathered_then_cropped(crops: int, shor
     views = T.multi_view_crops(frames, clips, 32, crops, MEAN, STD, short_side=short_side)
     assert views.shape == (3 * crops, 3, 3, 32, 32)
     for k, clip in enumerate(clips):
-        ref = T.test_views(frames[clip].clone(), 32, crops, MEAN, STD, short_side=short_side)
+        ref = _one_clip_views(frames[clip].clone(), 32, crops, MEAN, STD, short_side=short_side)
         assert torch.equal(views[k * crops : (k + 1) * crops], ref)
     # reference for one view, from the definition: bilinear short side resize, crop, (x/255 - mean)/std
     x = frames.permute(0, 3, 1, 2).float()
@@ -239,8 +245,9 @@ def test_rand_augment_runs_on_the_full_frames_with_fill_128():
             seen.append(tuple(video.shape))
             return super().forward(video)
 
-    cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32, "data.train_jitter_scales": [48, 60]})
-    t = build_train_transform(cfg)
+    cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32, "data.test_crop_size": 32,
+                                         "data.train_jitter_scales": [48, 60]})
+    t = build_train_transform(cfg.data, cfg.aug)
     assert t.rand_augment.fill == [128.0] * 3 and t.rand_augment.interp == "bicubic"
     t.rand_augment = Recording()
     t(_clip(t=4, h=48, w=64))
@@ -277,12 +284,12 @@ def test_geometric_ops_match_pil(op: str):
 def test_ssv2_presets_crop_with_short_side_jitter():
     """PySlowFast's SSv2 configs leave TRAIN_JITTER_SCALES_RELATIVE empty: inverse-uniform short side in
     [256, 320] (L: [356, 446]) then a random crop, offsets in [0, size - crop - 1]."""
-    from mvit_video.config import compose
+    from mvit_video.config import build_config, compose
 
     for name, scales, crop in [("ssv2_s_16x4", [256, 320], 224), ("ssv2_b_32x3", [256, 320], 224),
                                ("ssv2_l_40x3", [356, 446], 312)]:  # fmt: skip
-        cfg = compose([f"+experiment={name}"])
-        t = build_train_transform(cfg, random_flip=False)
+        cfg = build_config(compose([f"+experiment={name}"]))
+        t = build_train_transform(cfg.data, cfg.aug, random_flip=False)
         assert isinstance(t.crop, T.ShortSideJitterCrop), name
         assert (t.crop.min_size, t.crop.max_size, t.crop.crop_size, t.crop.inverse_uniform) == (*scales, crop, True)
         assert t.decode_short_side is None  # SSv2 frames are used as read
@@ -296,7 +303,8 @@ def test_ssv2_presets_crop_with_short_side_jitter():
 
 def test_train_frames_resized_to_decode_short_side_first():
     """PySlowFast's Kinetics decoder returns frames at short side TRAIN_JITTER_SCALES[0]; the crop works on those."""
-    cfg = make_cfg("kinetics", "none", {"data.train_crop_size": 32, "data.train_jitter_scales": [40, 50]})
+    cfg = make_cfg("kinetics", "none", {"data.train_crop_size": 32, "data.test_crop_size": 32,
+                                       "data.train_jitter_scales": [40, 50]})
     seen = []
 
     class Recording(torch.nn.Module):
@@ -308,7 +316,30 @@ def test_train_frames_resized_to_decode_short_side_first():
             seen.append(tuple(v.shape))
             return self.inner(v)
 
-    t = build_train_transform(cfg, decode_short_side=40)
+    t = build_train_transform(cfg.data, cfg.aug, decode_short_side=40)
     t.crop = Recording(t.crop)
     t(_clip(t=2, h=96, w=128))
     assert seen == [(2, 3, 40, 53)]
+
+
+def test_aug_interpolation_is_honoured_or_rejected():
+    """aug.interpolation reaches RandAugment's geometric ops as given (bicubic is not bilinear), and a value they
+    cannot do is a ConfigError naming the key, even with augmentation off."""
+    import dataclasses
+
+    from mvit_video.utils.errors import ConfigError
+
+    frame = _clip(t=1, h=30, w=40).permute(0, 3, 1, 2).contiguous()
+    coeffs = T._rotate_coeffs(20.0, 30, 40)
+    modes = {m: T._pil_affine(frame, coeffs, [128.0] * 3, m) for m in T.INTERPOLATIONS}
+    assert not torch.equal(modes["bicubic"], modes["bilinear"]) and not torch.equal(modes["nearest"],
+                                                                                     modes["bilinear"])
+    for mode in T.INTERPOLATIONS:
+        cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32, "aug.interpolation": mode})
+        assert build_train_transform(cfg.data, cfg.aug).rand_augment.interp == mode
+    for aug in ("mvitv2", "none"):
+        with pytest.raises(ConfigError, match="aug.interpolation"):  # at the edge, when the config is typed
+            make_cfg("kinetics", aug, {"aug.interpolation": "lanczos"})
+        cfg = make_cfg("kinetics", aug)
+        with pytest.raises(ConfigError, match="aug.interpolation: expected one of nearest, bilinear, bicubic"):
+            build_train_transform(cfg.data, dataclasses.replace(cfg.aug, interpolation="lanczos"))

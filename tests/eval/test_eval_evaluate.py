@@ -124,16 +124,26 @@ def test_bad_split_is_a_config_error(eval_overrides, tmp_path):
 def test_decode_once_scores_equal_decode_per_view(eval_overrides, tiny_checkpoint):
     """End to end: decoding each video once for its views changes nothing in the scores."""
     from mvit_video.data import build_dataset, build_loader
+    from mvit_video.data.clips import open_reader, view_indices, views_of_frames
+    from mvit_video.data.loader import test_collate
+    from mvit_video.data.sampling import concat_indices
     from mvit_video.eval import run_multiview
     from mvit_video.checkpoint import load_model
 
     run = build_config(compose(eval_overrides + ["test.num_ensemble_views=3", "test.num_spatial_crops=3"]))
     model = load_model(tiny_checkpoint)
-    results = []
-    for decode_once in (True, False):
-        dataset = build_dataset(run, "test", decode_once=decode_once)
-        loader = build_loader(dataset, "test", run.data_loader, batch_size=run.test.batch_size, seed=run.seed)
-        results.append(run_multiview(model, loader, device="cpu"))
+    dataset = build_dataset(run, "test")
+
+    def per_view_item(i: int) -> dict:  # the baseline: each view's frames decoded on their own, the same crops
+        with open_reader(dataset.full_paths[i], dataset.spec) as reader:
+            parts = [reader.get_frames(idx) for idx in view_indices(dataset.spec, reader.num_frames, reader.fps)]
+        views = views_of_frames(torch.cat(parts), concat_indices([len(p) for p in parts]), dataset.spec)
+        return {"views": views, "label": dataset.labels[i], "index": i, "path": dataset.paths[i], "ok": True}
+
+    loader = build_loader(dataset, "test", run.data_loader, batch_size=run.test.batch_size, seed=run.seed)
+    per_view = [test_collate([per_view_item(i) for i in range(a, min(a + loader.batch_size, len(dataset)))])
+                for a in range(0, len(dataset), loader.batch_size)]  # the loader's batches: the same forwards
+    results = [run_multiview(model, loader, device="cpu"), run_multiview(model, per_view, device="cpu")]
     assert results[0].paths == results[1].paths and len(results[0]) == 5
     assert torch.equal(results[0].probs, results[1].probs)
 

@@ -82,6 +82,7 @@ def test_bad_window_is_one_error_line(infer, eval_data, tiny_checkpoint, capsys,
     assert err.startswith("error: --window must be a positive, finite number of seconds") and "\n" not in err
 
 
+@pytest.mark.slow  # a subprocess run of the script
 def test_bad_inputs_give_one_error_line(eval_data, tiny_checkpoint):
     good = eval_data / "videos" / "v3.mp4"
     garbage = eval_data / "videos" / "garbage.mp4"

@@ -61,6 +61,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # spawns a 2-process gloo group
 def test_two_processes_each_video_once(single, tmp_path, eval_data, tiny_checkpoint):
     out = tmp_path / "ddp"
     argv = ["--checkpoint", str(tiny_checkpoint), "--list", str(eval_data / "val.csv"), "--prefix",
