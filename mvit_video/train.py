@@ -11,6 +11,7 @@ The run itself is mvit_video.engine.trainer (build_run, fit).
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,7 +20,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from mvit_video import cli
-from mvit_video.config import build_config
+from mvit_video.config import build_config, shorten_schedule
 from mvit_video.data.loader import available_cores, stop_workers
 from mvit_video.engine import distributed as du
 from mvit_video.engine import launch
@@ -32,6 +33,7 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     if world > 1:
         with open_dict(cfg):
             cfg.num_shards = nodes  # PySlowFast NUM_SHARDS = number of nodes: the LR is scaled by it
+    schedule_note = shorten_schedule(cfg)  # logged once the log file is set up
     run = build_config(cfg, world_size=world, check_paths=True)  # before anything is written or started
     device, amp_dtype = cli.resolve_runtime(run, local_rank)
     if device.type == "cpu":
@@ -43,6 +45,8 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
         cli.setup_logging(None, rank)
         lock = launch.lock_output_dir(Path(run.output_dir))  # before anything is written there
         cli.setup_logging(Path(run.output_dir), rank)
+        if schedule_note:
+            logging.getLogger("mvit_video.train").info(schedule_note)
         return fit(build_run(run, device, amp_dtype), on_step)
     finally:
         stop_workers()  # every exit path, error or signal, ends the data-loader workers now

@@ -220,7 +220,7 @@ def test_bad_list_and_class_files_are_one_line(kinetics_list_dir, tmp_path: Path
     for split in ("train", "val", "test"):
         (data / f"{split}.csv").write_text((kinetics_list_dir / f"{split}.csv").read_text())
     (data / "classes.txt").mkdir()
-    cfg = compose(tiny_overrides(data, tmp_path / "out"))
+    cfg = build_config(compose(tiny_overrides(data, tmp_path / "out")))
     with pytest.raises(UserError, match=f"{data / 'classes.txt'}: is a directory"):
         build_dataset(cfg, "train")
     (data / "classes.txt").rmdir()
@@ -284,8 +284,8 @@ def test_list_keys_bom_and_missing_prefix_hint(kinetics_list_dir, video_dir, tmp
     names = ["a.mp4", "b.mp4"]
     (data / "train_clean.csv").write_text("\ufeff" + "".join(f"{n} {i}\n" for i, n in enumerate(names)),
                                           encoding="utf-8")  # BOM as some editors write it
-    cfg = compose(tiny_overrides(data, tmp_path / "out", "data.train_list=train_clean.csv",
-                                 f"data.path_prefix={video_dir}"))
+    cfg = build_config(compose(tiny_overrides(data, tmp_path / "out", "data.train_list=train_clean.csv",
+                                              f"data.path_prefix={video_dir}")))
     ds = build_dataset(cfg, "train")
     assert ds.paths == names and ds.labels == [0, 1]
 
@@ -301,11 +301,11 @@ def test_more_workers_than_cores_warns_once(kinetics_list_dir, tmp_path: Path, c
 
     loader._warned_workers = False
     cores = loader.available_cores()
-    cfg = compose(tiny_overrides(kinetics_list_dir, tmp_path, f"data_loader.num_workers={cores + 1}"))
-    ds = build_dataset(cfg, "val")
+    run = build_config(compose(tiny_overrides(kinetics_list_dir, tmp_path, f"data_loader.num_workers={cores + 1}")))
+    ds = build_dataset(run, "val")
     with caplog.at_level(logging.WARNING):
-        build_loader(cfg, "val", ds)
-        build_loader(cfg, "test", ds)
+        for split in ("val", "test"):
+            build_loader(ds, split, run.data_loader, batch_size=run.test.batch_size, seed=run.seed)
     assert caplog.text.count(f"data_loader.num_workers={cores + 1} exceeds the {cores} CPU cores") == 1
 
 

@@ -22,6 +22,7 @@ TINY = [
     "data.test_crop_size=32",
     "data.train_jitter_scales=[32,40]",
     "model.num_classes=3",
+    "mvit.depths=null",  # explicit per-block lists below
     "mvit.depth=3",
     "mvit.embed_dim=16",
     "mvit.pool_q_stride=[[0,1,1,1],[1,1,2,2],[2,1,1,1]]",
