@@ -36,6 +36,7 @@ def _train(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
         (["+experiment=k400_b_32x3"], "error: config key 'data.path_to_data_dir' is empty"),
     ],
 )
+@pytest.mark.slow
 def test_user_errors_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
     r = _train(args, tmp_path)
     assert r.returncode == 2
@@ -44,6 +45,7 @@ def test_user_errors_are_one_line(args: list[str], message: str, tmp_path: Path)
     assert not (tmp_path / "outputs").exists()  # nothing started
 
 
+@pytest.mark.slow
 def test_hydra_flags_show_presets_and_the_slurm_launcher(tmp_path: Path) -> None:
     r = _train(["--cfg", "job", "+experiment=k400_b_32x3"], tmp_path)
     assert r.returncode == 0 and "name: k400_b_32x3" in r.stdout and "num_frames: 32" in r.stdout
@@ -53,6 +55,7 @@ def test_hydra_flags_show_presets_and_the_slurm_launcher(tmp_path: Path) -> None
     assert "SlurmLauncher" in r.stdout and "gpus_per_node: 8" in r.stdout and "nodes: 4" in r.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_saves_and_the_rerun_resumes(kinetics_list_dir, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = tiny_overrides(kinetics_list_dir, out, "train.batch_size=1", "data_loader.num_workers=1",
@@ -81,6 +84,7 @@ def test_sigterm_to_the_process_group_saves_and_the_rerun_resumes(kinetics_list_
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_epoch_00020.pyth"]
 
 
+@pytest.mark.slow
 def test_multirun_gives_each_job_its_own_output_dir(kinetics_list_dir, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     args = tiny_overrides(kinetics_list_dir, out, "solver.max_epoch=1", "solver.warmup_epochs=0")
@@ -91,6 +95,7 @@ def test_multirun_gives_each_job_its_own_output_dir(kinetics_list_dir, tmp_path:
     assert ["base_lr: 0.001" in (j / "config.yaml").read_text() for j in jobs] == [True, False]
 
 
+@pytest.mark.slow
 def test_submitit_tasks_form_one_process_group(kinetics_list_dir, tmp_path: Path) -> None:
     """hydra.launcher.tasks_per_node=2: the two tasks take their ranks from submitit and train as one 2-process run
     (before: two 1-process runs in one directory); no empty `0/` or literal `.submitit/%j/` is left behind."""

@@ -45,6 +45,7 @@ def _one_error_line(r: subprocess.CompletedProcess) -> str:
 # ----------------------------------------------------------------------------------------------- 1. short runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", [None, *PRESETS])
 def test_a_run_shorter_than_the_warmup_is_allowed(preset: str | None) -> None:
     cfg = compose(([f"+experiment={preset}"] if preset else []) + ["solver.max_epoch=1"])
@@ -57,6 +58,7 @@ def test_a_run_shorter_than_the_warmup_is_allowed(preset: str | None) -> None:
     assert shorten_schedule(compose(["solver.max_epoch=8"])) is None  # a schedule that fits is left alone
 
 
+@pytest.mark.slow
 def test_short_training_run_logs_the_shortened_warmup(kinetics_list_dir, tmp_path: Path) -> None:
     from mvit_video.train import train
 
@@ -72,6 +74,7 @@ def test_short_training_run_logs_the_shortened_warmup(kinetics_list_dir, tmp_pat
 # --------------------------------------------------------------------------------- 2. a user's folder of lists
 
 
+@pytest.mark.slow
 def test_synthetic_default_never_writes_into_a_folder_of_lists(kinetics_list_dir, tmp_path: Path) -> None:
     from mvit_video.data.synthetic import ensure_synthetic_dataset
 
@@ -110,6 +113,7 @@ def _tiny_checkpoint(kinetics_list_dir: Path, out: Path, *extra: str, nan: bool 
     return path
 
 
+@pytest.mark.slow
 def test_evaluate_takes_clip_settings_from_the_checkpoint(kinetics_list_dir, tmp_path: Path, caplog) -> None:
     from mvit_video import evaluate
 
@@ -134,6 +138,7 @@ def test_evaluate_takes_clip_settings_from_the_checkpoint(kinetics_list_dir, tmp
     assert "data.num_frames=8 (checkpoint: 4)" in caplog.text
 
 
+@pytest.mark.slow
 def test_evaluate_retests_a_run_from_its_folder(kinetics_list_dir, tmp_path: Path) -> None:
     run = tmp_path / "run"
     _tiny_checkpoint(kinetics_list_dir, run)
@@ -191,6 +196,7 @@ def test_config_mistakes_get_a_suggestion(override: str, expected: str) -> None:
     assert expected in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_cli_help_and_hydra_flags_give_one_line(tmp_path: Path) -> None:
     r = _cli("mvit_video.stats", ["--help"], tmp_path)
     assert r.returncode == 0 and "python -m mvit_video.stats" in r.stdout
@@ -253,6 +259,7 @@ def test_truncated_webm_is_undecodable_and_decord_stays_quiet(decoder: str, tmp_
     assert capfd.readouterr().err == ""  # no "[matroska @ 0x..] Read error" / "ERROR opening" lines from decord
 
 
+@pytest.mark.slow
 def test_all_videos_unreadable_is_one_line_with_the_first_path(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -276,6 +283,7 @@ def test_worker_traceback_is_reduced_to_the_message() -> None:
 # ------------------------------------------------------------------------------------------------- 6. data lists
 
 
+@pytest.mark.slow
 def test_list_keys_bom_and_missing_prefix_hint(kinetics_list_dir, video_dir, tmp_path: Path, capsys) -> None:
     from mvit_video.data import build_dataset
 
@@ -309,6 +317,7 @@ def test_more_workers_than_cores_warns_once(kinetics_list_dir, tmp_path: Path, c
     assert caplog.text.count(f"data_loader.num_workers={cores + 1} exceeds the {cores} CPU cores") == 1
 
 
+@pytest.mark.slow
 def test_bad_videos_reported_once_and_val_without_videos_is_null(kinetics_list_dir, video_dir, tmp_path: Path,
                                                                  caplog) -> None:
     from mvit_video.train import train
@@ -375,6 +384,7 @@ def test_written_files_respect_the_umask(umask: int, mode: int, tmp_path: Path) 
 # ------------------------------------------------------------------------------------ 10. results that read well
 
 
+@pytest.mark.slow
 def test_a_nan_checkpoint_is_refused(kinetics_list_dir, tmp_path: Path) -> None:
     from mvit_video.checkpoint import load_model
 

@@ -13,6 +13,7 @@ def _compose(overrides):
         return compose("config", overrides=overrides)
 
 
+@pytest.mark.slow
 def test_default_is_the_synthetic_set():
     cfg = _compose([])
     assert cfg.data.dataset == "synthetic" and not cfg.data.random_flip

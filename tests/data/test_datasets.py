@@ -54,6 +54,7 @@ def test_list_parsing_separator_prefix_and_spaces(tmp_path):
     assert ds.labels == [2, 0] and ds.num_classes == 3 and ds.class_names is None
 
 
+@pytest.mark.slow
 def test_missing_list_and_classes_check(tmp_path):
     with pytest.raises(UserError, match="test.csv: list file not found"):
         build_dataset(_cfg(tmp_path), "test")
@@ -212,6 +213,7 @@ def test_ssv2_one_crop_test_view_is_left_at_crop_size(video_dir, tmp_path):
     torch.testing.assert_close(views[0].permute(1, 0, 2, 3), ref)
 
 
+@pytest.mark.slow
 def test_ssv2_bad_json(tmp_path):
     (tmp_path / "labels.json").write_text('{"a": "0"}')
     (tmp_path / "train.json").write_text('[{"id": "1", "template": "b"}]')

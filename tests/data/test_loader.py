@@ -100,6 +100,7 @@ def test_train_loader_flattens_num_sample(kinetics_list_dir):
         _loader(cfg, "train", ds, world_size=8, rank=0)
 
 
+@pytest.mark.slow
 def test_val_loader_with_workers(kinetics_list_dir):
     cfg = _cfg(kinetics_list_dir, **{"data_loader.num_workers": 1})
     ds = build_dataset(cfg, "val")

@@ -19,6 +19,7 @@ def _decoded(root, split):
     return [(r[1], open_video(root / r[0], "pyav").get_frames(range(12)).numpy()) for r in rows]
 
 
+@pytest.mark.slow
 def test_deterministic_from_the_seed(tmp_path):
     a = ensure_synthetic_dataset(tmp_path / "a", **SMALL)
     b = ensure_synthetic_dataset(tmp_path / "b", **SMALL)

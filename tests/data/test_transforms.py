@@ -51,6 +51,7 @@ def test_one_parameter_set_per_clip():
             assert torch.equal(out, out[:, :1].expand_as(out))
 
 
+@pytest.mark.slow
 def test_build_train_transform_from_cfg():
     cfg = make_cfg("kinetics", "mvitv2", {"data.train_crop_size": 32})
     t = build_train_transform(cfg.data, cfg.aug)
@@ -194,6 +195,7 @@ def test_mixup_pairs_each_clip_with_the_mirrored_batch():
     torch.testing.assert_close(target[torch.arange(b), labels.flip(0)], torch.full((b,), 1 - lam))
 
 
+@pytest.mark.slow
 def test_mixup_rarely_mixes_a_clip_with_its_own_video():
     """PySlowFast measured 16 of 800 targets left unmixed with NUM_SAMPLE 2 (flip(0) pairing; only boxes clipped
     to nothing stay unmixed); torchvision's roll(1) pairing left 406 of 800."""
@@ -281,6 +283,7 @@ def test_geometric_ops_match_pil(op: str):
     assert diff.float().mean() < 1.5 and (diff > 8).float().mean() < 0.02, (diff.float().mean(), diff.max())
 
 
+@pytest.mark.slow
 def test_ssv2_presets_crop_with_short_side_jitter():
     """PySlowFast's SSv2 configs leave TRAIN_JITTER_SCALES_RELATIVE empty: inverse-uniform short side in
     [256, 320] (L: [356, 446]) then a random crop, offsets in [0, size - crop - 1]."""
@@ -322,6 +325,7 @@ def test_train_frames_resized_to_decode_short_side_first():
     assert seen == [(2, 3, 40, 53)]
 
 
+@pytest.mark.slow
 def test_aug_interpolation_is_honoured_or_rejected():
     """aug.interpolation reaches RandAugment's geometric ops as given (bicubic is not bilinear), and a value they
     cannot do is a ConfigError naming the key, even with augmentation off."""

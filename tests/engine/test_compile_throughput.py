@@ -26,6 +26,7 @@ def _unique_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+@pytest.mark.slow
 def test_compiled_training_with_ema_checkpointing_val_and_test_compiles_once_per_mode(tiny, monkeypatch,
                                                                                          caplog) -> None:
     """Every graph (train step, val/test forward) is compiled in the first epoch; later epochs, the val/test
@@ -59,6 +60,7 @@ def test_compiled_training_with_ema_checkpointing_val_and_test_compiles_once_per
     torch._dynamo.reset()
 
 
+@pytest.mark.slow
 def test_compiled_eval_pads_chunks_to_one_shape_and_matches_eager() -> None:
     """A compiled model sees every chunk at max_views_per_forward views; the scores equal the unpadded ones."""
     shapes: list[tuple[int, ...]] = []
@@ -84,6 +86,7 @@ def test_compiled_eval_pads_chunks_to_one_shape_and_matches_eager() -> None:
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 def test_train_metrics_carry_throughput(tiny) -> None:
     cfg = tiny("tput", "solver.max_epoch=1")
     train(cfg)
@@ -121,6 +124,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg, compiled: bool) -> None:
     train(cfg)
 
 
+@pytest.mark.slow
 def test_compiled_ddp_training_matches_eager_ddp(tiny) -> None:
     """train.compile=true under 2-process DDP (gloo): trains, and ends at the eager run's weights."""
     import socket

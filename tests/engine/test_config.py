@@ -67,6 +67,7 @@ def test_bad_value_is_named(override: str, key: str) -> None:
         build_config(cfg)
 
 
+@pytest.mark.slow
 def test_batch_must_divide_world_size_and_paths_are_checked(tmp_path: Path) -> None:
     cfg = compose(["train.batch_size=6"])
     build_config(cfg, world_size=2)
@@ -80,6 +81,7 @@ def test_batch_must_divide_world_size_and_paths_are_checked(tmp_path: Path) -> N
         build_config(compose([f"train.checkpoint_file_path={tmp_path}/none.pyth"]), check_paths=True)
 
 
+@pytest.mark.slow
 def test_booleans_accept_true_false_and_hydra_spellings() -> None:
     for value in ("true", "false", "True", "FALSE"):
         build_config(compose([f"data.random_flip={value}", f"train.auto_resume={value}"]))
@@ -87,6 +89,7 @@ def test_booleans_accept_true_false_and_hydra_spellings() -> None:
         build_config(compose([f"train.compile={value}"]))
 
 
+@pytest.mark.slow
 def test_every_boolean_key_rejects_other_words() -> None:
     """Each boolean of the config and of every preset: `no` is refused, naming the key (it would read as true)."""
     from omegaconf import OmegaConf

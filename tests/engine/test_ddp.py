@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import socket
 from pathlib import Path
@@ -27,6 +29,7 @@ def _worker(rank: int, world: int, port: int, cfg) -> None:
     train(cfg)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_training(tiny) -> None:
     cfg = tiny("ddp", "solver.max_epoch=1", "solver.warmup_epochs=0")
     mp.spawn(_worker, args=(2, _free_port(), cfg), nprocs=2, join=True)

@@ -40,6 +40,7 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 20
     raise AssertionError(f"{text!r} never appeared in {path}")
 
 
+@pytest.mark.slow
 def test_an_error_inside_an_epoch_with_two_workers_exits_within_seconds(kinetics_list_dir, tmp_path: Path) -> None:
     """Before: the traceback kept the loader alive, exit SIGTERMed workers that ignore it, and waited forever."""
     args = tiny_overrides(kinetics_list_dir, tmp_path / "run", "data_loader.num_workers=2", "train.batch_size=1")
@@ -57,6 +58,7 @@ def test_an_error_inside_an_epoch_with_two_workers_exits_within_seconds(kinetics
     assert not (tmp_path / "run" / LOCK_NAME).exists()  # released on the way out
 
 
+@pytest.mark.slow
 def test_kill_int_ends_the_run_and_its_workers(kinetics_list_dir, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = tiny_overrides(kinetics_list_dir, out, "data_loader.num_workers=2", "train.batch_size=1",
@@ -82,6 +84,7 @@ def test_kill_int_ends_the_run_and_its_workers(kinetics_list_dir, tmp_path: Path
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_live_output_dir_is_refused(tiny, tmp_path: Path) -> None:
     cfg = tiny("live")
     out = Path(cfg.output_dir)
@@ -115,6 +118,7 @@ def _write_lock(d: Path, mtime_age: float = 0.0, **holder) -> None:
     os.utime(d / LOCK_NAME, (t, t))
 
 
+@pytest.mark.slow
 def test_lock_staleness_on_shared_filesystems(tmp_path: Path, monkeypatch) -> None:
     # Another host with a fresh heartbeat: alive as far as we can tell.
     _write_lock(tmp_path / "a")
@@ -146,6 +150,7 @@ def test_lock_staleness_on_shared_filesystems(tmp_path: Path, monkeypatch) -> No
     lock.release()
 
 
+@pytest.mark.slow
 def test_output_dir_that_is_a_file_is_refused_before_training(tiny, tmp_path: Path) -> None:
     from mvit_video.train import train
     from mvit_video.utils.errors import ConfigError

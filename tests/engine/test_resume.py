@@ -30,6 +30,7 @@ def _assert_same_weights(a: Path, b: Path, epoch: int) -> None:
     assert diff == 0.0, f"max |dweight| {diff}"
 
 
+@pytest.mark.slow
 def test_resume_with_two_workers_is_bit_identical(tiny) -> None:
     """Kill after an epoch, then SIGTERM mid-epoch, resume each time: the weights of an unbroken run, with the
     default persistent workers and mixup (before: workers' RNG streams restarted, |dweight| ~1e-3)."""
@@ -107,6 +108,7 @@ def _run_cfg(lists: Path, out: Path):
                                   "train.eval_period=5", "train.checkpoint_period=5"))
 
 
+@pytest.mark.slow
 def test_resume_across_world_sizes_continues_at_the_global_batch(twelve_videos, tmp_path) -> None:
     """6 global batches: 1 process preempted after 3, resumed with 2 (gloo) and preempted after 5, resumed with 1:
     each batch trained once (before: 1 -> 2 restarted at an earlier batch, 2 -> 1 skipped to the end of the epoch
@@ -134,6 +136,7 @@ def test_resume_across_world_sizes_continues_at_the_global_batch(twelve_videos, 
     assert [m["epoch"] for m in lines if m["split"] == "train"] == [1] and lines[0]["loss"] > 0
 
 
+@pytest.mark.slow
 def test_metrics_hold_each_epoch_once_whatever_was_killed_when(tiny, monkeypatch) -> None:
     """A kill between the epoch's metrics lines and its checkpoint repeats the epoch on resume: it must not repeat
     the lines. A finished command run again adds no second test line."""
@@ -157,6 +160,7 @@ def test_metrics_hold_each_epoch_once_whatever_was_killed_when(tiny, monkeypatch
         ("train", 1), ("val", 1), ("train", 2), ("val", 2), ("train", 3), ("val", 3), ("test", None)]
 
 
+@pytest.mark.slow
 def test_resuming_a_changed_run(tiny, caplog) -> None:
     cfg = tiny("changed")
     out = Path(cfg.output_dir)
@@ -182,6 +186,7 @@ def test_resuming_a_changed_run(tiny, caplog) -> None:
         train(tiny("chosen", "train.resume_from=/nonexistent.pyth"))
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_and_orphans_are_removed(tiny, caplog) -> None:
     cfg = tiny("corrupt")
     out = Path(cfg.output_dir)
@@ -200,6 +205,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_orphans_are_removed(tiny, capl
     assert [(m["split"], m["epoch"]) for m in _metrics(out)] == [("train", 1), ("val", 1), ("train", 2), ("val", 2)]
 
 
+@pytest.mark.slow
 def test_class_count_and_label_errors_come_before_the_first_step(kinetics_list_dir, tmp_path) -> None:
     from tiny_config import tiny_overrides
 

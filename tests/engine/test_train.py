@@ -19,6 +19,7 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_train_writes_metrics_checkpoints_logs_and_resumes(tiny, caplog) -> None:
     cfg = tiny("run")
     out = Path(cfg.output_dir)
@@ -58,6 +59,7 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
     return ck.load(ck.epoch_checkpoint_path(out, 2))["model"]
 
 
+@pytest.mark.slow
 def test_resume_after_sigterm_gives_the_same_weights(tiny, caplog) -> None:
     extra = ("train.batch_size=1", "train.eval_period=2", "train.checkpoint_period=2")  # 4 iterations per epoch
     reference = tiny("straight", *extra)
@@ -91,6 +93,7 @@ def test_resume_after_sigterm_gives_the_same_weights(tiny, caplog) -> None:
     assert [m["epoch"] for m in train_lines] == [1, 2]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny) -> None:
     train(tiny("nan", "solver.max_epoch=1", "solver.warmup_epochs=0"))
     out = Path(tiny("nan").output_dir)
@@ -103,6 +106,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny) -> None:
     assert all(torch.isfinite(v).all() for v in good.values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_ema_accumulation_bf16_and_finetuning_with_a_new_head(tiny, caplog) -> None:
     cfg = tiny("options", "solver.max_epoch=1", "solver.warmup_epochs=0", "train.batch_size=1",
                "train.grad_accum_steps=2", "train.ema.enable=true", "train.ema.decay=0.5",
@@ -125,6 +129,7 @@ def test_ema_accumulation_bf16_and_finetuning_with_a_new_head(tiny, caplog) -> N
     assert tuned["head.projection.weight"].shape[0] == 3
 
 
+@pytest.mark.slow
 def test_fp16_with_grad_scaler(tiny) -> None:
     """fp16 autocast trains through the GradScaler (on CPU here): finite loss, scaler state in the checkpoint."""
     cfg = tiny("fp16", "solver.max_epoch=1", "solver.warmup_epochs=0", "train.mixed_precision=true",
@@ -139,6 +144,7 @@ def test_fp16_with_grad_scaler(tiny) -> None:
     assert train_line["split"] == "train" and torch.isfinite(torch.tensor(train_line["loss"]))
 
 
+@pytest.mark.slow
 def test_bad_videos_are_logged_once_and_listed(kinetics_list_dir, video_dir, tmp_path, caplog) -> None:
     from mvit_video.config import compose
     from tiny_config import tiny_overrides

@@ -121,6 +121,7 @@ def test_bad_split_is_a_config_error(eval_overrides, tmp_path):
         build_config(compose(eval_overrides + ["test.split=holdout", f"output_dir={tmp_path}"]))
 
 
+@pytest.mark.slow
 def test_decode_once_scores_equal_decode_per_view(eval_overrides, tiny_checkpoint):
     """End to end: decoding each video once for its views changes nothing in the scores."""
     from mvit_video.data import build_dataset, build_loader
@@ -164,6 +165,7 @@ def test_latest_checkpoint_skips_an_unreadable_newest(tmp_path, tiny_checkpoint,
         latest_checkpoint(tmp_path)
 
 
+@pytest.mark.slow
 def test_validation_scores_as_the_test_does(tmp_path, eval_overrides, tiny_checkpoint):
     """validate (training's periodic val) and test: the same views per forward, autocast and scores."""
     from mvit_video.cli import resolve_runtime
@@ -189,6 +191,7 @@ def test_validation_scores_as_the_test_does(tmp_path, eval_overrides, tiny_check
     assert val == {"top1": report["top1"], "top5": report["top5"], "videos": 5, "failed": 2}
 
 
+@pytest.mark.slow
 def test_a_list_where_nothing_decodes_is_reported(tmp_path, eval_data, eval_overrides, tiny_checkpoint):
     """No video decodes: no accuracy (null, not 0 and not a crash), the failed list, an empty predictions file."""
     from mvit_video.eval.testing import test

@@ -42,6 +42,7 @@ def test_text_output_names_and_probabilities(infer, eval_data, tiny_checkpoint, 
     assert probs[0] >= probs[1] and 0 < sum(probs) <= 1.0 + 1e-3
 
 
+@pytest.mark.slow
 def test_json_with_windows(infer, eval_data, tiny_checkpoint, capsys):
     videos = [eval_data / "videos" / "v1.mp4", eval_data / "videos" / "v2.mp4"]
     code = infer.main(["--checkpoint", str(tiny_checkpoint), "--json", "--window", "0.25", "--views", "1x1",

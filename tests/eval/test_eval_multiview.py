@@ -113,6 +113,7 @@ def test_merge_of_rank_results_sorted_each_video_once():
     assert result.failed == ["gone.mp4", "bad.mp4"] and result.failed_indices == [5, 6]
 
 
+@pytest.mark.slow
 def test_unwrap_finds_the_network_inside_ddp_and_compile(tmp_path):
     """engine.distributed.unwrap: the network for reports (FLOPs, config); with keep_compiled, what scoring calls
     (run_multiview: compiled code, without DDP's collectives)."""

@@ -35,8 +35,8 @@ def _load(fmt: str, path: Path):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-@pytest.mark.parametrize("fmt,name", [("torchscript", "m.pt"), pytest.param("export", "m.pt2", marks=pytest.mark.slow),
-                                      pytest.param("onnx", "m.onnx", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,name", [("torchscript", "m.pt"), ("export", "m.pt2"), ("onnx", "m.onnx")])
 def test_export_matches_eager_on_real_views(export, fmt, name, tmp_path, tiny_checkpoint, eval_data, capsys):
     from mvit_video import Predictor
 

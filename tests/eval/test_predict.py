@@ -20,6 +20,7 @@ def predictor(tiny_checkpoint):
     return Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
 
 
+@pytest.mark.slow
 def test_views_match_the_test_dataset(predictor, eval_overrides):
     """Predictor samples exactly the views evaluate scores (same indices, crops, normalisation)."""
     from mvit_video.data import build_dataset
@@ -33,6 +34,7 @@ def test_views_match_the_test_dataset(predictor, eval_overrides):
     assert (views - item["views"]).abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_predictor_matches_evaluate_probabilities(predictor, tmp_path, eval_data, eval_overrides, tiny_checkpoint):
     from mvit_video.checkpoint import load_model
     from mvit_video.eval.testing import test
@@ -95,6 +97,7 @@ def test_bad_video_is_a_user_error(predictor, eval_data):
         predictor.predict(eval_data / "videos" / "garbage.mp4")
 
 
+@pytest.mark.slow
 def test_ssv2_checkpoint_samples_with_the_ssv2_protocol(tmp_path, eval_overrides, tiny_checkpoint):
     """An SSv2 checkpoint's views are the SSv2 test dataset's (segment sampling, the 30 fps frame grid, short side
     = crop, the left 1-crop view), not Kinetics' (linspace clips, center crop at train_jitter_scales[0])."""

@@ -91,6 +91,7 @@ def test_test_metrics_and_config_in_tensorboard(trained_run):
     assert "num_frames: 4" in text
 
 
+@pytest.mark.slow
 def test_most_confused_classes_when_many(tmp_path):
     from mvit_video.summary import CONFUSION_PNG, Run, confusion_matrix, most_confused, plot_confusion
 

@@ -111,6 +111,7 @@ def test_torchvision_parity(attention):
     assert (expected - got).abs().max().item() <= 1e-4
 
 
+@pytest.mark.slow
 def test_torchvision_config_is_mvit_v2_s():
     """torchvision_config() builds exactly mvit_v2_s: same weights and shapes, same pooling per block."""
     with torch.device("meta"):  # shapes only: no memory, no init time
@@ -141,6 +142,7 @@ def test_from_torchvision_class_token_and_refusals():
         from_torchvision({**sd, "pos_encoding.temporal_pos": torch.zeros(4, 16)})
 
 
+@pytest.mark.slow
 def test_torchvision_cli_verify(tmp_path, cli, capsys):
     """Full-depth mvit_v2_s at 4x32^2 through the CLI: input size read off the weights, logits compared."""
     src, dst = tmp_path / "mvit_v2_s.pth", tmp_path / "converted.pyth"

@@ -37,6 +37,7 @@ def test_from_cfg_reads_model_mvit_and_data():
     assert config.pool_q_stride == [[1, 1, 2, 2]] and isinstance(config.pool_q_stride[0], list)
 
 
+@pytest.mark.slow
 def test_depth_follows_depths():
     config = _model(compose(["mvit.depths=[1,3]"]))
     assert config.depths == [1, 3] and config.depth == 4 and len(block_configs(config)) == 4

@@ -7,6 +7,8 @@ On an H200 a channels-last depthwise 3-D conv went to cuDNN, whose bf16 weight g
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -31,6 +33,7 @@ class _ConvInputs(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.slow
 def test_cuda_pooling_convs_get_ncdhw_input_and_no_custom_backward(tiny, monkeypatch) -> None:
     custom = []
     monkeypatch.setattr(DepthwiseConv3dFn, "apply", lambda *a: custom.append(a))

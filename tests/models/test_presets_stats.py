@@ -107,6 +107,7 @@ def test_every_model_and_experiment_file_is_checked():
     assert {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")} == set(EXPERIMENTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_yaml_is_the_papers_architecture(name):
     arch = MODELS[name]
@@ -129,6 +130,7 @@ def _all_configs() -> list[tuple[str, list[str], list[int]]]:
     return cases
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,overrides,starts", _all_configs(), ids=[c[0] for c in _all_configs()])
 def test_stages_build_pyslowfasts_per_block_network(name, overrides, starts):
     """Every model and experiment file builds exactly the network of PySlowFast's explicit per-block lists (q
@@ -176,6 +178,7 @@ def test_experiment_composes_with_official_recipe(name: str) -> None:
         assert cfg.solver.clip_grad_l2norm == (2.0 if large else None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_param_counts_match_pyslowfast(name):
     r = EXPERIMENTS[name]
@@ -196,12 +199,14 @@ def test_gflops_mvit_s_matches_pyslowfast():
     assert stats["params"] == r.params and stats["views"] == [r.views, r.crops]
 
 
+@pytest.mark.slow
 def test_count_gflops_restores_the_fused_path(tiny):
     model = MViT(tiny())
     count_gflops(model, (1, 3, 8, 32, 32))
     assert all(m.fused for m in model.modules() if hasattr(m, "fused"))  # restored after counting
 
 
+@pytest.mark.slow
 def test_fused_model_counts_like_plain(tiny):
     config = tiny()
     fused = count_gflops(MViT(config), (1, 3, 8, 32, 32))
@@ -223,6 +228,7 @@ def test_sdpa_is_counted():
 
 
 # ---------------------------------------------------------------- stats CLI
+@pytest.mark.slow
 def test_stats_cli_prints_table_then_json(capsys):
     stats_main(["mvit.depths=null", "mvit.depth=2", "mvit.pool_q_stride=[[1,1,2,2]]", "mvit.dim_mul=[[1,2.0]]",
                 "mvit.head_mul=[]", "test.num_ensemble_views=4", "test.num_spatial_crops=3"])
