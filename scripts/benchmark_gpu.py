@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from mvit_video.config import compose
+from mvit_video.config import build_config, compose
 from mvit_video.engine import throughput
 from mvit_video.models import MViT, MViTConfig
 from mvit_video.models.convert import from_torchvision, torchvision_config, torchvision_mvit
@@ -151,7 +151,7 @@ def preset_rows(args: argparse.Namespace, device: torch.device, amp: torch.dtype
         if args.smoke:  # a 3-block model of the preset's family on a small input: checks the script, not speed
             overrides += ["data.num_frames=4", "data.train_crop_size=32", "mvit.depths=[1,2]", "mvit.embed_dim=16"]
             batch = 2
-        config = MViTConfig.from_cfg(compose(overrides))
+        config = build_config(compose(overrides)).model
         if compiled and time.perf_counter() + args.compile_s_per_block * config.depth > deadline:
             record({"row": label, "model": "ours", "compiled": True, "skipped": "time budget"}, args.out)
             continue
