@@ -23,7 +23,7 @@ from mvit_video import cli
 from mvit_video.config import build_config, shorten_schedule
 from mvit_video.data.loader import available_cores, stop_workers
 from mvit_video.engine import distributed as du
-from mvit_video.engine import launch
+from mvit_video.engine.runlock import lock_output_dir
 from mvit_video.engine.trainer import build_run, fit
 
 
@@ -43,7 +43,7 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     lock = None
     try:
         cli.setup_logging(None, rank)
-        lock = launch.lock_output_dir(Path(run.output_dir))  # before anything is written there
+        lock = lock_output_dir(Path(run.output_dir))  # before anything is written there
         cli.setup_logging(Path(run.output_dir), rank)
         if schedule_note:
             logging.getLogger("mvit_video.train").info(schedule_note)
@@ -56,16 +56,16 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
 
 
 def _task(cfg: DictConfig, explicit: Sequence[str]) -> None:
-    launch.multirun_output_dir(cfg)  # under --multirun: each job in its own folder
+    cli.multirun_output_dir(cfg)  # under --multirun: each job in its own folder
     try:
         train(cfg)
     finally:
-        launch.remove_hydra_job_dir()
+        cli.remove_hydra_job_dir()
 
 
 def main() -> None:
     """CLI: `key=value` overrides (one-line errors); Hydra flags (--multirun with a launcher, --cfg) go to Hydra."""
-    cli.main(sys.argv[1:], _task, around_hydra=launch.check_sweep)
+    cli.main(sys.argv[1:], _task, around_hydra=cli.check_sweep)
 
 
 if __name__ == "__main__":

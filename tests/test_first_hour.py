@@ -397,7 +397,7 @@ def test_a_nan_checkpoint_is_refused(kinetics_list_dir, tmp_path: Path) -> None:
 
 
 def test_submitit_runs_say_where_they_write(tmp_path: Path, capsys) -> None:
-    from mvit_video.engine.launch import precheck_multirun as _precheck_multirun
+    from mvit_video.cli import precheck_multirun as _precheck_multirun
 
     _precheck_multirun(["hydra/launcher=mvit_slurm", f"output_dir={tmp_path}/k400", "solver.base_lr=1e-4,2e-4"])
     err = capsys.readouterr().err

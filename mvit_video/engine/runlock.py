@@ -1,4 +1,4 @@
-"""One run per output_dir: a lock file naming its holder (host, pid, SLURM job), kept fresh by a heartbeat.
+"""One run per output_dir (lock_output_dir): a lock file naming its holder (host, pid, SLURM job), kept fresh by a heartbeat.
 
 Works on shared filesystems (NFS): it relies only on exclusive create, rename and file mtimes, no flock. A lock is
 stale, and is taken over, when its holder is gone: same host and the pid is dead, the same SLURM job id (a requeued
@@ -17,7 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from mvit_video.utils.errors import UserError
+from mvit_video.engine import distributed as du
+from mvit_video.utils.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -124,3 +125,33 @@ class RunLock:
             self._thread.join(timeout=5)
         if (self._read() or {}).get("token") == self.token:
             self.path.unlink(missing_ok=True)
+
+
+def lock_output_dir(output_dir: Path) -> RunLock | None:
+    """Rank 0 checks output_dir is a writable directory and takes its run lock; every rank fails if it could not."""
+    lock, error = None, None
+    if du.is_main():
+        try:
+            lock = _take_lock(output_dir)
+        except UserError as e:
+            error = e
+    first = du.all_gather_object(str(error) if error is not None else None)[0]
+    if error is not None:
+        raise error
+    if first is not None:
+        raise UserError(first)
+    return lock
+
+
+def _take_lock(output_dir: Path) -> RunLock:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"config key 'output_dir': {output_dir} is a file, not a directory")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        return RunLock(output_dir).acquire()
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"config key 'output_dir': {output_dir} is below a file, not a directory") from None
+    except PermissionError:
+        raise ConfigError(f"config key 'output_dir': {output_dir} is not writable") from None
+    except OSError as e:
+        raise ConfigError(f"config key 'output_dir': cannot write to {output_dir} ({e.strerror})") from None

@@ -138,11 +138,7 @@ class MViTConfig:
 
 
 def _plain(v: Any) -> Any:
-    """Tuples/ListConfigs -> lists (recursively) so asdict() survives torch.load(weights_only=True)."""
-    if hasattr(v, "_content"):  # OmegaConf container
-        from omegaconf import OmegaConf
-
-        v = OmegaConf.to_container(v, resolve=True)
+    """Tuples -> lists (recursively) so asdict() survives torch.load(weights_only=True)."""
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
     return v
