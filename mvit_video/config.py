@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mvit_video.models.config import MViTConfig
-from mvit_video.settings import DataConfig, RunConfig, from_mapping
+from mvit_video.settings import MODEL_FIELD_KEYS, DataConfig, RunConfig, from_mapping, model_key
 from mvit_video.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -191,24 +191,22 @@ def _model_config(model: dict[str, Any], mvit: dict[str, Any], data: DataConfig)
     """MViTConfig from model.* (the network's MODEL.* keys), mvit.* and the input size it is built for."""
     names = {f.name: f for f in fields(MViTConfig)}
     hints = typing.get_type_hints(MViTConfig)
-    model_keys = ("num_classes", "dropout_rate", "act_checkpoint", "attention")
+    model_keys = [k for k, key in MODEL_FIELD_KEYS.items() if key.startswith("model.")]
     for key in model:
         if key not in model_keys:
             raise ConfigError(f"unknown config key 'model.{key}'{_did_you_mean(f'model.{key}', known_keys())}")
     for key in mvit:
-        if key not in names or key in model_keys or key in ("num_frames", "crop_size"):
+        if key not in names or key in MODEL_FIELD_KEYS:
             raise ConfigError(f"unknown config key 'mvit.{key}' (not an MVIT option of this model)")
-    where = {"num_frames": "data.num_frames", "crop_size": "data.train_crop_size",
-             **{k: f"model.{k}" for k in model_keys}}
     values = {**mvit, **model, "num_frames": data.num_frames, "crop_size": data.train_crop_size}
     for key, value in values.items():
         if hints[key] is bool and not isinstance(value, bool):  # "no" would read as true
-            raise ConfigError(f"config key '{where.get(key, f'mvit.{key}')}': expected true, false, got {value!r}")
+            raise ConfigError(f"config key '{model_key(key)}': expected true, false, got {value!r}")
     try:
         return MViTConfig(**values)
     except ConfigError as e:
         key, _, rest = str(e).partition(":")  # MViTConfig names its field: say the key as users write it
-        raise ConfigError(f"config key '{where.get(key, f'mvit.{key}')}':{rest}") from None
+        raise ConfigError(f"config key '{model_key(key)}':{rest}") from None
 
 
 def _check_across_keys(run: RunConfig, world_size: int) -> None:

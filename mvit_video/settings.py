@@ -194,6 +194,17 @@ class RunConfig:
     yaml: str
 
 
+# MViTConfig fields that are not mvit.* keys, and the config key each comes from (RunConfig.model).
+MODEL_FIELD_KEYS = {"num_classes": "model.num_classes", "dropout_rate": "model.dropout_rate",
+                    "act_checkpoint": "model.act_checkpoint", "attention": "model.attention",
+                    "num_frames": "data.num_frames", "crop_size": "data.train_crop_size"}
+
+
+def model_key(field_name: str) -> str:
+    """The config key of an MViTConfig field, as users write it (mvit.depth, model.num_classes, ...)."""
+    return MODEL_FIELD_KEYS.get(field_name, f"mvit.{field_name}")
+
+
 # ------------------------------------------------------------------------------------------- from a mapping
 
 def from_mapping(cls: type, values: Mapping[str, Any], prefix: str) -> Any:

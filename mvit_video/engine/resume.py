@@ -15,7 +15,7 @@ import yaml
 from mvit_video.engine import distributed as du
 from mvit_video.engine.loop import TrainState
 from mvit_video.models.config import MViTConfig, per_block_lists
-from mvit_video.settings import RunConfig
+from mvit_video.settings import RunConfig, model_key
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_write_text
 
@@ -27,12 +27,6 @@ SCHEDULE_KEYS = ("solver.base_lr", "solver.max_epoch", "solver.warmup_epochs", "
                  "train.batch_size", "train.grad_accum_steps", "num_shards")
 # Keys that change the optimizer's state layout: it cannot be resumed.
 OPTIMIZER_KEYS = ("solver.optimizing_method", "solver.zero_wd_1d_param", "solver.zero_decay_pos_cls")
-# MViTConfig fields that are not mvit.* keys, as users write them.
-_MODEL_KEYS = {"num_classes": "model.num_classes", "dropout_rate": "model.dropout_rate",
-               "act_checkpoint": "model.act_checkpoint", "attention": "model.attention",
-               "num_frames": "data.num_frames", "crop_size": "data.train_crop_size"}
-
-
 # Settings that only describe the per-block plan (compared through per_block_lists).
 _PER_BLOCK_KEYS = ("depth", "depths", "pool_q_stride", "dim_mul", "head_mul")
 
@@ -103,7 +97,7 @@ def model_changes(theirs: dict[str, Any], config: MViTConfig) -> list[str]:
         same_blocks = False
     if same_blocks:
         keys = [k for k in keys if k not in _PER_BLOCK_KEYS]
-    return [f"{_MODEL_KEYS.get(k, f'mvit.{k}')} {theirs[k]} -> {own[k]}" for k in keys]
+    return [f"{model_key(k)} {theirs[k]} -> {own[k]}" for k in keys]
 
 
 def restore(state: TrainState, saved: dict[str, Any], world: int, iters_per_epoch: int,
