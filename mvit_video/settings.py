@@ -159,8 +159,6 @@ class SolverConfig:
 class TestConfig:
     """test.*: the multi-view test (K temporal clips x S spatial crops per video)."""
 
-    __test__ = False  # a config class, not a pytest test class
-
     enable: bool
     split: str = _f(choices=("train", "val", "test"))
     batch_size: int = _f(min=1)
