@@ -10,15 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import importlib.util
-
 import pytest
-
-# The tiny model + fixture-video overrides shared with tests/engine (loaded by path: tests/ is no package).
-_spec = importlib.util.spec_from_file_location("tiny_config", Path(__file__).parent / "engine" / "tiny_config.py")
-_tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_tiny)
-tiny_overrides = _tiny.tiny_overrides
+from tiny import tiny_overrides
 
 
 def _train(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:

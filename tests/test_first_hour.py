@@ -3,7 +3,6 @@ progress, one-line errors that teach, data lists, rotated videos, shareable file
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
@@ -16,16 +15,12 @@ import av
 import numpy as np
 import pytest
 import torch
+from tiny import tiny_overrides
 
 from mvit_video.config import build_config, compose, shorten_schedule
 from mvit_video.data.decoding import open_video
 from mvit_video.data.encode import write_video
 from mvit_video.utils.errors import ConfigError, UserError, one_line
-
-_spec = importlib.util.spec_from_file_location("tiny_config", Path(__file__).parent / "engine" / "tiny_config.py")
-_tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_tiny)
-tiny_overrides = _tiny.tiny_overrides
 
 PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
 

@@ -6,7 +6,6 @@ torch.compile vs eager, and a tiny train + multi-view evaluate run through the C
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import tiny_config, tiny_overrides
 
 from mvit_video.models import MViT, MViTConfig
 from mvit_video.models.attention import fused_attention, plain_attention
@@ -22,17 +22,10 @@ from mvit_video.models.mvit import HeadwiseConv3d
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-_spec = importlib.util.spec_from_file_location("tiny_config", Path(__file__).parent.parent / "engine" / "tiny_config.py")
-_tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_tiny)
 
-
-def _tiny_model_config(**overrides) -> MViTConfig:
-    values = dict(num_classes=5, dropout_rate=0.0, num_frames=8, crop_size=64, depth=3, embed_dim=32, num_heads=1,
-                  droppath_rate=0.0, pool_q_stride=[[0, 1, 1, 1], [1, 2, 2, 2], [2, 1, 1, 1]],
-                  pool_kv_stride_adaptive=[2, 4, 4], dim_mul=[[1, 2.0]], head_mul=[[1, 2.0]])
-    values.update(overrides)
-    return MViTConfig(**values)
+def _tiny_model_config() -> MViTConfig:
+    """The shared tiny network (tests/tiny.py) at width 32 on 8x64x64 clips, 5 classes: a GPU-sized toy."""
+    return tiny_config(num_classes=5, num_frames=8, crop_size=64, embed_dim=32)
 
 
 def _backend(name: str):
@@ -146,8 +139,8 @@ def test_compiled_matches_eager_forward_and_backward() -> None:
 def test_tiny_train_then_evaluate_on_cuda(kinetics_list_dir: Path, tmp_path: Path) -> None:
     """The CLI on a GPU: bf16 AMP, torch.compile (auto), periodic val, final multi-view test, then `evaluate`."""
     out = tmp_path / "run"
-    overrides = _tiny.tiny_overrides(kinetics_list_dir, out, "device=cuda", "test.enable=true",
-                                     "data_loader.num_workers=2", "test.num_ensemble_views=2")
+    overrides = tiny_overrides(kinetics_list_dir, out, "device=cuda", "test.enable=true",
+                               "data_loader.num_workers=2", "test.num_ensemble_views=2")
     run = subprocess.run([sys.executable, "-m", "mvit_video.train", *overrides], capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_helpers import indexed_frames
+from tiny import indexed_frames
 
 from mvit_video.data.encode import write_video
 
@@ -22,12 +22,9 @@ def _one_thread():
 
 
 @pytest.fixture(scope="session")
-def indexed_videos(tmp_path_factory) -> dict[str, tuple[Path, np.ndarray, float]]:
-    """name -> (path, source frames, fps): mp4 (h264) and webm (vp9), and a 120-frame mp4 for seeking."""
-    d = tmp_path_factory.mktemp("indexed")
-    out = {}
-    for name, n, fps in (("a.mp4", 60, 30.0), ("b.mp4", 45, 25.0), ("c.webm", 48, 30.0), ("long.mp4", 120, 30.0)):
-        frames = indexed_frames(n, seed=len(out))
-        write_video(d / name, frames, fps=fps)
-        out[name] = (d / name, frames, fps)
-    return out
+def indexed_videos(videos, tmp_path_factory) -> dict[str, tuple[Path, np.ndarray, float]]:
+    """name -> (path, source frames, fps): the shared `videos`, and a 120-frame mp4 for seeking."""
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    frames = indexed_frames(120, seed=len(videos))
+    write_video(path, frames, fps=30.0)
+    return {**videos, "long.mp4": (path, frames, 30.0)}

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from data_helpers import CONF
 
-
-def _compose(overrides):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose("config", overrides=overrides)
+from mvit_video.config import compose
 
 
 @pytest.mark.slow
 def test_default_is_the_synthetic_set():
-    cfg = _compose([])
+    cfg = compose([])
     assert cfg.data.dataset == "synthetic" and not cfg.data.random_flip
     assert cfg.model.num_classes == cfg.data.synthetic.num_classes == 6
     assert cfg.data.num_frames * cfg.data.sampling_rate <= cfg.data.synthetic.num_frames
@@ -26,7 +20,7 @@ def test_default_is_the_synthetic_set():
     [("kinetics", "mvitv2", True, 2, 400), ("ssv2", "mvitv2_ssv2", False, 1, 174)],
 )
 def test_presets(data, aug, flip, num_sample, classes):
-    cfg = _compose([f"data={data}", f"aug={aug}"])
+    cfg = compose([f"data={data}", f"aug={aug}"])
     assert cfg.data.random_flip is flip and cfg.data.num_sample == num_sample and cfg.model.num_classes == classes
     assert cfg.aug.enable and cfg.aug.aa_type == "rand-m7-n4-mstd0.5-inc1" and cfg.aug.re_prob == 0.25
     assert cfg.mixup.enable and cfg.mixup.alpha == 0.8 and cfg.mixup.cutmix_alpha == 1.0

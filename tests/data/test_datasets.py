@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from data_helpers import make_cfg
+from tiny import make_cfg
 
 from mvit_video.data import build_dataset
 from mvit_video.data.clips import open_reader, view_indices, views_of_frames

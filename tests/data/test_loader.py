@@ -6,7 +6,7 @@ import signal
 
 import pytest
 import torch
-from data_helpers import make_cfg
+from tiny import make_cfg
 from torch.utils.data import Dataset
 
 from mvit_video.data import build_dataset, build_loader

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_helpers import make_cfg
+from tiny import make_cfg
 
 from mvit_video.data import build_dataset
 from mvit_video.data.decoding import open_video

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import indexed_frames, make_cfg
 
 from mvit_video.data.encode import write_video
 from mvit_video.data.prepare import check as check_dataset
@@ -25,10 +26,9 @@ SCRIPTS = REPO / "scripts"
 
 
 def _tiny_video(path: Path, seed: int = 0, num_frames: int = 8) -> None:
-    """A real 48x32 video whose frames differ (noise, seeded)."""
+    """A real 48x32 video whose frames differ (seeded)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames = np.random.default_rng(seed).integers(0, 256, size=(num_frames, 32, 48, 3), dtype=np.uint8)
-    write_video(path, frames, fps=30.0)
+    write_video(path, indexed_frames(num_frames, height=32, width=48, seed=seed), fps=30.0)
 
 
 def _run_cli(main, argv: list[str], capsys) -> tuple[int, str, str]:
@@ -232,8 +232,6 @@ def test_prepare_ssv2(tmp_path: Path, capsys) -> None:
 def test_prepare_ssv2_extract_frames_gives_the_webm_grid(tmp_path: Path, capsys) -> None:
     """--extract-frames writes PySlowFast's layout {id}/{id}_%06d.jpg at 30 fps; data.dataset=ssv2 reads a folder
     as one video, with the frames the 30 fps grid of the webm gives."""
-    from data_helpers import make_cfg
-
     from mvit_video.data import build_dataset
     from mvit_video.data.clips import open_reader
     from mvit_video.data.decoding import VideoDecodeError

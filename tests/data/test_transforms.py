@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from data_helpers import make_cfg
+from tiny import make_cfg
 
 from mvit_video.data import transforms as T
 from mvit_video.data.transforms import (
@@ -301,7 +301,6 @@ def test_ssv2_presets_crop_with_short_side_jitter():
     video = torch.arange(10).view(1, 1, 1, 10).expand(1, 1, 10, 10)
     starts = {int(crop(video)[0, 0, 0, 0]) for _ in range(300)}
     assert starts == {0, 1}  # 10 - 8 = 2 is never drawn
-
 
 
 def test_train_frames_resized_to_decode_short_side_first():

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_config import tiny_overrides
+from tiny import tiny_overrides
 
 from mvit_video.engine.runlock import LOCK_NAME, RunLock
 from mvit_video.utils.errors import UserError

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from tiny import tiny_overrides
 
 from mvit_video import checkpoint as ck
 from mvit_video.train import train
@@ -100,8 +101,6 @@ def twelve_videos(kinetics_list_dir, tmp_path) -> Path:
 
 
 def _run_cfg(lists: Path, out: Path):
-    from tiny_config import tiny_overrides
-
     from mvit_video.config import compose
 
     return compose(tiny_overrides(lists, out, "solver.max_epoch=1", "solver.warmup_epochs=0",
@@ -207,8 +206,6 @@ def test_corrupt_latest_checkpoint_falls_back_and_orphans_are_removed(tiny, capl
 
 @pytest.mark.slow
 def test_class_count_and_label_errors_come_before_the_first_step(kinetics_list_dir, tmp_path) -> None:
-    from tiny_config import tiny_overrides
-
     from mvit_video.config import compose
 
     steps = []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_overrides
 
 from mvit_video import checkpoint as ck
 from mvit_video.engine.loop import TrainingDiverged
@@ -147,8 +148,6 @@ def test_fp16_with_grad_scaler(tiny) -> None:
 @pytest.mark.slow
 def test_bad_videos_are_logged_once_and_listed(kinetics_list_dir, video_dir, tmp_path, caplog) -> None:
     from mvit_video.config import compose
-    from tiny_config import tiny_overrides
-
     lists = tmp_path / "lists"
     lists.mkdir()
     good = (kinetics_list_dir / "train.csv").read_text()

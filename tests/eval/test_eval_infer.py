@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-CLASS_NAMES = ["alpha", "beta", "gamma"]  # as in the tiny checkpoint of tests/eval/conftest.py
-
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "infer.py"
 
@@ -31,19 +29,19 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
                           timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_text_output_names_and_probabilities(infer, eval_data, tiny_checkpoint, capsys):
+def test_text_output_names_and_probabilities(infer, eval_data, tiny_checkpoint, capsys, class_names):
     video = eval_data / "videos" / "v0.mp4"
     assert infer.main(["--checkpoint", str(tiny_checkpoint), "--topk", "2", "--views", "2x3", str(video)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"{video}  (0.7 s, 2x3 views)")
     ranked = [line.split() for line in out[1:3]]
-    assert [r[0] for r in ranked] == ["1.", "2."] and all(r[1] in CLASS_NAMES for r in ranked)
+    assert [r[0] for r in ranked] == ["1.", "2."] and all(r[1] in class_names for r in ranked)
     probs = [float(r[2]) for r in ranked]
     assert probs[0] >= probs[1] and 0 < sum(probs) <= 1.0 + 1e-3
 
 
 @pytest.mark.slow
-def test_json_with_windows(infer, eval_data, tiny_checkpoint, capsys):
+def test_json_with_windows(infer, eval_data, tiny_checkpoint, capsys, class_names):
     videos = [eval_data / "videos" / "v1.mp4", eval_data / "videos" / "v2.mp4"]
     code = infer.main(["--checkpoint", str(tiny_checkpoint), "--json", "--window", "0.25", "--views", "1x1",
                        *map(str, videos)])
@@ -53,14 +51,14 @@ def test_json_with_windows(infer, eval_data, tiny_checkpoint, capsys):
     assert [v["video"] for v in doc["videos"]] == [str(v) for v in videos]
     for v in doc["videos"]:
         assert len(v["topk"]) == 3  # --topk 5 but only 3 classes
-        assert {e["name"] for e in v["topk"]} == set(CLASS_NAMES)
+        assert {e["name"] for e in v["topk"]} == set(class_names)
         assert sum(e["prob"] for e in v["topk"]) == pytest.approx(1.0, abs=1e-4)
         # 20 frames at 30 fps in windows of 0.25 s (8 frames): 0-8, 8-16, 16-20
         assert [(w["start"], w["end"]) for w in v["windows"]] == [(0.0, 0.267), (0.267, 0.533), (0.533, 0.667)]
-        assert all(w["topk"][0]["name"] in CLASS_NAMES for w in v["windows"])
+        assert all(w["topk"][0]["name"] in class_names for w in v["windows"])
 
 
-def test_text_timeline_honours_topk(infer, eval_data, tiny_checkpoint, capsys):
+def test_text_timeline_honours_topk(infer, eval_data, tiny_checkpoint, capsys, class_names):
     video = eval_data / "videos" / "v4.mp4"
     assert infer.main(["--checkpoint", str(tiny_checkpoint), "--topk", "2", "--views", "1x1", "--window", "0.25",
                        str(video)]) == 0
@@ -71,7 +69,7 @@ def test_text_timeline_honours_topk(infer, eval_data, tiny_checkpoint, capsys):
     assert len(timeline) == 3  # 20 frames in windows of 8
     for line in timeline:
         classes = line.split("s: ", 1)[1].split(", ")
-        assert len(classes) == 2 and all(c.split()[0] in CLASS_NAMES for c in classes)
+        assert len(classes) == 2 and all(c.split()[0] in class_names for c in classes)
 
 
 @pytest.mark.parametrize("window", ["inf", "nan", "0", "-1"])
@@ -95,7 +93,6 @@ def test_bad_inputs_give_one_error_line(eval_data, tiny_checkpoint):
     assert len(errors) == 2
     assert errors[0].startswith(f"error: {garbage}: ") and errors[1] == f"error: {missing}: no such file"
     assert str(good) in proc.stdout  # the good video is still classified
-
 
 
 def test_not_a_checkpoint(infer, eval_data, capsys):

@@ -10,8 +10,6 @@ import torch
 from mvit_video.config import build_config, compose
 from mvit_video.utils.errors import UserError
 
-CLASS_NAMES = ["alpha", "beta", "gamma"]  # as in the tiny checkpoint of tests/eval/conftest.py
-
 
 @pytest.fixture(scope="module")
 def predictor(tiny_checkpoint):
@@ -35,11 +33,12 @@ def test_views_match_the_test_dataset(predictor, eval_overrides):
 
 
 @pytest.mark.slow
-def test_predictor_matches_evaluate_probabilities(predictor, tmp_path, eval_data, eval_overrides, tiny_checkpoint):
+def test_predictor_matches_evaluate_probabilities(predictor, tmp_path, eval_data, eval_overrides, tiny_checkpoint,
+                                                  class_names):
     from mvit_video.checkpoint import load_model
     from mvit_video.eval.testing import test
 
-    test(build_config(compose(eval_overrides + [f"output_dir={tmp_path}"])), load_model(tiny_checkpoint), CLASS_NAMES,
+    test(build_config(compose(eval_overrides + [f"output_dir={tmp_path}"])), load_model(tiny_checkpoint), class_names,
          count_flops=False)  # 2x1 views
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 5
@@ -47,11 +46,11 @@ def test_predictor_matches_evaluate_probabilities(predictor, tmp_path, eval_data
         pred = predictor.predict(eval_data / "videos" / row["video"], views="2x1", topk=3)
         assert pred.class_indices == [c for c, _ in row["topk"]]
         assert [p for _, p in pred.topk] == pytest.approx([p for _, p in row["topk"]], abs=2e-6)
-        assert [n for n, _ in pred.topk] == [CLASS_NAMES[c] for c in pred.class_indices] == row["topk_names"]
+        assert [n for n, _ in pred.topk] == [class_names[c] for c in pred.class_indices] == row["topk_names"]
         assert float(pred.probs.sum()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_settings_come_from_the_checkpoint_unless_overridden(tiny_checkpoint, eval_data):
+def test_settings_come_from_the_checkpoint_unless_overridden(tiny_checkpoint, eval_data, class_names):
     from mvit_video import Predictor
 
     default = Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
@@ -61,7 +60,7 @@ def test_settings_come_from_the_checkpoint_unless_overridden(tiny_checkpoint, ev
     custom = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", num_frames=8, views="1x3")
     assert "overridden: num_frames, views" in custom.describe()
     pred = custom.predict(eval_data / "videos" / "v0.mp4", topk=1)
-    assert pred.views == (1, 3) and len(pred.topk) == 1 and pred.topk[0][0] in CLASS_NAMES
+    assert pred.views == (1, 3) and len(pred.topk) == 1 and pred.topk[0][0] in class_names
     from mvit_video.data.decoding import open_video
 
     with open_video(eval_data / "videos" / "v0.mp4") as reader:

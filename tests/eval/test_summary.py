@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import tiny_overrides
 
 from mvit_video.utils.errors import UserError
 
-REPO = Path(__file__).resolve().parents[2]
-CLASS_NAMES = ["alpha", "beta", "gamma"]
-
-_spec = importlib.util.spec_from_file_location("tiny_config", REPO / "tests" / "engine" / "tiny_config.py")
-tiny_config = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny_config)
-
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, eval_data) -> Path:
+def trained_run(tmp_path_factory, eval_data, class_names) -> Path:
     """A 2-epoch tiny training run (3 named classes) with its final test: metrics, predictions, tensorboard."""
     import torch
 
@@ -33,17 +26,15 @@ def trained_run(tmp_path_factory, eval_data) -> Path:
     lines = (eval_data / "test.csv").read_text().splitlines()
     for split in ("train", "val", "test"):
         (lists / f"{split}.csv").write_text("".join(f"{eval_data / 'videos' / line}\n" for line in lines))
-    (lists / "classes.txt").write_text("\n".join(CLASS_NAMES) + "\n")
+    (lists / "classes.txt").write_text("\n".join(class_names) + "\n")
     out = tmp_path_factory.mktemp("summary_run") / "tiny_run"
-    replace = {"model.num_classes": "3", "test.enable": "true"}
-    overrides = [o for o in tiny_config.tiny_overrides(lists, out) if o.split("=")[0] not in replace]
     torch.set_num_threads(1)
-    train(compose(overrides + [f"{k}={v}" for k, v in replace.items()]))
+    train(compose(tiny_overrides(lists, out, f"model.num_classes={len(class_names)}", "test.enable=true")))
     return out
 
 
 @pytest.mark.slow  # trains a tiny run first
-def test_summary_table_pngs_and_per_class(trained_run, capsys):
+def test_summary_table_pngs_and_per_class(trained_run, capsys, class_names):
     from mvit_video.summary import main
 
     assert main([str(trained_run)]) == 0
@@ -65,14 +56,14 @@ def test_summary_table_pngs_and_per_class(trained_run, capsys):
         data = (trained_run / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     rows = list(csv.DictReader((trained_run / "per_class.csv").read_text().splitlines()))
-    assert [r["name"] for r in rows] == CLASS_NAMES
+    assert [r["name"] for r in rows] == class_names
     preds = [json.loads(x) for x in (trained_run / "predictions.jsonl").read_text().splitlines()]
     assert sum(int(r["videos"]) for r in rows) == len(preds) == 5
     correct = sum(p["topk"][0][0] == p["label"] for p in preds)
     assert sum(round(int(r["videos"]) * float(r["top1"] or 0) / 100) for r in rows) == correct
     # predictions carry the class names beside the indices
-    assert all(p["label_name"] == CLASS_NAMES[p["label"]] for p in preds)
-    assert all(p["topk_names"] == [CLASS_NAMES[c] for c, _ in p["topk"]] for p in preds)
+    assert all(p["label_name"] == class_names[p["label"]] for p in preds)
+    assert all(p["topk_names"] == [class_names[c] for c, _ in p["topk"]] for p in preds)
 
 
 @pytest.mark.slow  # trains a tiny run first

@@ -1,22 +1,12 @@
-"""Tiny MViTv2 configs shared by the model tests (a few blocks, width 16-32, 4-8 frames, 32-64 px)."""
+"""The model tests' network: the shared tiny MViTv2 (tests/tiny.py) at 8 frames of 32 px, 5 classes."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
-
-from mvit_video.models import MViTConfig
-
-
-def tiny_config(**overrides) -> MViTConfig:
-    """3 blocks, 2 stages, cls token, conv pooling, t/h/w rel-pos, residual pooling: 8x32x32 -> 4x8x8 tokens."""
-    values = dict(
-        num_classes=5, dropout_rate=0.0, num_frames=8, crop_size=32, depth=3, embed_dim=16, num_heads=1,
-        droppath_rate=0.0, pool_q_stride=[[0, 1, 1, 1], [1, 2, 2, 2], [2, 1, 1, 1]],
-        pool_kv_stride_adaptive=[2, 4, 4], dim_mul=[[1, 2.0]], head_mul=[[1, 2.0]],
-    )
-    values.update(overrides)
-    return MViTConfig(**values)
+from tiny import tiny_config
 
 
 @pytest.fixture(autouse=True)
@@ -28,5 +18,5 @@ def _threads():
 
 @pytest.fixture
 def tiny():
-    """The `tiny_config(**overrides)` factory."""
-    return tiny_config
+    """tiny(**fields) -> the shared tiny network's MViTConfig for 8x32x32 clips and 5 classes, `fields` changed."""
+    return functools.partial(tiny_config, num_frames=8, num_classes=5)

@@ -17,6 +17,10 @@ def _model(cfg) -> MViTConfig:
     return build_config(cfg).model
 
 
+# q strided in time too and k/v pooled (2, 4, 4): q and k of different lengths along t as well as h and w
+POOLED_T = dict(pool_q_stride=[[0, 1, 1, 1], [1, 2, 2, 2], [2, 1, 1, 1]], pool_kv_stride_adaptive=[2, 4, 4])
+
+
 def _x(config, batch=2, t=None, s=None):
     return torch.randn(batch, 3, t or config.num_frames, s or config.crop_size, s or config.crop_size)
 
@@ -69,7 +73,7 @@ def test_forward_shapes_and_logits(tiny):
 
 
 def test_other_input_sizes_interpolate_rel_pos(tiny):
-    config = tiny()
+    config = tiny(**POOLED_T)
     model = MViT(config).eval()
     for t, s in [(4, 32), (8, 48), (12, 64)]:
         assert model(_x(config, 1, t, s)).shape == (1, 5)
@@ -128,7 +132,7 @@ def test_drop_path_and_head_dropout_only_in_training(tiny):
 
 @pytest.mark.parametrize("has_cls", [True, False])
 def test_fused_model_equals_plain_model(tiny, has_cls):
-    config = tiny(cls_embed_on=has_cls)
+    config = tiny(cls_embed_on=has_cls, **POOLED_T)
     fused = MViT(config).train()
     plain = MViT(dataclasses.replace(config, attention="plain")).train()
     plain.load_state_dict(fused.state_dict())
@@ -196,7 +200,8 @@ def test_build_model_from_default_config():
 
 
 def _compile_case(tiny):
-    config = tiny(depth=2, pool_q_stride=[[0, 1, 1, 1], [1, 1, 2, 2]], dim_mul=[], head_mul=[], num_frames=4)
+    config = tiny(depths=None, depth=2, pool_q_stride=[[0, 1, 1, 1], [1, 1, 2, 2]], dim_mul=[], head_mul=[],
+                  num_frames=4)
     return MViT(config), _x(config, 1)
 
 

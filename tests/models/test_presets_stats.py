@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import pytest
 import torch
+from tiny import NETWORK
 
 from mvit_video.config import CONF_DIR, build_config, compose
 from mvit_video.models import MViT, MViTConfig, block_configs
@@ -230,14 +231,13 @@ def test_sdpa_is_counted():
 # ---------------------------------------------------------------- stats CLI
 @pytest.mark.slow
 def test_stats_cli_prints_table_then_json(capsys):
-    stats_main(["mvit.depths=null", "mvit.depth=2", "mvit.pool_q_stride=[[1,1,2,2]]", "mvit.dim_mul=[[1,2.0]]",
-                "mvit.head_mul=[]", "test.num_ensemble_views=4", "test.num_spatial_crops=3"])
+    stats_main([*NETWORK, "test.num_ensemble_views=4", "test.num_spatial_crops=3"])
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])
     assert set(result) == {"params", "gflops_per_view", "views"}
     assert result["views"] == [4, 3] and isinstance(result["params"], int) and result["gflops_per_view"] > 0
     assert any("GFLOPs x views" in line and "x 4 x 3" in line for line in lines)
-    assert any("2 blocks" in line for line in lines)
+    assert any("3 blocks" in line for line in lines)  # the tiny network's
 
 
 def test_stats_cli_bad_key_is_one_line_error(capsys):
