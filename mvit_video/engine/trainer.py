@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import logging
+import random
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import random
 import torch
 from torch import nn
 
