@@ -1,2 +1,3 @@
-"""Training engine: optimizer groups and LR schedule (optim), checkpoints (checkpoint), process groups
-(distributed), the train/val epoch (loop) and weight averaging (ema). `mvit_video.train` wires them together."""
+"""Training engine: the run (trainer: build_run, fit, checkpoint_state), one epoch (loop), optimizer groups and LR
+schedule (optim), resuming (resume), one run per output_dir (runlock), process groups (distributed), weight
+averaging (ema) and throughput/MFU (throughput). Everything here takes the typed settings (mvit_video.settings)."""
