@@ -16,11 +16,9 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from mvit_video.config import CONF_DIR, CONFIG_NAME, build_config, compose, precheck_flag_run
-from mvit_video.settings import RunConfig
+from mvit_video.settings import RunConfig, autocast_dtype
 from mvit_video.utils.errors import ConfigError, UserError, cli_errors, one_line
 from mvit_video.utils.progress import TqdmLoggingHandler
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 Task = Callable[[DictConfig, Sequence[str]], Any]
 
@@ -57,14 +55,6 @@ def resolve_runtime(run: RunConfig, local_rank: int = 0) -> tuple[torch.device, 
     """(device, autocast dtype or None) of a run: train.mixed_precision auto means on with CUDA, off on CPU."""
     device = resolve_device(run.device, local_rank)
     return device, autocast_dtype(run, device)
-
-
-def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a run on `device`, or None (full precision): train.mixed_precision auto means on with
-    CUDA, off on CPU; training, validation and the test all use it."""
-    mixed = run.train.mixed_precision
-    use_amp = mixed is True or (mixed == "auto" and device.type == "cuda")
-    return AMP_DTYPES[run.train.amp_dtype] if use_amp else None
 
 
 def explicit_keys(overrides: Sequence[str]) -> list[str]:

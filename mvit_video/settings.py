@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
+import torch
+
 from mvit_video.models.config import MViTConfig
 from mvit_video.utils.errors import ConfigError
 
@@ -190,6 +192,18 @@ class RunConfig:
     solver: SolverConfig
     test: TestConfig
     yaml: str
+
+
+# train.amp_dtype -> the autocast dtype (the one map of these names).
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run on `device`, or None (full precision): train.mixed_precision auto means on with
+    CUDA, off on CPU; training, validation and the test all use it."""
+    mixed = run.train.mixed_precision
+    use_amp = mixed is True or (mixed == "auto" and device.type == "cuda")
+    return AMP_DTYPES[run.train.amp_dtype] if use_amp else None
 
 
 # MViTConfig fields that are not mvit.* keys, and the config key each comes from (RunConfig.model).

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mvit_video.cli import AMP_DTYPES
+from mvit_video.settings import AMP_DTYPES
 from mvit_video.engine import distributed
 from mvit_video.utils.progress import Progress
 
@@ -40,7 +40,7 @@ class MultiViewResult:
 
 def resolve_amp_dtype(amp_dtype: torch.dtype | str | None) -> torch.dtype | None:
     """A torch dtype or None (full precision) as given; a name for `Predictor(amp_dtype=...)` users: the config
-    spellings of cli.AMP_DTYPES ("bf16", "fp16") or the dtypes' own ("bfloat16", "float16")."""
+    spellings of settings.AMP_DTYPES ("bf16", "fp16") or the dtypes' own ("bfloat16", "float16")."""
     if amp_dtype is None or isinstance(amp_dtype, torch.dtype):
         return amp_dtype
     names = {**AMP_DTYPES, **{str(d).removeprefix("torch."): d for d in AMP_DTYPES.values()}}

@@ -2,7 +2,7 @@
 and the test of a checkpoint (`test`, which also writes the reports).
 
 Both score the same way: the views of each video through `forward` (a torch.compile'd one gets padded chunks), at
-most test.max_views_per_forward views per forward pass, under the run's autocast dtype (cli.autocast_dtype).
+most test.max_views_per_forward views per forward pass, under the run's autocast dtype (settings.autocast_dtype).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mvit_video.engine import distributed
 from mvit_video.eval import reports
 from mvit_video.eval.metrics import summarize
 from mvit_video.eval.multiview import MultiViewResult, run_multiview
-from mvit_video.settings import RunConfig
+from mvit_video.settings import RunConfig, autocast_dtype
 from mvit_video.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,6 @@ def test(run: RunConfig, model: nn.Module, class_names: Sequence[str] | None = N
     Returns (on every rank) the metrics.jsonl record plus "per_class", "failed" (paths), "gflops_per_view"
     (counted on rank 0 when `count_flops`; None elsewhere) and "seconds".
     """
-    from mvit_video.cli import autocast_dtype
     from mvit_video.data import build_dataset, build_loader
 
     split, views = run.test.split, (run.test.num_ensemble_views, run.test.num_spatial_crops)
