@@ -34,21 +34,30 @@ class Run:
     """Everything one training run holds, built once by `build_run`."""
 
     cfg: RunConfig
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    output_dir: Path
     state: TrainState  # model, what is called (compiled/DDP), optimizer, schedule, scaler, EMA, step
     eval_forward: nn.Module  # what scores val/test views: the model, or its compiled version
     train_loader: Any
     val_loader: Any
     iters_per_epoch: int
     class_names: list[str] | None
-    settings: LoopSettings
+    settings: LoopSettings  # device, autocast dtype and the other per-step settings
     mixup: Callable | None
     start: ResumePoint
     flops_per_clip: float | None = None  # for the MFU figure (CUDA only)
     peak_flops: float | None = None
     seen_bad: set[str] = field(default_factory=set)
+
+    @property
+    def device(self) -> torch.device:
+        return self.settings.device
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return self.settings.amp_dtype
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
 
     @property
     def metrics_path(self) -> Path:
@@ -119,7 +128,7 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
                             log_period=cfg.log_period, max_epoch=cfg.solver.max_epoch,
                             progress_bar=interactive(), compiled=compiled)
     flops_per_clip, peak = _mfu_inputs(cfg, model, device)
-    return Run(cfg=cfg, device=device, amp_dtype=amp_dtype, output_dir=output_dir, state=state,
+    return Run(cfg=cfg, state=state,
                eval_forward=eval_forward, train_loader=train_loader, val_loader=val_loader,
                iters_per_epoch=iters_per_epoch, class_names=getattr(train_set, "class_names", None),
                settings=settings, mixup=build_mixup(cfg.mixup, cfg.model.num_classes) if cfg.mixup.enable else None,
