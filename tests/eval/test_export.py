@@ -1,8 +1,7 @@
-"""scripts/export_model.py: each format exported from the tiny checkpoint, loaded back, equal to eager."""
+"""mvit-export (mvit_video.export_model): each format exported from the tiny checkpoint, loaded back, equal to eager."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -17,10 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def export():
-    spec = importlib.util.spec_from_file_location("mvit_export_script", REPO / "scripts" / "export_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import mvit_video.export_model
+
+    return mvit_video.export_model
 
 
 def _load(fmt: str, path: Path):
