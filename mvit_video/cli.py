@@ -10,22 +10,27 @@ import hashlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import torch
-from omegaconf import DictConfig, open_dict
-
-from mvit_video.config import CONF_DIR, CONFIG_NAME, build_config, compose, precheck_flag_run
-from mvit_video.settings import RunConfig, autocast_dtype
 from mvit_video.utils.errors import ConfigError, UserError, cli_errors, one_line
-from mvit_video.utils.progress import TqdmLoggingHandler
 
-Task = Callable[[DictConfig, Sequence[str]], Any]
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+
+    from mvit_video.settings import RunConfig
+
+# torch, omegaconf, hydra and the config/settings modules are imported where they are used: `--help` and a wrong
+# key must not pay for torch (seconds of CPU) before printing a line.
+
+Task = Callable[["DictConfig", Sequence[str]], Any]
 
 
 def setup_logging(output_dir: Path | None, rank: int, filename: str = "train.log") -> None:
     """Rank 0 logs INFO to stderr (above any progress bar) and, with `output_dir`, to <output_dir>/<filename>;
     other ranks only errors. Calling it again replaces the handlers it added before."""
+    from mvit_video.utils.progress import TqdmLoggingHandler
+
     root = logging.getLogger()
     for h in [h for h in root.handlers if getattr(h, "_mvit_video", False)]:
         root.removeHandler(h)
@@ -44,6 +49,8 @@ def setup_logging(output_dir: Path | None, rank: int, filename: str = "train.log
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """`device`: auto -> CUDA when available, else CPU; `cuda` without a GPU is a ConfigError."""
+    import torch
+
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError("config key 'device': cuda requested but no GPU is available (use device=cpu)")
@@ -53,6 +60,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 def resolve_runtime(run: RunConfig, local_rank: int = 0) -> tuple[torch.device, torch.dtype | None]:
     """(device, autocast dtype or None) of a run: train.mixed_precision auto means on with CUDA, off on CPU."""
+    from mvit_video.settings import autocast_dtype
+
     device = resolve_device(run.device, local_rank)
     return device, autocast_dtype(run, device)
 
@@ -63,11 +72,17 @@ def explicit_keys(overrides: Sequence[str]) -> list[str]:
 
 
 def main(args: Sequence[str], task: Task, *, hydra_args: Callable[[list[str]], list[str]] | None = None,
-         around_hydra: Callable[[list[str]], Callable[[], None]] | None = None) -> None:
+         around_hydra: Callable[[list[str]], Callable[[], None]] | None = None, usage: str | None = None) -> None:
     """Run `task` for a command line. Plain `key=value` arguments: composed here, errors as one line (exit 2).
     With flags: `hydra_args` may rewrite them first, a wrong key still fails in one line, then Hydra runs `task`
-    per job; `around_hydra(args)` may check a sweep before and returns what to run after Hydra returns."""
+    per job; `around_hydra(args)` may check a sweep before and returns what to run after Hydra returns.
+    `-h`/`--help` prints `usage` (a usage line and examples) and the presets and config groups."""
     args = list(args)
+    if usage is not None and {"-h", "--help"} & set(args):
+        print(help_text(usage))
+        return
+    from mvit_video.config import compose, precheck_flag_run
+
     if not any(a.startswith("-") for a in args):
         cli_errors(lambda: task(compose(args), explicit_keys(args)))()
         return
@@ -87,6 +102,9 @@ def main(args: Sequence[str], task: Task, *, hydra_args: Callable[[list[str]], l
 def _hydra_main(task: Task) -> None:
     """Hydra's own entry point (its flags: --multirun with a launcher such as submitit_slurm, --cfg, --help)."""
     import hydra
+    from omegaconf import DictConfig
+
+    from mvit_video.config import CONF_DIR, CONFIG_NAME
 
     def hydra_main(cfg: DictConfig) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -105,6 +123,24 @@ def _hydra_main(task: Task) -> None:
     hydra.main(config_path=str(CONF_DIR), config_name=CONFIG_NAME, version_base=None)(hydra_main)()
 
 
+def help_text(usage: str) -> str:
+    """`usage` (a usage line and examples), then what can be chosen: presets, config groups, where every key is."""
+    conf = Path(__file__).resolve().parent.parent / "conf"  # config.CONF_DIR, without importing config (torch)
+
+    def names(group: str) -> str:
+        return ", ".join(sorted(p.stem for p in (conf / group).glob("*.yaml"))) or "-"
+
+    groups = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in ("experiment", "hydra"))
+    import textwrap
+
+    wrap = lambda text: textwrap.fill(text, 115, subsequent_indent="  ", break_on_hyphens=False)  # noqa: E731
+    lines = [usage.strip("\n"), "", wrap(f"presets (+experiment=NAME): {names('experiment')}"),
+             wrap("config groups (group=NAME): " + "; ".join(f"{g}: {names(g)}" for g in groups)),
+             wrap(f"every key and its default: {conf / 'config.yaml'} (`--cfg job` prints the composed config)"),
+             "Hydra's flags also work: -m/--multirun, --cfg job, --config-path DIR --config-name NAME, --hydra-help"]
+    return "\n".join(lines)
+
+
 def _entry_module(task: Task) -> str:
     """The module name of `task` (`mvit_video.evaluate` also under `python -m`, where it runs as __main__)."""
     name = getattr(task, "__module__", None) or "__main__"
@@ -120,6 +156,7 @@ def multirun_output_dir(cfg: DictConfig) -> None:
     re-runs and requeues, so a job resumes only its own checkpoints). Jobs without overrides keep output_dir."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import open_dict
 
     if not HydraConfig.initialized():
         return
@@ -165,6 +202,8 @@ def check_sweep(args: list[str]) -> Callable[[], None] | None:
 def precheck_multirun(args: list[str]) -> DictConfig:
     """Compose and check the first job of a sweep; for the submitit launcher, say where the cluster jobs write."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mvit_video.config import build_config, compose
 
     overrides = []
     for o in OverridesParser.create().parse_overrides(args):

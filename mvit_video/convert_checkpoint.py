@@ -4,7 +4,7 @@
     mvit-convert --from slowfast --config MVITv2_B_32x3.yaml K400_MVITv2_B_32x3.pyth out.pyth
     mvit-convert --from torchvision --verify mvit_v2_s-ae3be167.pth mvit_v2_s_k400.pyth
 
-The result loads with `mvit_video.models.load_model(DST)`. After writing, the file is read back, the network is
+The result loads with `mvit_video.load_model(DST)`. After writing, the file is read back, the network is
 built from it and the weights are loaded strictly; `--verify` (torchvision) also runs torchvision's network and
 ours on the same random clip and prints the largest logit difference.
 """

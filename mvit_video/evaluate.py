@@ -15,23 +15,39 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Sequence
-
-from omegaconf import DictConfig, open_dict
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mvit_video import cli
-from mvit_video.config import build_config, split_hydra_args
-from mvit_video.data.loader import stop_workers
-from mvit_video.engine import distributed
-from mvit_video.checkpoint import clip_settings, latest_checkpoint
-from mvit_video.eval.reports import summary_text
-from mvit_video.eval.testing import test
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+USAGE = """\
+usage: mvit-evaluate [+experiment=NAME] test.checkpoint=PATH [key=value ...]   (or: python -m mvit_video.evaluate)
+       mvit-evaluate --config-path RUN_DIR --config-name config [key=value ...]
+
+Multi-view test of a checkpoint (K temporal clips x S spatial crops per video, each video decoded once). Writes
+predictions.jsonl, per_class_accuracy.csv and a metrics.jsonl line to output_dir; prints top-1/top-5.
+
+examples:
+  mvit-evaluate +experiment=k400_b_32x3 data.path_to_data_dir=data/k400 test.checkpoint=ckpt.pyth
+  mvit-evaluate +experiment=k400_b_32x3 data.path_to_data_dir=data/k400 test.checkpoint=ckpt.pyth \\
+      test.num_ensemble_views=5 test.num_spatial_crops=3
+  mvit-evaluate --config-path outputs/tiny_synthetic --config-name config   # re-test a run, its latest checkpoint"""
 
 
 def run(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict[str, Any]:
     """Test test.checkpoint (else output_dir's latest) and print the report on rank 0. The checkpoint's clip
     settings are written into `cfg`, except keys in `explicit` (set on the command line)."""
-    from mvit_video.checkpoint import load_checkpoint_info, load_model
+    # Imported here: `mvit-evaluate --help` and a wrong key answer without loading torch and the data stack.
+    from omegaconf import open_dict
+
+    from mvit_video.checkpoint import clip_settings, latest_checkpoint, load_checkpoint_info, load_model
+    from mvit_video.config import build_config
+    from mvit_video.data.loader import stop_workers
+    from mvit_video.engine import distributed
+    from mvit_video.eval.reports import summary_text
+    from mvit_video.eval.testing import test
 
     rank, world, local_rank, _ = distributed.env_ranks()
     cli.setup_logging(None, rank)
@@ -60,6 +76,8 @@ def _run_dir_args(args: list[str]) -> list[str]:
     """`--config-path RUN --config-name config` re-tests a training run from its saved config.yaml: RUN is made
     absolute (Hydra would read it relative to this file), output_dir defaults to RUN, and Hydra writes no
     outputs/<date>/ folder or log of its own (the saved config has no hydra section)."""
+    from mvit_video.config import split_hydra_args
+
     overrides, flags = split_hydra_args(args)
     run_dir = flags.get("--config-path", flags.get("-cp"))
     if run_dir is None:
@@ -81,7 +99,7 @@ def _run_dir_args(args: list[str]) -> list[str]:
 
 def main() -> None:
     """CLI (cli.main): `key=value` runs compose here, a bad key is one error line; Hydra flags go to Hydra."""
-    cli.main(sys.argv[1:], run, hydra_args=_run_dir_args)
+    cli.main(sys.argv[1:], run, hydra_args=_run_dir_args, usage=USAGE)
 
 
 if __name__ == "__main__":

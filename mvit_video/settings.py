@@ -13,12 +13,13 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from mvit_video.models.config import MViTConfig
 from mvit_video.utils.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _f(**rules: Any) -> Any:
@@ -194,8 +195,14 @@ class RunConfig:
     yaml: str
 
 
-# train.amp_dtype -> the autocast dtype (the one map of these names).
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+def __getattr__(name: str) -> Any:
+    # AMP_DTYPES (train.amp_dtype -> the autocast dtype, the one map of these names) is built on first use, so
+    # that composing and checking a config (config errors, --help) does not import torch.
+    if name == "AMP_DTYPES":
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
@@ -203,7 +210,7 @@ def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
     CUDA, off on CPU; training, validation and the test all use it."""
     mixed = run.train.mixed_precision
     use_amp = mixed is True or (mixed == "auto" and device.type == "cuda")
-    return AMP_DTYPES[run.train.amp_dtype] if use_amp else None
+    return __getattr__("AMP_DTYPES")[run.train.amp_dtype] if use_amp else None
 
 
 # MViTConfig fields that are not mvit.* keys, and the config key each comes from (RunConfig.model).

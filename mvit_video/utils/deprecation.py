@@ -8,10 +8,11 @@ import warnings
 from typing import Any
 
 
-def moved(old: str, new: str) -> Any:
-    """The object at `new` ("package.module:attr"), with a DeprecationWarning that `old` is going away."""
+def moved(old: str, new: str, use: str | None = None) -> Any:
+    """The object at `new` ("package.module:attr"), with a DeprecationWarning that `old` is going away and that
+    `use` (default: `new`) is the name to import instead."""
     module, _, attr = new.partition(":")
-    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new.replace(':', '.')}",
+    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {use or new.replace(':', '.')}",
                   DeprecationWarning, stacklevel=3)  # points at the user's import line, past the module __getattr__
     return getattr(importlib.import_module(module), attr)
 
