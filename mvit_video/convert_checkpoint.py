@@ -33,6 +33,7 @@ from mvit_video.models.convert import (
 )
 from mvit_video.models.mvit import MViT
 from mvit_video.utils.errors import UserError, cli_errors
+from mvit_video.utils.helptext import from_docstring
 from mvit_video.utils.io import atomic_torch_save
 
 
@@ -134,7 +135,7 @@ def verify_torchvision(config: Any, model: MViT, source_sd: Mapping) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(**from_docstring("convert_checkpoint", __doc__))
     p.add_argument("--from", dest="source", required=True, choices=["slowfast", "torchvision"], help="source format")
     p.add_argument("--config", type=Path, help="PySlowFast yaml the .pyth was trained with (default: its stored cfg)")
     p.add_argument("--num-frames", type=int, help="frames the source network was built for (default: from config)")

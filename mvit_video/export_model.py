@@ -29,6 +29,7 @@ from torch import nn
 from mvit_video.checkpoint import load_checkpoint_info, load_model
 from mvit_video.models.mvit import MultiScaleAttention
 from mvit_video.utils.errors import UserError, cli_errors
+from mvit_video.utils.helptext import from_docstring
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 FORMATS = ("torchscript", "onnx", "export")
@@ -139,7 +140,7 @@ def bench(eager: Runner, exported: Runner, x: torch.Tensor, runs: int) -> tuple[
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(**from_docstring("export_model", __doc__))
     p.add_argument("out", metavar="OUT", help="the exported file (.pt / .pt2 / .onnx)")
     p.add_argument("--checkpoint", required=True, help="an mvit_video checkpoint (ours, or converted)")
     p.add_argument("--format", required=True, choices=FORMATS)

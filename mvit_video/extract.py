@@ -1,6 +1,6 @@
 """Per-video embeddings of a list of videos: `python -m mvit_video.extract --checkpoint CKPT --list LIST --out OUT`.
 
-    python -m mvit_video.extract --checkpoint ckpt.pyth --list videos.txt --prefix /data/videos --out feats
+    mvit-extract --checkpoint ckpt.pyth --list videos.txt --prefix /data/videos --out feats
     torchrun --nproc_per_node 8 -m mvit_video.extract --checkpoint ckpt.pyth --list videos.txt --out feats
 
 LIST: one video per line, `path` or `path label` (PySlowFast's list format works as it is); relative paths are
@@ -82,7 +82,9 @@ def write_outputs(result: MultiViewResult, out: Path) -> list[Path]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mvit_video.extract", description=__doc__.split("\n\n")[0])
+    from mvit_video.utils.helptext import from_docstring
+
+    p = argparse.ArgumentParser(**from_docstring("extract", __doc__))
     p.add_argument("--checkpoint", required=True, help="an mvit_video checkpoint (ours, or converted)")
     p.add_argument("--list", required=True, dest="list_file", help="videos, one per line: path [label]")
     p.add_argument("--out", required=True, help="output prefix: writes OUT.npy and OUT.index.csv")

@@ -17,15 +17,22 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mvit_video.predict import Predictor, check_window
-from mvit_video.predict import parse_views as _parse_views
 from mvit_video.utils.errors import UserError, cli_errors
+from mvit_video.utils.helptext import from_docstring
+
+if TYPE_CHECKING:
+    from mvit_video.predict import Predictor
+
+# mvit_video.predict (torch, torchvision, the decoders) is imported where it is used: `--help` and a wrong option
+# answer at once.
 
 
 def parse_views(text: str) -> tuple[int, int]:
     """"KxS" -> (K temporal clips, S spatial crops), as an argparse type."""
+    from mvit_video.predict import parse_views as _parse_views
+
     try:
         return _parse_views(text)
     except UserError as e:
@@ -54,7 +61,7 @@ def print_text(result: dict[str, Any], views: tuple[int, int]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(**from_docstring("infer", __doc__))
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files to classify")
     p.add_argument("--checkpoint", required=True, help="an mvit_video checkpoint (ours, or converted)")
     p.add_argument("--topk", type=int, default=5, help="classes to print per video (default 5)")
@@ -81,6 +88,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Classify every video; a bad video prints one error line and makes the exit code 2."""
     args = parse_args(argv)
+    from mvit_video.predict import Predictor, check_window
+
     if args.window is not None:
         try:
             check_window(args.window)

@@ -292,8 +292,11 @@ def summarize_run(run: Run, top_n: int, plots: bool) -> list[Path]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mvit_video.summary", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from mvit_video.utils.helptext import parser_kwargs
+
+    p = argparse.ArgumentParser(**parser_kwargs("summary", __doc__.split("\n\n")[0], """
+        mvit-summary outputs/tiny_synthetic                  # table, summary.png, confusion.png, per_class.csv
+        mvit-summary outputs/run_a outputs/run_b --top-n 30  # one row per run"""))
     p.add_argument("runs", nargs="+", metavar="RUN", help="output directories of training / evaluate runs")
     p.add_argument("--top-n", type=int, default=20, help="classes shown in confusion.png when there are more "
                    "(the most confused ones; default 20)")
