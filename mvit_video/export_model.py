@@ -125,12 +125,15 @@ def export_checked(model: nn.Module, fmt: str, out: Path, example: torch.Tensor,
     raise AssertionError("unreachable")
 
 
-def bench(eager: Runner, exported: Runner, x: torch.Tensor, runs: int) -> tuple[float, float]:
-    """Median seconds per call of (eager, exported) over `runs` calls each, after one warm-up call of each. The
-    calls alternate, so a busy machine slows both alike and the ratio stays meaningful."""
+def bench(eager: Runner, exported: Runner, x: torch.Tensor, runs: int, warmup: int = 3) -> tuple[float, float]:
+    """Median seconds per call of (eager, exported) over `runs` calls each, after `warmup` untimed calls of each.
+    Both sides warm up alike: a first call pays one-off costs (oneDNN primitive creation, allocator growth, ONNX
+    Runtime's first-run setup) that once made eager look 10x slower than it is. The timed calls alternate, so a
+    busy machine slows both alike and the ratio stays meaningful."""
     times: tuple[list[float], list[float]] = ([], [])
     with torch.no_grad():
-        eager(x), exported(x)
+        for _ in range(max(1, warmup)):
+            eager(x), exported(x)
         for _ in range(runs):
             for fn, acc in zip((eager, exported), times):
                 start = time.perf_counter()
@@ -153,6 +156,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |Δlogit| allowed (default 1e-4)")
     p.add_argument("--ema", action="store_true", help="export the checkpoint's EMA weights")
     p.add_argument("--bench", type=int, default=0, metavar="N", help="time N calls, exported vs eager, on the CPU")
+    p.add_argument("--warmup", type=int, default=3, metavar="N",
+                   help="untimed calls of each before --bench times them (default 3, at least 1)")
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error("--batch must be >= 1")
@@ -190,8 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"max |Δlogit| vs eager: {diff:.2e} ({'ok' if ok else 'FAILED'}, tolerance {args.tolerance:g})")
     if args.bench > 0:
         set_attention(model, "fused")  # eager at its best
-        eager, exported = bench(model, runner, example, args.bench)
-        print(f"CPU, {torch.get_num_threads()} threads, median of {args.bench}: eager {eager * 1e3:.1f} ms, "
+        eager, exported = bench(model, runner, example, args.bench, args.warmup)
+        print(f"CPU, {torch.get_num_threads()} threads, median of {args.bench} after {max(1, args.warmup)} warm-up "
+              f"calls each: eager {eager * 1e3:.1f} ms, "
               f"{args.format} {exported * 1e3:.1f} ms ({eager / exported:.2f}x eager speed)")
     return 0 if ok else 1
 
