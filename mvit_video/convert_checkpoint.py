@@ -15,26 +15,16 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-
-from mvit_video.checkpoint import FORMAT, build_with_weights, load_model, make_checkpoint, torch_load
-from mvit_video.models.convert import (
-    config_from_slowfast_yaml,
-    from_slowfast,
-    from_torchvision,
-    slowfast_input_is_bgr,
-    torchvision_class_names,
-    torchvision_config,
-    torchvision_data_config,
-    torchvision_input_size,
-    torchvision_mvit,
-)
-from mvit_video.models.mvit import MViT
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.helptext import from_docstring
-from mvit_video.utils.io import atomic_torch_save
+
+if TYPE_CHECKING:
+    from mvit_video.models.mvit import MViT
+
+# torch, the checkpoint format and the converters are imported in the functions that use them: `--help` and a
+# wrong option answer at once.
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -50,16 +40,23 @@ def read_class_names(path: Path) -> list[str]:
 
 
 def _is_state_dict(obj: Any) -> bool:
+    import torch
+
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
 def _refuse_ours(ckpt: Any, path: Path) -> None:
+    from mvit_video.checkpoint import FORMAT
+
     if isinstance(ckpt, Mapping) and ckpt.get("format") == FORMAT:
         raise UserError(f"{path}: already an mvit_video checkpoint; nothing to convert")
 
 
 def convert_slowfast(args: argparse.Namespace) -> tuple[MViT, Any, dict, dict]:
     """(model, config, data_config, source info) from a PySlowFast .pyth and its yaml."""
+    from mvit_video.checkpoint import build_with_weights, torch_load
+    from mvit_video.models.convert import config_from_slowfast_yaml, from_slowfast, slowfast_input_is_bgr
+
     ckpt = torch_load(args.src)
     _refuse_ours(ckpt, args.src)
     if isinstance(ckpt, Mapping) and "model_state" in ckpt:
@@ -93,6 +90,10 @@ def convert_slowfast(args: argparse.Namespace) -> tuple[MViT, Any, dict, dict]:
 
 def convert_torchvision(args: argparse.Namespace) -> tuple[MViT, Any, dict, dict]:
     """(model, config, data_config, source info) from a torchvision mvit_v2_s state dict."""
+    from mvit_video.checkpoint import build_with_weights, torch_load
+    from mvit_video.models.convert import (from_torchvision, torchvision_config, torchvision_data_config,
+                                           torchvision_input_size)
+
     ckpt = torch_load(args.src)
     _refuse_ours(ckpt, args.src)
     if isinstance(ckpt, Mapping) and "model" in ckpt and _is_state_dict(ckpt["model"]):
@@ -123,6 +124,10 @@ def convert_torchvision(args: argparse.Namespace) -> tuple[MViT, Any, dict, dict
 
 def verify_torchvision(config: Any, model: MViT, source_sd: Mapping) -> float:
     """Run torchvision's network (source weights) and ours on one random clip; largest logit difference."""
+    import torch
+
+    from mvit_video.models.convert import torchvision_mvit
+
     with torch.device("meta"):  # no random init: every weight comes from the source file
         reference = torchvision_mvit(config)
     reference.load_state_dict({k: v.float() for k, v in source_sd.items()}, strict=True, assign=True)
@@ -150,6 +155,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from mvit_video.checkpoint import load_model, make_checkpoint
+    from mvit_video.models.convert import torchvision_class_names
+    from mvit_video.utils.io import atomic_torch_save
+
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # stderr: errors only
     if args.config is not None and args.source != "slowfast":
         raise UserError("--config is for --from slowfast only (torchvision weights are always mvit_v2_s)")

@@ -22,22 +22,25 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from mvit_video.checkpoint import load_checkpoint_info, load_model
-from mvit_video.models.mvit import MultiScaleAttention
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.helptext import from_docstring
 
-Runner = Callable[[torch.Tensor], torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch and the model are imported in the functions that use them: `--help` and a wrong option answer at once.
+Runner = Callable[["torch.Tensor"], "torch.Tensor"]
 FORMATS = ("torchscript", "onnx", "export")
 NEEDS_ONNX = 'onnx export needs onnx, onnxscript and onnxruntime: pip install -e ".[export]"'
 
 
 def set_attention(model: nn.Module, kind: str) -> None:
     """Switch every attention block between the fused (SDPA) and the plain formulation (the same function)."""
+    from mvit_video.models.mvit import MultiScaleAttention
+
     for m in model.modules():
         if isinstance(m, MultiScaleAttention):
             m.fused = kind == "fused"
@@ -47,6 +50,8 @@ def set_attention(model: nn.Module, kind: str) -> None:
 
 def export_torchscript(model: nn.Module, example: torch.Tensor, out: Path) -> Runner:
     """torch.jit.trace (the shapes are fixed, so tracing is exact), saved and loaded back."""
+    import torch
+
     with warnings.catch_warnings():
         # TracerWarning: shape arithmetic becomes constants, which is right for a fixed clip shape (and the check
         # against eager below would catch it otherwise); FutureWarning: TorchScript is deprecated, still works.
@@ -61,6 +66,8 @@ def export_torchscript(model: nn.Module, example: torch.Tensor, out: Path) -> Ru
 
 def export_program(model: nn.Module, example: torch.Tensor, out: Path) -> Runner:
     """torch.export.export with static shapes, saved (.pt2) and loaded back."""
+    import torch
+
     with torch.no_grad():
         program = torch.export.export(model, (example,))
     torch.export.save(program, str(out))
@@ -70,6 +77,8 @@ def export_program(model: nn.Module, example: torch.Tensor, out: Path) -> Runner
 
 def export_onnx(model: nn.Module, example: torch.Tensor, out: Path, opset: int = 18) -> Runner:
     """torch.onnx.export (the torch.export-based exporter), run back with onnxruntime on the CPU."""
+    import torch
+
     try:
         import onnx  # noqa: F401 -- the exporter needs it
         import onnxruntime
@@ -93,10 +102,12 @@ EXPORTERS: dict[str, Callable[..., Runner]] = {
 }
 
 
-@torch.no_grad()
 def max_logit_diff(model: nn.Module, runner: Runner, inputs: Sequence[torch.Tensor]) -> float:
     """Largest |exported - eager| logit over `inputs`."""
-    return max(float((runner(x).float() - model(x).float()).abs().max()) for x in inputs)
+    import torch
+
+    with torch.no_grad():
+        return max(float((runner(x).float() - model(x).float()).abs().max()) for x in inputs)
 
 
 def export_checked(model: nn.Module, fmt: str, out: Path, example: torch.Tensor, inputs: Sequence[torch.Tensor],
@@ -130,6 +141,8 @@ def bench(eager: Runner, exported: Runner, x: torch.Tensor, runs: int, warmup: i
     Both sides warm up alike: a first call pays one-off costs (oneDNN primitive creation, allocator growth, ONNX
     Runtime's first-run setup) that once made eager look 10x slower than it is. The timed calls alternate, so a
     busy machine slows both alike and the ratio stays meaningful."""
+    import torch
+
     times: tuple[list[float], list[float]] = ([], [])
     with torch.no_grad():
         for _ in range(max(1, warmup)):
@@ -170,6 +183,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Export, verify (exit 1 when off by more than --tolerance), optionally time."""
     args = parse_args(argv)
+    import torch
+
+    from mvit_video.checkpoint import load_checkpoint_info, load_model
+
     info = load_checkpoint_info(args.checkpoint)
     dc = info.get("data_config") or {}
     frames = args.num_frames or dc.get("num_frames") or info["model_config"]["num_frames"]
