@@ -125,14 +125,16 @@ def _hydra_main(task: Task) -> None:
 
 def help_text(usage: str) -> str:
     """`usage` (a usage line and examples), then what can be chosen: presets, config groups, where every key is."""
-    conf = Path(__file__).resolve().parent.parent / "conf"  # config.CONF_DIR, without importing config (torch)
+    import textwrap
+
+    from mvit_video.config import CONF_DIR as conf  # noqa: N811 -- config imports omegaconf, not torch
 
     def names(group: str) -> str:
         return ", ".join(sorted(p.stem for p in (conf / group).glob("*.yaml"))) or "-"
 
+    if not conf.is_dir():  # not installed from a checkout: compose() will say so; the usage is still useful
+        return usage.strip("\n")
     groups = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in ("experiment", "hydra"))
-    import textwrap
-
     wrap = lambda text: textwrap.fill(text, 115, subsequent_indent="  ", break_on_hyphens=False)  # noqa: E731
     lines = [usage.strip("\n"), "", wrap(f"presets (+experiment=NAME): {names('experiment')}"),
              wrap("config groups (group=NAME): " + "; ".join(f"{g}: {names(g)}" for g in groups)),
