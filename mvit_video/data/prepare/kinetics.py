@@ -17,7 +17,8 @@ Empty (0-byte) files count as missing. Use scripts/check_dataset.py afterwards t
 
 Example:
   python scripts/prepare_kinetics.py --annotations k400/annotations --videos k400/videos --out data/k400
-  python -m mvit_video.train data.path_to_data_dir=data/k400 data.path_prefix=k400/videos
+  python -m mvit_video.train data=kinetics data.path_to_data_dir=data/k400 data.path_prefix=k400/videos
+(the command printed at the end runs as printed; without a labelled test CSV it tests on val.csv)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mvit_video.data.lists import read_class_names
+from mvit_video.data.prepare.common import train_command
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.io import atomic_write_text
 
@@ -312,7 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        + (f", {empty} of them empty files" if empty else "")
                        + f") -> {args.out / f'missing_{split}.txt'}")
         print(report)
-    prefix = "" if args.absolute else f" data.path_prefix={args.videos.resolve()}"
-    print(f"use: data.path_to_data_dir={args.out.resolve()}{prefix}"
-          + (f" data.path_label_separator='{args.separator}'" if args.separator != " " else ""))
+    labelled_test = "test" in annotations and "label" in annotations["test"][0]
+    # without test labels (K600/K700 test, or no test CSV) a run's final test reads the validation list
+    extra = [] if labelled_test or "val" not in annotations else ["data.test_list=val.csv"]
+    command = train_command("kinetics", args.out, None if args.absolute else args.videos, len(classes), 400,
+                            args.separator, extra)
+    print(f"use: {command}")
     return 0

@@ -4,13 +4,15 @@ Reads from --annotations: labels.json (template -> class id string), train.json,
 {id, label, template, placeholders}) and, when present, test.json (ids only). Writes into --out:
   train.csv / val.csv      `path label` lines (label = the labels.json id of the video's template with the
                            "[something]" brackets removed); paths relative to --videos (data.path_prefix) or absolute
+  test.csv                 the validation videos again: the official test labels are not public, so SSv2 is tested
+                           on validation (as PySlowFast does, and as data.dataset=ssv2 reads the json files)
   classes.txt              the 174 template names, line number = class id from labels.json
   test_unlabeled.txt       test.json videos found (paths only; the official test set has no labels)
   missing_<split>.txt      ids whose video was not found (one per line)
 
 Videos are found anywhere under --videos by file stem `{id}` (`.webm` as shipped; re-encoded `.mp4` etc. work too).
-Training on these lists needs data.dataset=ssv2 (segment sampling, no flip); data.dataset=ssv2 can also read the
-json files directly.
+Training on these lists needs the ssv2 data group, `data=ssv2` (segment sampling on a 30 fps grid, no flip, 1x3 test
+views); it can also read the json files directly. The command printed at the end runs as printed.
 
 --extract-frames DIR writes PySlowFast's layout instead: each video as JPEG frames on a 30 fps grid,
 DIR/{id}/{id}_000001.jpg, ... (frames duplicated by timestamp as `ffmpeg -r 30` does, its DATASET.md), and the
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mvit_video.data.lists import read_ssv2_labels, read_ssv2_split
+from mvit_video.data.prepare.common import train_command
 from mvit_video.data.prepare.kinetics import (
     VIDEO_EXTENSIONS,
     format_list_line,
@@ -118,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     failed[Path(video).stem] = error
                     print(f"cannot extract {video}: {error}", file=sys.stderr)
         print(f"extracted {len(jobs) - len(failed)}/{len(jobs)} videos as 30 fps frames under {args.extract_frames}")
-        # the lists now name the frame folders (a folder is one video to data.dataset=ssv2)
+        # the lists now name the frame folders (a folder is one video to the ssv2 dataset)
         index.by_stem = {vid: args.extract_frames / vid for vid in wanted if vid not in failed}
         root = args.extract_frames
 
@@ -147,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing:
             report += f"; {len(missing)} missing -> {missing_path}"
         print(report)
-    prefix = "" if args.absolute else f" data.path_prefix={Path(root).resolve()}"
-    print(f"use: data.dataset=ssv2 data.path_to_data_dir={args.out.resolve()}{prefix}")
+        if split == "val":
+            # the test split of a run reads test.csv: SSv2's test labels are not public, it is tested on validation
+            atomic_write_text("".join(lines), args.out / "test.csv")
+            print(f"test: the validation videos -> {args.out / 'test.csv'} (the official test set has no labels)")
+    command = train_command("ssv2", args.out, None if args.absolute else Path(root), len(classes), 174,
+                            args.separator)
+    print(f"use: {command}")
     return 0
