@@ -19,6 +19,11 @@ DIR/{id}/{id}_000001.jpg, ... (frames duplicated by timestamp as `ffmpeg -r 30` 
 lists name the folders. Not needed for PySlowFast's frame indices: data.frame_grid_fps=30 (the ssv2 default)
 samples the webm on the same grid; the folders trade disk for decode time.
 
+--reencode-short-side PX --keyint K writes H.264 copies (short side PX, a keyframe every K frames, every frame and
+the frame rate kept, so the 30 fps grid picks the same frames) under --reencode-dir (default
+<out>/videos_<PX>p_k<K>) in --workers processes, resumably, and the lists name the copies; videos that cannot be
+decoded are listed in <out>/reencode_failed.txt and missing_<split>.txt.
+
 Example:
   python scripts/prepare_ssv2.py --annotations ssv2/labels --videos ssv2/20bn-something-something-v2 --out data/ssv2
 """
@@ -35,6 +40,7 @@ from typing import Sequence
 
 from mvit_video.data.lists import read_ssv2_labels, read_ssv2_split
 from mvit_video.data.prepare.common import train_command
+from mvit_video.data.prepare.reencode import add_reencode_args, reencode_tree, settings_from_args
 from mvit_video.data.prepare.kinetics import (
     VIDEO_EXTENSIONS,
     format_list_line,
@@ -92,7 +98,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--extensions", default=",".join(VIDEO_EXTENSIONS), help="video file suffixes to index")
     p.add_argument("--extract-frames", type=Path, default=None, metavar="DIR",
                    help="also write each video as 30 fps JPEG frames DIR/{id}/{id}_%%06d.jpg; the lists name them")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for --extract-frames")
+    add_reencode_args(p)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes for --extract-frames / --reencode-short-side")
     return p.parse_args(argv)
 
 
@@ -101,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.annotations.is_dir():
         raise UserError(f"{args.annotations}: annotation directory not found")
+    reencode = settings_from_args(args)
+    if reencode is not None and args.extract_frames is not None:
+        raise UserError("--reencode-short-side and --extract-frames: choose one (frames are extracted from the "
+                        "originals; re-encoded copies are an alternative to them)")
     classes = read_ssv2_labels(args.annotations / "labels.json")
     splits = {}
     for split, name in _SPLIT_FILES.items():
@@ -111,6 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     index = index_videos(args.videos, [e for e in args.extensions.split(",") if e.strip()])
     print(f"indexed {len(index.by_stem)} video files under {args.videos}")
     root = index.root
+    if reencode is not None:
+        settings, folder = reencode
+        wanted = sorted({vid for items in splits.values() for vid, _ in items if vid in index.by_stem})
+        args.out.mkdir(parents=True, exist_ok=True)
+        copies = reencode_tree([index.by_stem[vid] for vid in wanted], root, settings, folder, args.workers,
+                               args.out / "reencode_failed.txt")
+        # the lists name the copies; a video that could not be re-encoded is missing
+        index.by_stem = {vid: copies[index.by_stem[vid]] for vid in wanted if index.by_stem[vid] in copies}
+        root = folder
     if args.extract_frames is not None:
         wanted = {vid for items in splits.values() for vid, _ in items if vid in index.by_stem}
         jobs = [(index.by_stem[vid], args.extract_frames / vid) for vid in sorted(wanted)]
