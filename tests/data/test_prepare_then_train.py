@@ -1,7 +1,8 @@
 """Issue 20 item 1: what `prepare_ssv2` prints as the command to use runs as printed, for both layouts (webm
 videos, and `--extract-frames` JPEG folders), on small SSv2-format data written here (official-style json files,
-real VP9 webm videos at SSv2's 12 fps). The printed words are run unchanged through a shell; only overrides that
-shrink the run (the tiny network, 4 frames of 32 px, one epoch) are appended after them."""
+real VP9 webm videos at SSv2's 12 fps); and so does `prepare_kinetics`'s (official-style CSVs without test labels).
+The printed words are run unchanged through a shell; only overrides that shrink the run (the tiny network, 4
+frames of 32 px, one epoch) are appended after them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from tiny import NETWORK, indexed_frames
 
 from mvit_video.data.encode import write_video
+from mvit_video.data.prepare import kinetics as prepare_kinetics
 from mvit_video.data.prepare import ssv2 as prepare_ssv2
 
 # Appended to the printed command: sizes and length only (none of the keys it prints).
@@ -52,22 +54,44 @@ def _ssv2_raw(root: Path) -> tuple[Path, Path]:
     return ann, vids
 
 
+def _kinetics_raw(root: Path) -> tuple[Path, Path]:
+    """Official-style Kinetics CSVs (train, validate; the test CSV without labels, as K600/K700) and videos."""
+    ann, vids = root / "annotations", root / "videos"
+    ann.mkdir()
+    vids.mkdir()
+    header = "label,youtube_id,time_start,time_end,split\n"
+    train = [("zumba" if i % 2 else "abseiling", f"train{i:06d}") for i in range(4)]
+    val = [("abseiling", "val00000000"), ("zumba", "val00000001")]
+    (ann / "train.csv").write_text(header + "".join(f"{c},{y},0,10,train\n" for c, y in train))
+    (ann / "validate.csv").write_text(header + "".join(f"{c},{y},0,10,val\n" for c, y in val))
+    (ann / "test.csv").write_text("youtube_id,time_start,time_end,split\ntest0000000,0,10,test\n")
+    for seed, (_, yid) in enumerate(train + val + [("", "test0000000")]):
+        write_video(vids / f"{yid}_000000_000010.mp4", indexed_frames(20, height=48, width=64, seed=seed), fps=30.0)
+    return ann, vids
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["webm", "frames"])
-def test_prepare_ssv2_then_run_the_printed_command(tmp_path: Path, capsys, layout: str) -> None:
-    ann, vids = _ssv2_raw(tmp_path)
+@pytest.mark.parametrize("dataset, layout", [("ssv2", "webm"), ("ssv2", "frames"), ("kinetics", "mp4")])
+def test_prepare_then_run_the_printed_command(tmp_path: Path, capsys, dataset: str, layout: str) -> None:
     out = tmp_path / "lists"
-    argv = ["--annotations", str(ann), "--videos", str(vids), "--out", str(out)]
-    if layout == "frames":
-        argv += ["--extract-frames", str(tmp_path / "frames"), "--workers", "1"]
-    assert prepare_ssv2.main(argv) == 0
+    if dataset == "ssv2":
+        ann, vids = _ssv2_raw(tmp_path)
+        argv = ["--annotations", str(ann), "--videos", str(vids), "--out", str(out)]
+        if layout == "frames":
+            argv += ["--extract-frames", str(tmp_path / "frames"), "--workers", "1"]
+        assert prepare_ssv2.main(argv) == 0
+    else:
+        ann, vids = _kinetics_raw(tmp_path)
+        assert prepare_kinetics.main(["--annotations", str(ann), "--videos", str(vids), "--out", str(out)]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("use: ")]
     assert len(printed) == 1
     command = printed[0][len("use: "):]
-    assert shlex.split(command)[:4] == ["python", "-m", "mvit_video.train", "data=ssv2"]
-    assert "model.num_classes=2" in command  # 2 classes in labels.json, not the group's 174
-    # the test split reads the validation videos (SSv2's test labels are not public)
-    assert (out / "test.csv").read_text() == (out / "val.csv").read_text() != ""
+    assert shlex.split(command)[:4] == ["python", "-m", "mvit_video.train", f"data={dataset}"]
+    assert "model.num_classes=2" in command  # 2 classes in the annotations, not the group's 174 / 400
+    if dataset == "ssv2":  # the test split reads the validation videos (SSv2's test labels are not public)
+        assert (out / "test.csv").read_text() == (out / "val.csv").read_text() != ""
+    else:  # no labelled test CSV: the printed command tests on the validation list
+        assert not (out / "test.csv").exists() and "data.test_list=val.csv" in command
 
     run_dir = tmp_path / "run"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -77,5 +101,6 @@ def test_prepare_ssv2_then_run_the_printed_command(tmp_path: Path, capsys, layou
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     tests = [m for m in metrics if m.get("split") == "test"]
     assert len(tests) == 1, metrics
-    # the validation videos, all decoded, with SSv2's 1 x 3 test views (data=ssv2 brings them)
-    assert (tests[0]["videos"], tests[0]["failed_videos"], tests[0]["views"]) == (2, 0, [1, 3]), tests[0]
+    # the validation videos, all decoded, with the group's test views (data=ssv2 brings SSv2's 1 x 3)
+    views = [1, 3] if dataset == "ssv2" else [2, 1]
+    assert (tests[0]["videos"], tests[0]["failed_videos"], tests[0]["views"]) == (2, 0, views), tests[0]
