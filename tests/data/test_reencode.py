@@ -18,7 +18,13 @@ from mvit_video.data.decoding import open_video
 from mvit_video.data.encode import write_video
 from mvit_video.data.prepare import kinetics as prepare_kinetics
 from mvit_video.data.prepare import ssv2 as prepare_ssv2
-from mvit_video.data.prepare.reencode import ReencodeSettings, reencode_all, reencode_video, scaled_size
+from mvit_video.data.prepare.reencode import (
+    ReencodeSettings,
+    check_reencode_dir,
+    reencode_all,
+    reencode_video,
+    scaled_size,
+)
 from mvit_video.utils.errors import UserError
 
 
@@ -147,8 +153,6 @@ def test_reencode_options_are_checked(tmp_path: Path, capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     with pytest.raises(UserError, match="inside --videos"):
-        from mvit_video.data.prepare.reencode import check_reencode_dir
-
         check_reencode_dir(tmp_path / "videos", tmp_path / "videos")
 
 
@@ -182,7 +186,10 @@ def test_prepare_ssv2_reencoded_copies_sample_the_same_frames(tmp_path: Path, ca
     views = build_dataset(make_cfg("ssv2", "none", {**overrides, "data.path_prefix": str(copies)}), "val")[0]["views"]
     original = build_dataset(make_cfg("ssv2", "none", {**overrides, "data.path_prefix": str(vids)}), "val")
     original.full_paths = [str(vids / "21.webm")]
-    ids = lambda v: ((v[0, 0, :, 16, 16] * 0.225 + 0.45) * 255 - 10).div(20).round().int().tolist()  # noqa: E731
+
+    def ids(views: "torch.Tensor") -> list[int]:  # the frame ids written into the pixels, from a normalised view
+        return ((views[0, 0, :, 16, 16] * 0.225 + 0.45) * 255 - 10).div(20).round().int().tolist()
+
     # 10 frames at 12 fps = 25 on the 30 fps grid (0 0 1 1 1 2 2 2 3 3 4 4 4 5 5 6 6 7 7 7 8 8 8 9 9); the
     # segment middles 3i + 1 = 1, 4, ..., 22 show source frames
     assert ids(views) == ids(original[0]["views"]) == [0, 1, 2, 4, 5, 6, 7, 8]

@@ -5,7 +5,8 @@ keyframe before it, at full size, then the loader throws most pixels away (short
 320 with a keyframe every 30 frames decodes a clip from at most 29 frames before it, at a ninth of the pixels.
 
 `reencode_video` keeps every frame and the frame rate (so the frame count, duration and therefore PySlowFast's
-frame indices stay those of the source), turns rotated videos upright, never upscales, and drops audio. It writes
+frame indices stay those of the source; a variable-rate source becomes constant-rate at its average rate, which
+is how PySlowFast's indices read it anyway), turns rotated videos upright, never upscales, and drops audio. It writes
 `<dst>.part` first and renames it at the end, so an interrupted run never leaves a partial file under the final
 name; `reencode_all` runs it in parallel, skips copies an earlier run finished (resumable), reports progress and
 lists the videos that cannot be decoded instead of stopping. The originals are only read.

@@ -5,7 +5,7 @@ Reads from --annotations: labels.json (template -> class id string), train.json,
   train.csv / val.csv      `path label` lines (label = the labels.json id of the video's template with the
                            "[something]" brackets removed); paths relative to --videos (data.path_prefix) or absolute
   test.csv                 the validation videos again: the official test labels are not public, so SSv2 is tested
-                           on validation (as PySlowFast does, and as data.dataset=ssv2 reads the json files)
+                           on validation (as PySlowFast does, and as the ssv2 dataset reads the json files)
   classes.txt              the 174 template names, line number = class id from labels.json
   test_unlabeled.txt       test.json videos found (paths only; the official test set has no labels)
   missing_<split>.txt      ids whose video was not found (one per line)
@@ -40,7 +40,6 @@ from typing import Sequence
 
 from mvit_video.data.lists import read_ssv2_labels, read_ssv2_split
 from mvit_video.data.prepare.common import train_command
-from mvit_video.data.prepare.reencode import add_reencode_args, reencode_tree, settings_from_args
 from mvit_video.data.prepare.kinetics import (
     VIDEO_EXTENSIONS,
     format_list_line,
@@ -48,6 +47,7 @@ from mvit_video.data.prepare.kinetics import (
     relative_or_absolute,
     warn_separator_in_paths,
 )
+from mvit_video.data.prepare.reencode import add_reencode_args, reencode_tree, settings_from_args
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.io import atomic_write_text
 
