@@ -27,7 +27,7 @@ def test_data_group_ssv2_is_the_pyslowfast_protocol():
     assert _spec(["data=ssv2", "test=kinetics"]).num_ensemble_views == 5
 
 
-@pytest.mark.parametrize("group", ["synthetic", "kinetics"])
+@pytest.mark.parametrize("group", ["synthetic", pytest.param("kinetics", marks=pytest.mark.slow)])
 def test_data_dataset_ssv2_over_another_group_is_refused(group):
     with pytest.raises(ConfigError, match=r"config key 'data.dataset'.*choose SSv2 with data=ssv2") as e:
         build_config(compose([f"data={group}", "data.dataset=ssv2"]))
