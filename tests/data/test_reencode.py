@@ -6,6 +6,7 @@ listed and not fatal."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -94,6 +95,12 @@ def test_reencode_all_is_resumable_and_lists_bad_files(tmp_path: Path, capsys):
     assert [r.status for r in again] == ["skipped", "failed"]
     assert (tmp_path / "out" / "good.mp4").stat().st_mtime_ns == mtime
     assert "1 done by an earlier run" in capsys.readouterr().out
+    # progress: a line every progress_every_s (a clock that advances 20 s per reading: after each video)
+    (tmp_path / "out" / "good.mp4").unlink()
+    reencode_all(jobs, ReencodeSettings(32, 4), workers=0, clock=itertools.count(0, 20).__next__)
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("re-encoded ")]
+    assert [line.split(",")[0] for line in progress] == ["re-encoded 1/2 (0 failed)", "re-encoded 2/2 (1 failed)",
+                                                         "re-encoded 2/2 (1 failed)"]
 
 
 K_HEADER = "label,youtube_id,time_start,time_end,split\n"
