@@ -1,8 +1,9 @@
 """Frame-index math, PySlowFast-exact (REFERENCE §4, §8): pure functions from video length/fps to frame indices.
 
 Kinetics-style clips span `num_frames * sampling_rate * fps / target_fps` source frames; frame indices are
-`linspace(start, start + span - 1, num_frames)` clamped to the video and truncated, so short videos repeat frames.
-SSv2 uses segment sampling: one frame per equal segment of the video.
+`linspace(start, start + span - 1, num_frames)` clamped to the video and truncated, so short videos repeat frames;
+a training clip is taken from the frames a pts-range decode returns (`pts_range_clip_indices`), as PySlowFast's
+default decode path does. SSv2 uses segment sampling: one frame per equal segment of the video.
 """
 
 from __future__ import annotations
