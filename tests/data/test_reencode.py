@@ -200,3 +200,20 @@ def test_prepare_ssv2_reencoded_copies_sample_the_same_frames(tmp_path: Path, ca
     # 10 frames at 12 fps = 25 on the 30 fps grid (0 0 1 1 1 2 2 2 3 3 4 4 4 5 5 6 6 7 7 7 8 8 8 9 9); the
     # segment middles 3i + 1 = 1, 4, ..., 22 show source frames
     assert ids(views) == ids(original[0]["views"]) == [0, 1, 2, 4, 5, 6, 7, 8]
+
+
+@pytest.mark.slow
+def test_benchmark_reencode_runs_end_to_end(tmp_path: Path, capsys):
+    """scripts/benchmark_reencode.py on a tiny long-GOP video: both sources decoded with the same indices."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_reencode", Path(__file__).resolve().parents[2] / "scripts" / "benchmark_reencode.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--num-videos", "1", "--seconds", "2", "--size", "160x96", "--gop", "60", "--short-side", "48",
+                       "--keyint", "6", "--frames", "4", "--rate", "2", "--clips", "2", "--decoders", "pyav",
+                       "--cache", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "copies 80x48, keyframe every 6" in out and "ratio original/copy" in out
+    assert _probe(tmp_path / "160x96_2s_30fps_g60" / "v0.mp4")[5] == [0]  # one keyframe: a long GOP
