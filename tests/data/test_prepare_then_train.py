@@ -104,3 +104,19 @@ def test_prepare_then_run_the_printed_command(tmp_path: Path, capsys, dataset: s
     # the validation videos, all decoded, with the group's test views (data=ssv2 brings SSv2's 1 x 3)
     views = [1, 3] if dataset == "ssv2" else [2, 1]
     assert (tests[0]["videos"], tests[0]["failed_videos"], tests[0]["views"]) == (2, 0, views), tests[0]
+
+
+@pytest.mark.slow  # a Hydra compose: ~0.4 s
+def test_printed_command_quotes_paths_for_the_shell_and_hydra(tmp_path: Path) -> None:
+    """Folders with spaces, commas (a Hydra sweep), brackets, quotes or `${` come back unchanged from the printed
+    command: shell words (shlex) whose values Hydra reads as the same strings."""
+    from mvit_video.config import compose
+    from mvit_video.data.prepare.common import hydra_value, train_command
+
+    out, videos = tmp_path / "my lists,v2", tmp_path / "it's [raw] ${HOME}"
+    words = shlex.split(train_command("kinetics", out, videos, 3, 400, separator=","))
+    assert words[:4] == ["python", "-m", "mvit_video.train", "data=kinetics"] and words[-1] == "model.num_classes=3"
+    cfg = compose(words[3:])
+    assert (cfg.data.path_to_data_dir, cfg.data.path_prefix) == (str(out.resolve()), str(videos.resolve()))
+    assert cfg.data.path_label_separator == ","
+    assert hydra_value("/data/k400/videos_320p_k30") == "/data/k400/videos_320p_k30"  # plain paths stay readable
