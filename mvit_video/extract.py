@@ -20,19 +20,17 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from mvit_video.data.base import VideoDataset
-from mvit_video.data.lists import join_prefix, read_list_file
-from mvit_video.data.loader import build_loader
-from mvit_video.engine import distributed
-from mvit_video.eval.multiview import MultiViewResult, mean_view_features, run_multiview
-from mvit_video.predict import Predictor, parse_views
-from mvit_video.settings import LoaderConfig
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from mvit_video.data.base import VideoDataset
+    from mvit_video.eval.multiview import MultiViewResult
+    from mvit_video.predict import Predictor
+
+# torch, numpy and the data/model stack are imported in the functions that use them: `--help` answers at once.
 
 logger = logging.getLogger("mvit_video.extract")
 
@@ -42,6 +40,11 @@ def extract(predictor: Predictor, dataset: VideoDataset, *, batch_size: int = 8,
     """Embeddings of every video of `dataset` (a test-split VideoDataset), gathered over ranks: `result.probs`
     holds the [N, D] embeddings (mean over views of forward_features), sorted by dataset index."""
     from tqdm import tqdm
+
+    from mvit_video.data.loader import build_loader
+    from mvit_video.engine import distributed
+    from mvit_video.eval.multiview import mean_view_features, run_multiview
+    from mvit_video.settings import LoaderConfig
 
     rank, world = distributed.get_rank(), distributed.get_world_size()
     # the test loader of evaluate: ShardSampler (each video on one rank, no padding), test_collate, global batch;
@@ -67,6 +70,8 @@ def write_outputs(result: MultiViewResult, out: Path) -> list[Path]:
     """OUT.npy, OUT.index.csv, and OUT.failed.txt when some videos failed (a stale one is removed)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     npy, index, failed = (out.with_name(out.name + suffix) for suffix in (".npy", ".index.csv", ".failed.txt"))
+    import numpy as np
+
     features = result.probs.numpy().astype(np.float32) if len(result) else np.zeros((0, 0), np.float32)
     tmp = npy.with_name(f".{npy.name}.tmp.npy")
     np.save(tmp, features)
@@ -114,6 +119,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Embed every video of the list; rank 0 writes the files and prints what it wrote and what failed."""
     args = parse_args(argv)
+    import torch
+
+    from mvit_video.data.lists import join_prefix, read_list_file
+    from mvit_video.engine import distributed
+    from mvit_video.predict import Predictor, parse_views
+
     if args.views is not None:
         parse_views(args.views)  # a bad value fails before anything is loaded
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

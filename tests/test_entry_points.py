@@ -116,6 +116,7 @@ HEAVY = ("torch", "torchvision", "tensorboard", "fvcore", "decord", "av", "matpl
     (["mvit_video.summary", "--help"], set()),
     (["mvit_video.infer", "--help"], set()),
     (["mvit_video.export_model", "--help"], set()),
+    (["mvit_video.extract", "--help"], set()),
     (["mvit_video.convert_checkpoint", "--help"], set()),
     (["mvit_video.prepare_kinetics", "--help"], set()),
     (["mvit_video.prepare_ssv2", "--help"], set()),
