@@ -594,6 +594,53 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
                         f"unexpected {unexpected[:5]} (convert foreign checkpoints with scripts/convert_checkpoint.py)")
 
 
+def match_pretrained_classes(model: MViT, path: str | Path, class_names: Sequence[str] | None,
+                             reinit_head: bool = False) -> None:
+    """Fine-tuning (after load_pretrained): a head kept from `path` (same size) must score the data's classes.
+    When the checkpoint names its classes and they differ from the data's (`class_names`): the same classes in
+    another order -> the head's rows are reordered to the data's order; other classes -> ConfigError naming both,
+    unless `reinit_head` (train.reinit_head), which re-initialises the head instead. A head of another size was
+    already re-initialised by load_pretrained; a checkpoint without class names cannot be checked."""
+    from mvit_video.utils.errors import ConfigError
+
+    head = model.head.projection
+    if not reinit_head and not class_names:
+        return
+    theirs = None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # names only: no tensor read
+        theirs = saved.get("class_names") if isinstance(saved, Mapping) else None
+    except Exception:  # noqa: BLE001 -- load_pretrained read it already; a foreign format carries no names
+        theirs = None
+    ours = list(class_names or [])
+    if not (isinstance(theirs, list) and len(theirs) == head.out_features):
+        theirs = None  # another head size (re-initialised already) or no names to compare
+    if reinit_head:
+        model.reset_classifier(head.out_features)
+        logger.info("train.reinit_head: the classifier of %s is re-initialised for the data's %d classes", path,
+                    head.out_features)
+        return
+    if theirs is None or not ours or theirs == ours:
+        return
+    if sorted(theirs) == sorted(ours) and len(set(ours)) == len(ours):
+        order = torch.tensor([theirs.index(name) for name in ours], device=head.weight.device)
+        with torch.no_grad():
+            head.weight.copy_(head.weight[order])
+            if head.bias is not None:
+                head.bias.copy_(head.bias[order])
+        logger.info("fine-tuning from %s: its classifier's rows reordered to the data's class order", path)
+        return
+    other = [name for name in ours if name not in theirs]
+    why = f"; e.g. {other[0]!r} is not among the checkpoint's" if other else ""
+    raise ConfigError(f"train.checkpoint_file_path {path}: its {len(theirs)}-class head scores other classes "
+                      f"({_names(theirs)}) than the data's class list ({_names(ours)}{why}); set "
+                      f"train.reinit_head=true to fine-tune with a new head")
+
+
+def _names(names: Sequence[str], n: int = 4) -> str:
+    return ", ".join(repr(x) for x in list(names)[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
 def _num_classes(own: dict, keys: list[str]) -> int:
     weights = [k for k in keys if k.endswith("weight")]
     return int(own[weights[0]].shape[0]) if weights else -1

@@ -136,6 +136,7 @@ class TrainConfig:
     peak_tflops: Union[float, None] = _f(min=0.0, strict_min=True)
     keep_checkpoints: Union[int, None] = _f(min=0)  # latest epoch checkpoints kept; 0 / None: all
     save_best: bool  # checkpoints/checkpoint_best.pyth at each new best val top-1
+    reinit_head: bool  # fine-tuning: a new classifier even when the checkpoint's has the right size
     ema: EmaConfig
 
 

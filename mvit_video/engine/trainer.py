@@ -109,7 +109,7 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
                        schedule=schedule,
                        scaler=torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None,
                        ema=ModelEma(model, cfg.train.ema.decay) if cfg.train.ema.enable else None)
-    start = _resume_or_init(cfg, state, output_dir, world, iters_per_epoch)
+    start = _resume_or_init(cfg, state, output_dir, world, iters_per_epoch, getattr(train_set, "class_names", None))
 
     compiled = compile_enabled(cfg.train.compile, device)
     eval_forward: nn.Module = model
@@ -136,7 +136,7 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
 
 
 def _resume_or_init(cfg: RunConfig, state: TrainState, output_dir: Path, world: int,
-                    iters_per_epoch: int) -> ResumePoint:
+                    iters_per_epoch: int, class_names: list[str] | None = None) -> ResumePoint:
     """Resume (train.resume_from, else the latest intact checkpoint with auto_resume) beats initial weights
     (train.checkpoint_file_path), as in PySlowFast. Returns where training continues."""
     if du.is_main():
@@ -157,6 +157,7 @@ def _resume_or_init(cfg: RunConfig, state: TrainState, output_dir: Path, world: 
         return start
     if cfg.train.checkpoint_file_path:
         ck.load_pretrained(state.model, cfg.train.checkpoint_file_path)
+        ck.match_pretrained_classes(state.model, cfg.train.checkpoint_file_path, class_names, cfg.train.reinit_head)
         if state.ema is not None:
             state.ema.load_state_dict(state.model.state_dict())
     return ResumePoint()
