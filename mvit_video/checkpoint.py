@@ -411,11 +411,12 @@ def prune_checkpoints(output_dir: str | Path, keep: int | None, current: Path) -
     return removed
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: str | Path, dst: str | Path) -> None:
     """Make `dst` hold the same bytes as the finished checkpoint `src`, atomically: a hard link (no second copy on
     disk; it survives the deletion of `src` by retention), else a copy, under a temp name renamed over `dst`."""
     import shutil
 
+    src, dst = Path(src), Path(dst)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")
     tmp.unlink(missing_ok=True)
     try:

@@ -34,6 +34,14 @@ def test_fresh_start_leaves_nothing_of_the_old_run_to_resume_or_evaluate(tiny, c
     (test_line,) = [m for m in _metrics(out) if m["split"] == "test"]
     # the run's own test line names the tested checkpoint and its epoch
     assert test_line["checkpoint"] == str(ck.epoch_checkpoint_path(out, 2)) and test_line["epoch"] == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points = []
+    for events in (out / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        points += [(e.step, e.value) for e in acc.Scalars("test/top1")] if "test/top1" in acc.Tags()["scalars"] else []
+    assert points == [(2, pytest.approx(test_line["top1"]))]  # at the tested checkpoint's epoch
 
     caplog.clear()
     with caplog.at_level("INFO"):
