@@ -176,13 +176,22 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str | None = None, *,
                         use_ema: bool = False, **overrides: Any) -> "Predictor":
-        """Load one of our checkpoints (device default: cuda when available); overrides as in `Predictor`."""
-        from mvit_video.checkpoint import load_checkpoint_info, load_model
+        """Load one of our checkpoints, or named weights ("torchvision:mvit_v2_s": torchvision's Kinetics-400
+        weights, fetched and converted); device default: cuda when available; overrides as in `Predictor`."""
+        from mvit_video.checkpoint import build_from_checkpoint, load_checkpoint_info, load_model
+        from mvit_video.models import convert
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"device {device}: no CUDA device is available")
+        if convert.is_weights_name(path):
+            if use_ema:
+                raise UserError(f"{path}: named weights have no EMA copy; drop use_ema")
+            info = convert.named_checkpoint(str(path))
+            model = build_from_checkpoint(info, path).eval()
+            return cls(model, info["data_config"], info.get("class_names"), device=device, source=str(path),
+                       **overrides)
         info = load_checkpoint_info(path)
         if not info.get("data_config"):
             raise UserError(f"{path}: the checkpoint has no data_config; cannot sample views")
