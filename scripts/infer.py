@@ -23,6 +23,7 @@ from typing import Any
 from mvit_video.predict import Predictor, check_window
 from mvit_video.predict import parse_views as _parse_views
 from mvit_video.utils.errors import UserError, cli_errors
+from mvit_video.utils.text import printable
 
 
 def parse_views(text: str) -> tuple[int, int]:
@@ -42,15 +43,17 @@ def classify(predictor: Predictor, path: str, args: argparse.Namespace) -> dict[
 
 
 def print_text(result: dict[str, Any], views: tuple[int, int]) -> None:
-    """Human-readable report of one video; the timeline lists each window's top-k."""
-    print(f"{result['video']}  ({result['duration']:.1f} s, {views[0]}x{views[1]} views)")
-    width = max(len(e["name"]) for e in result["topk"])
-    for rank, e in enumerate(result["topk"], 1):
-        print(f"  {rank}. {e['name']:<{width}}  {e['prob']:.3f}")
+    """Human-readable report of one video; the timeline lists each window's top-k. Names and paths are printed
+    with control characters escaped (printable): a class name cannot drive the terminal."""
+    print(f"{printable(result['video'])}  ({result['duration']:.1f} s, {views[0]}x{views[1]} views)")
+    names = [printable(e["name"]) for e in result["topk"]]
+    width = max(len(n) for n in names)
+    for rank, (name, e) in enumerate(zip(names, result["topk"]), 1):
+        print(f"  {rank}. {name:<{width}}  {e['prob']:.3f}")
     if result.get("windows"):
         print("  timeline:")
     for w in result.get("windows", []):
-        classes = ", ".join(f"{e['name']} {e['prob']:.3f}" for e in w["topk"])
+        classes = ", ".join(f"{printable(e['name'])} {e['prob']:.3f}" for e in w["topk"])
         print(f"  {w['start']:8.1f} -{w['end']:7.1f} s: {classes}")
 
 
