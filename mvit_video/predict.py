@@ -45,8 +45,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Predictor", "Prediction", "WindowPrediction", "parse_views", "default_views", "MAX_TEMPORAL_VIEWS"]
 
 # More temporal views than this only repeat frames and cost time and memory linearly ("2000x1" ran 2 minutes in
-# 1.5 GB); the papers use at most 10.
-MAX_TEMPORAL_VIEWS = 100
+# 1.5 GB); the papers use at most 10 (x3 crops), and 30x3 views of 16x224^2 are already 0.9 GB of floats.
+MAX_TEMPORAL_VIEWS = 30
 
 # A video given as a path, the bytes of an encoded file, or decoded uint8 frames [T, H, W, 3] (with fps=).
 VideoInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, torch.Tensor]
