@@ -1,8 +1,9 @@
 """How did a run go: `python -m mvit_video.summary RUN [RUN ...]` (RUN = an output_dir of train/evaluate, or a
 sweep's folder: `train -m` output_dir, which stands for all its jobs).
 
-Prints one table row per run (for the jobs of a sweep, the values of the swept keys as columns): epochs trained, the best val top-1 and its epoch, the last test's top-1/top-5 and mean
-class accuracy, its views and GFLOPs. Writes into each run directory:
+Prints one table row per run (for the jobs of a sweep, the values of the swept keys as columns): epochs trained,
+the best val top-1 and its epoch, the last test's top-1/top-5 and mean class accuracy, its views and GFLOPs.
+Writes into each run directory:
   summary.png    train loss, train and val top-1, and the LR against epochs (from metrics.jsonl)
   confusion.png  the confusion matrix of the last test (predictions.jsonl); with many classes only the --top-n
                  most-confused ones
@@ -236,7 +237,8 @@ def format_table(rows: Sequence[dict[str, Any]], swept: Sequence[str] = ()) -> s
     """Aligned text table of summary rows ("-" where a figure is missing); `swept`: keys of a sweep shown as
     columns after the run (row[key], text)."""
     titles = _column_names(swept)
-    columns = [("run", "run", "{}"), *((titles[k], k, "{}") for k in swept), ("epochs", "epochs", "{}"), ("best val top1", "best_val_top1", "{:.2f}"),
+    columns = [("run", "run", "{}"), *((titles[k], k, "{}") for k in swept), ("epochs", "epochs", "{}"),
+               ("best val top1", "best_val_top1", "{:.2f}"),
                ("@epoch", "best_val_epoch", "{}"), ("test top1", "test_top1", "{:.2f}"),
                ("test top5", "test_top5", "{:.2f}"), ("mean class acc", "mean_class_acc", "{:.2f}"),
                ("views", "views", "{}"), ("GFLOPs/view", "gflops_per_view", "{:.2f}"),

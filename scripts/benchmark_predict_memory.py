@@ -70,8 +70,8 @@ def main() -> None:
     # a small network with the paper's test input (16 frames every 4, short side 256, crop 224)
     run = build_config(compose(["mvit.depths=[1,2]", "mvit.embed_dim=16", "mvit.num_heads=1",
                                 "data.dataset=kinetics", "data.num_frames=16", "data.sampling_rate=4",
-                                "data.train_crop_size=224", "data.test_crop_size=224", "data.train_jitter_scales=[256,320]",
-                                "model.num_classes=3"]))
+                                "data.train_crop_size=224", "data.test_crop_size=224",
+                                "data.train_jitter_scales=[256,320]", "model.num_classes=3"]))
     from mvit_video.checkpoint import data_config
 
     ckpt = tmp / "model.pyth"
