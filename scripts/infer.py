@@ -60,7 +60,8 @@ def print_text(result: dict[str, Any], views: tuple[int, int]) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files to classify")
-    p.add_argument("--checkpoint", required=True, help="an mvit_video checkpoint (ours, or converted)")
+    p.add_argument("--checkpoint", required=True, help="an mvit_video checkpoint (ours, or converted), or "
+                   "torchvision:mvit_v2_s (torchvision's K400 weights, fetched into its cache)")
     p.add_argument("--topk", type=int, default=5, help="classes to print per video (default 5)")
     p.add_argument("--views", type=parse_views, default=None,
                    help="KxS temporal clips x spatial crops (default: the test views the checkpoint records; "
