@@ -143,12 +143,16 @@ def job_dir_name(job_overrides: Sequence[str], swept: Sequence[str], job_num: in
             values[key.lstrip("+~")] = value
     if not values:
         return ""
-    short = [k.rsplit(".", 1)[-1] for k in values]
-    names = short if len(set(short)) == len(short) else list(values)
-    name = ",".join(f"{n}={v}" for n, v in zip(names, values.values())).replace("/", "_")
+    name = ",".join(f"{n}={v}" for n, v in zip(_short_names(list(values)), values.values())).replace("/", "_")
     if len(name) > MAX_JOB_DIR:
         name = f"job{job_num}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
     return name
+
+
+def _short_names(keys: list[str]) -> list[str]:
+    """The last part of each key (solver.base_lr -> base_lr) when those are all different, else the keys."""
+    short = [k.rsplit(".", 1)[-1] for k in keys]
+    return short if len(set(short)) == len(short) else keys
 
 
 def multirun_output_dir(cfg: DictConfig) -> None:
@@ -222,7 +226,7 @@ def check_sweep(args: list[str]) -> Callable[[], None] | None:
         return None
     sweep_dir = Path(precheck_multirun(plain).output_dir)
     swept = swept_keys(plain)
-    where = (f"{sweep_dir}/<{','.join(k.rsplit('.', 1)[-1] for k in swept)}=...>" if swept else str(sweep_dir))
+    where = f"{sweep_dir}/<{','.join(_short_names(swept))}=...>" if swept else str(sweep_dir)
     print(f"multirun: each job writes to {where} (listed in {sweep_dir / SWEEP_INDEX}); compare them with "
           f"python -m mvit_video.summary {sweep_dir}", file=sys.stderr, flush=True)
     if not _launcher(args):  # Hydra's basic launcher; submitit's print their own line (precheck_multirun)
