@@ -569,8 +569,11 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     """Load initial weights for fine-tuning; head weights of another shape are dropped (head stays re-initialised).
 
     Accepts what pretrained_state_dict does: ours, PySlowFast's and torchvision's checkpoints (the foreign ones
-    through the converter, as scripts/convert_checkpoint.py)."""
-    ckpt = load(path)
+    through the converter, as scripts/convert_checkpoint.py), and named weights ("torchvision:mvit_v2_s",
+    convert.named_checkpoint: fetched through torchvision's weights API, converted)."""
+    from mvit_video.models import convert
+
+    ckpt = convert.named_checkpoint(path) if convert.is_weights_name(path) else load(path)
     state = pretrained_state_dict(ckpt, path)
     check_finite(state, path)
     own = model.state_dict()

@@ -153,9 +153,50 @@ def _entry_module(task: Task) -> str:
 # ------------------------------------------------------------------------------- sweeps (--multirun)
 
 
+SWEEP_INDEX = "sweep.jsonl"  # one line per job of a sweep: {"job", "dir", "overrides"} (read by summary)
+MAX_JOB_DIR = 80  # longer job folder names become job<N>-<hash>
+
+
+def swept_keys(task_overrides: Sequence[str]) -> list[str]:
+    """The config keys a command line sweeps (`solver.base_lr=1e-3,1e-4`, `range(...)`, `glob(...)`), in order;
+    Hydra's own keys are left out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = []
+    for o in OverridesParser.create().parse_overrides(list(task_overrides)):
+        key = o.get_key_element().lstrip("+~")
+        if o.is_sweep_override() and not key.startswith("hydra"):
+            keys.append(key)
+    return keys
+
+
+def job_dir_name(job_overrides: Sequence[str], swept: Sequence[str], job_num: int) -> str:
+    """A sweep job's folder: its values of the swept keys, `base_lr=0.001,max_epoch=2` (the last part of each key
+    when that is unambiguous), so folders are short and stable across re-runs and requeues; job<N>-<hash> when
+    that is still long; "" when nothing is swept."""
+    values = {}
+    for o in job_overrides:
+        key, _, value = o.partition("=")
+        if key.lstrip("+~") in swept:
+            values[key.lstrip("+~")] = value
+    if not values:
+        return ""
+    name = ",".join(f"{n}={v}" for n, v in zip(_short_names(list(values)), values.values())).replace("/", "_")
+    if len(name) > MAX_JOB_DIR:
+        name = f"job{job_num}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    return name
+
+
+def _short_names(keys: list[str]) -> list[str]:
+    """The last part of each key (solver.base_lr -> base_lr) when those are all different, else the keys."""
+    short = [k.rsplit(".", 1)[-1] for k in keys]
+    return short if len(set(short)) == len(short) else keys
+
+
 def multirun_output_dir(cfg: DictConfig) -> None:
-    """Under --multirun, give each job of a sweep its own output_dir, named by its overrides (stable across
-    re-runs and requeues, so a job resumes only its own checkpoints). Jobs without overrides keep output_dir."""
+    """Under --multirun, give each job of a sweep its own output_dir under the sweep's, named by the values of the
+    swept keys (job_dir_name; the swept keys come from the multirun.yaml Hydra writes before any job starts), and
+    record it in <sweep>/sweep.jsonl. Nothing swept (e.g. one job sent to SLURM): output_dir as it is."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import open_dict
@@ -163,12 +204,39 @@ def multirun_output_dir(cfg: DictConfig) -> None:
     if not HydraConfig.initialized():
         return
     hc = HydraConfig.get()
-    subdir = hc.job.override_dirname.replace("/", "_")
-    if len(subdir) > 120:  # many overrides: a stable short name instead of an over-long path
-        subdir = f"job{hc.job.num}-{hashlib.sha1(subdir.encode()).hexdigest()[:10]}"
-    if hc.mode == RunMode.MULTIRUN and subdir:
-        with open_dict(cfg):
-            cfg.output_dir = f"{cfg.output_dir}/{subdir}"
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    job_overrides = list(hc.overrides.task)
+    sweep_file = Path(hc.sweep.dir) / "multirun.yaml"  # written by the sweeper before any job starts
+    if sweep_file.is_file():
+        from omegaconf import OmegaConf
+
+        swept = swept_keys(OmegaConf.load(sweep_file).hydra.overrides.task)
+        subdir = job_dir_name(job_overrides, swept, hc.job.num)
+    else:  # another sweeper plugin: a stable name from all the job's overrides
+        name = hc.job.override_dirname
+        subdir = f"job{hc.job.num}-{hashlib.sha1(name.encode()).hexdigest()[:10]}" if name else ""
+    if not subdir:
+        return
+    _record_job(Path(cfg.output_dir), {"job": hc.job.num, "dir": subdir, "overrides": job_overrides})
+    with open_dict(cfg):
+        cfg.output_dir = f"{cfg.output_dir}/{subdir}"
+
+
+def _record_job(sweep_dir: Path, record: dict[str, Any]) -> None:
+    """Append the job's line to <sweep>/sweep.jsonl unless already there (a re-run, a requeue, another task of
+    the same job): one short write in append mode, so concurrent jobs do not mix their lines."""
+    import json
+
+    index = sweep_dir / SWEEP_INDEX
+    line = json.dumps(record, sort_keys=True)
+    try:
+        if index.is_file() and line in index.read_text(encoding="utf-8").splitlines():
+            return
+        with open(index, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    except OSError as e:  # the index is a convenience: a job never fails for it
+        logging.getLogger(__name__).warning("cannot write %s: %s", index, e)
 
 
 def remove_hydra_job_dir() -> None:
@@ -196,9 +264,19 @@ def check_sweep(args: list[str]) -> Callable[[], None] | None:
     if len(plain) == len(args) or any(a.startswith("-") for a in plain):
         return None
     sweep_dir = Path(precheck_multirun(plain).output_dir)
-    print(f"multirun: each job writes to {sweep_dir}/<its overrides> (or {sweep_dir} when it has none); "
-          f"launcher logs in {sweep_dir / '.submitit'}", file=sys.stderr, flush=True)
+    swept = swept_keys(plain)
+    where = f"{sweep_dir}/<{','.join(_short_names(swept))}=...>" if swept else str(sweep_dir)
+    print(f"multirun: each job writes to {where} (listed in {sweep_dir / SWEEP_INDEX}); compare them with "
+          f"python -m mvit_video.summary {sweep_dir}", file=sys.stderr, flush=True)
+    if not _launcher(args):  # Hydra's basic launcher; submitit's print their own line (precheck_multirun)
+        print("multirun: jobs run one after another in this process; each logs to its own train.log",
+              file=sys.stderr, flush=True)
     return lambda: _remove_if_empty(sweep_dir / ".submitit" / "%j")  # submitit makes its pattern literally
+
+
+def _launcher(args: Sequence[str]) -> str:
+    """The hydra/launcher=... a command line chooses ("" for Hydra's basic launcher)."""
+    return next((a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("hydra/launcher=")), "")
 
 
 def precheck_multirun(args: list[str]) -> DictConfig:
@@ -219,7 +297,7 @@ def precheck_multirun(args: list[str]) -> DictConfig:
             overrides.append(o.input_line)
     cfg = compose(overrides)
     build_config(cfg)
-    launcher = next((a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("hydra/launcher=")), "")
+    launcher = _launcher(args)
     if "submitit" in launcher or "slurm" in launcher:
         # Hydra's own logging is off (conf/config.yaml): say here where the cluster jobs will write
         folder = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.launcher.submitit_folder=")),

@@ -38,9 +38,8 @@ logger = logging.getLogger("mvit_video.extract")
 def extract(predictor: Predictor, dataset: VideoDataset, *, batch_size: int = 8, num_workers: int = 2,
             progress: bool = True) -> MultiViewResult:
     """Embeddings of every video of `dataset` (a test-split VideoDataset), gathered over ranks: `result.probs`
-    holds the [N, D] embeddings (mean over views of forward_features), sorted by dataset index."""
-    from tqdm import tqdm
-
+    holds the [N, D] embeddings (mean over views of forward_features), sorted by dataset index. `progress`: on
+    rank 0, as train and evaluate show it: a bar in a terminal, else a log line every 10 batches or 30 s."""
     from mvit_video.data.loader import build_loader
     from mvit_video.engine import distributed
     from mvit_video.eval.multiview import mean_view_features, run_multiview
@@ -51,9 +50,9 @@ def extract(predictor: Predictor, dataset: VideoDataset, *, batch_size: int = 8,
     # seed 0: nothing is random at test time (the loader seeds its worker generator from it)
     settings = LoaderConfig(num_workers=num_workers, pin_memory=True, persistent_workers=False, decoder_threads=1)
     loader = build_loader(dataset, "test", settings, batch_size=batch_size, seed=0, world_size=world, rank=rank)
-    bar = tqdm(loader, desc="extract", unit="batch", disable=not progress or rank != 0, file=sys.stderr)
-    return run_multiview(predictor.model, bar, device=predictor.device, amp_dtype=predictor.amp_dtype,
-                         max_views_per_forward=predictor.max_views_per_forward, per_video=mean_view_features)
+    return run_multiview(predictor.model, loader, device=predictor.device, amp_dtype=predictor.amp_dtype,
+                         max_views_per_forward=predictor.max_views_per_forward, per_video=mean_view_features,
+                         progress="extract" if progress else None)
 
 
 def index_csv(result: MultiViewResult) -> str:
@@ -105,7 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--decoder", choices=["decord", "pyav"], default="decord")
     p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     args = p.parse_args(argv)
     for key in ("batch_size", "max_views_per_forward"):
         if getattr(args, key) < 1:
@@ -131,8 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
     rank, _, local_rank = distributed.init_distributed(device)
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mvit_video import cli
+
+    cli.setup_logging(None, rank)  # train's format and handler (log lines above a terminal's bar)
     try:
         paths, labels = read_list_file(args.list_file, args.separator, labels_optional=True, missing_hint="")
         predictor = Predictor.from_checkpoint(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.helptext import from_docstring
+from mvit_video.utils.text import printable
 
 if TYPE_CHECKING:
     from mvit_video.predict import Predictor
@@ -48,22 +49,25 @@ def classify(predictor: Predictor, path: str, args: argparse.Namespace) -> dict[
 
 
 def print_text(result: dict[str, Any], views: tuple[int, int]) -> None:
-    """Human-readable report of one video; the timeline lists each window's top-k."""
-    print(f"{result['video']}  ({result['duration']:.1f} s, {views[0]}x{views[1]} views)")
-    width = max(len(e["name"]) for e in result["topk"])
-    for rank, e in enumerate(result["topk"], 1):
-        print(f"  {rank}. {e['name']:<{width}}  {e['prob']:.3f}")
+    """Human-readable report of one video; the timeline lists each window's top-k. Names and paths are printed
+    with control characters escaped (printable): a class name cannot drive the terminal."""
+    print(f"{printable(result['video'])}  ({result['duration']:.1f} s, {views[0]}x{views[1]} views)")
+    names = [printable(e["name"]) for e in result["topk"]]
+    width = max(len(n) for n in names)
+    for rank, (name, e) in enumerate(zip(names, result["topk"]), 1):
+        print(f"  {rank}. {name:<{width}}  {e['prob']:.3f}")
     if result.get("windows"):
         print("  timeline:")
     for w in result.get("windows", []):
-        classes = ", ".join(f"{e['name']} {e['prob']:.3f}" for e in w["topk"])
+        classes = ", ".join(f"{printable(e['name'])} {e['prob']:.3f}" for e in w["topk"])
         print(f"  {w['start']:8.1f} -{w['end']:7.1f} s: {classes}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(**from_docstring("infer", __doc__))
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files to classify")
-    p.add_argument("--checkpoint", required=True, help="an mvit_video checkpoint (ours, or converted)")
+    p.add_argument("--checkpoint", required=True, help="an mvit_video checkpoint (ours, or converted), or "
+                   "torchvision:mvit_v2_s (torchvision's K400 weights, fetched into its cache)")
     p.add_argument("--topk", type=int, default=5, help="classes to print per video (default 5)")
     p.add_argument("--views", type=parse_views, default=None,
                    help="KxS temporal clips x spatial crops (default: the test views the checkpoint records; "

@@ -188,6 +188,7 @@ class RunConfig:
     device: str = _f(choices=("auto", "cpu", "cuda"))
     num_shards: int = _f(min=1)
     log_period: int = _f(min=1)
+    log_period_s: float = _f(min=0.0, strict_min=True)
     loss_func: str = _f(choices=("soft_cross_entropy", "cross_entropy"))
     data: DataConfig
     aug: AugConfig

@@ -125,7 +125,7 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
     label_smoothing = cfg.mixup.label_smooth_value if cfg.loss_func == "soft_cross_entropy" else 0.0
     settings = LoopSettings(device=device, amp_dtype=amp_dtype, grad_accum_steps=cfg.train.grad_accum_steps,
                             clip_grad_l2norm=cfg.solver.clip_grad_l2norm, label_smoothing=label_smoothing,
-                            log_period=cfg.log_period, max_epoch=cfg.solver.max_epoch,
+                            log_period=cfg.log_period, log_period_s=cfg.log_period_s, max_epoch=cfg.solver.max_epoch,
                             progress_bar=interactive(), compiled=compiled)
     flops_per_clip, peak = _mfu_inputs(cfg, model, device)
     return Run(cfg=cfg, state=state,
