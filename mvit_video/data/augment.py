@@ -244,12 +244,14 @@ def _cubic_weights(d: torch.Tensor, a: float) -> list[torch.Tensor]:
 
 
 def affine_sample(x: torch.Tensor, coeffs: torch.Tensor, sizes: torch.Tensor, interpolation: str,
-                  fill: float) -> torch.Tensor:
+                  fill: float, along: Optional[str] = None) -> torch.Tensor:
     """PIL's Image.transform(AFFINE, coeffs, resample, fillcolor) per clip, batched: x float [N,T,C,H,W] holding
     uint8 values (zero-padded; clip n's frames are sizes[n] = (h, w) at the top left), coeffs float64 [N,6] on x's
     device. Output pixel centre (u+0.5, v+0.5) samples the input at (a u + b v + c, d u + e v + f); a point outside
     the clip's frame gets `fill`, a neighbour outside it is clamped to its edge (PIL's XCLIP/YCLIP); the value is
-    truncated to an integer as PIL stores it. Returns float [N,T,C,H,W] of integers."""
+    truncated to an integer as PIL stores it. Returns float [N,T,C,H,W] of integers. `along` "x": every output
+    row samples a source row at its centre (ShearX, TranslateX: coefficients (., ., ., 0, 1, 0)), so only that
+    row's taps have weight (exactly 1); "y" likewise for columns: 4 gathers instead of 16, the same result."""
     n, t, c, H, W = x.shape
     dev = x.device
     co = coeffs.to(device=dev, dtype=torch.float64).view(n, 6, 1, 1).unbind(1)
@@ -279,11 +281,16 @@ def affine_sample(x: torch.Tensor, coeffs: torch.Tensor, sizes: torch.Tensor, in
             raise ValueError(f"interpolation: expected nearest, bilinear or bicubic, got {interpolation!r}")
         out = None
         for j, oy in enumerate(offs):  # as PIL: along x on each source row, then along y
+            if along == "x" and oy != 0:
+                continue  # weight exactly 0 (the row tap at the centre has weight 1)
             row = None
             for i, ox in enumerate(offs):
-                term = gather(y0 + oy, x0 + ox) * wx[i].view(n, 1, H * W)
+                if along == "y" and ox != 0:
+                    continue
+                term = gather(y0 + oy, x0 + ox)
+                term = term if along == "y" else term * wx[i].view(n, 1, H * W)
                 row = term if row is None else row + term
-            term = row * wy[j].view(n, 1, H * W)
+            term = row if along == "x" else row * wy[j].view(n, 1, H * W)
             out = term if out is None else out + term
         # PIL truncates; the float32 sums of weights that add up to 1 can land a hair below an integer
         out = torch.trunc(out.add_(1e-3).clamp_(0, 255))
@@ -293,8 +300,9 @@ def affine_sample(x: torch.Tensor, coeffs: torch.Tensor, sizes: torch.Tensor, in
 
 def crop_resize(x: torch.Tensor, crop_y: torch.Tensor, crop_x: torch.Tensor, size: int) -> torch.Tensor:
     """Per-clip bilinear crop + resize, as F.interpolate(bilinear, align_corners=False) on each clip's crop box (or
-    on the resized frame, then a crop): x float [N,T,C,H,W]; crop_y/crop_x float [N,4] (base, offset, scale,
-    upper) of ClipParams -> [N,T,C,size,size]. Separable: rows, then columns, each a gather of two neighbours."""
+    on the resized frame, then a crop): x [N,T,C,H,W] of any dtype and strides (uint8 channels-last frames are read
+    in place); crop_y/crop_x float [N,4] (base, offset, scale, upper) of ClipParams -> float32 [N,T,C,size,size].
+    Separable: the two source rows of each output row are gathered (then made float), then the two columns."""
     n, t, c, H, W = x.shape
     dev = x.device
     i = torch.arange(size, device=dev, dtype=torch.float32).view(1, size)
@@ -311,14 +319,18 @@ def crop_resize(x: torch.Tensor, crop_y: torch.Tensor, crop_x: torch.Tensor, siz
 
     y0, y1, ly = taps(crop_y)
     x0, x1, lx = taps(crop_x)
-    rows = x.reshape(n, t * c, H, W)
-    gy = lambda idx: rows.gather(2, idx.view(n, 1, size, 1).expand(n, t * c, size, W))  # noqa: E731
-    ly4 = ly.view(n, 1, size, 1)
-    r = gy(y0) * (1 - ly4) + gy(y1) * ly4  # [N,TC,size,W]
-    gx = lambda idx: r.gather(3, idx.view(n, 1, 1, size).expand(n, t * c, size, size))  # noqa: E731
-    lx4 = lx.view(n, 1, 1, size)
-    out = gx(x0) * (1 - lx4) + gx(x1) * lx4
-    return out.view(n, t, c, size, size)
+
+    def rows(idx: torch.Tensor) -> torch.Tensor:
+        return x.gather(3, idx.view(n, 1, 1, size, 1).expand(n, t, c, size, W)).float()
+
+    ly = ly.view(n, 1, 1, size, 1)
+    r = rows(y0).mul_(1 - ly).add_(rows(y1).mul_(ly))  # [N,T,C,size,W]
+
+    def cols(idx: torch.Tensor) -> torch.Tensor:
+        return r.gather(4, idx.view(n, 1, 1, 1, size).expand(n, t, c, size, size))
+
+    lx = lx.view(n, 1, 1, 1, size)
+    return cols(x0).mul_(1 - lx).add_(cols(x1).mul_(lx))
 
 
 # ---------------------------------------------------------------- device side: RandAugment ops
@@ -388,11 +400,14 @@ def _equalize_lut(hist: torch.Tensor) -> torch.Tensor:
 
 def _smooth(x: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     """PIL's ImageFilter.SMOOTH ([[1,1,1],[1,5,1],[1,1,1]] / 13, rounded), edge rows and columns of each clip's
-    frame left as they are."""
+    frame left as they are. As (3×3 box sum + 4 × centre) / 13 on integers: a sum / 13 is never k + 0.5, so the
+    rounding is PIL's whatever the float order."""
     n, t, c, H, W = x.shape
-    k = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], device=x.device) / 13.0
-    flat = x.reshape(n * t * c, 1, H, W)
-    sm = torch.floor(F.conv2d(flat, k.view(1, 1, 3, 3), padding=1) + 0.5).clamp_(0, 255).view(n, t, c, H, W)
+    sm = x.clone()
+    if H >= 3 and W >= 3:
+        cols = x[..., :-2] + x[..., 1:-1] + x[..., 2:]  # [.., H, W-2]
+        box = cols[..., :-2, :] + cols[..., 1:-1, :] + cols[..., 2:, :]  # [.., H-2, W-2]
+        sm[..., 1:-1, 1:-1] = torch.round((box + 4 * x[..., 1:-1, 1:-1]) / 13.0)
     hs, ws = sizes[:, 0].to(x.device).view(n, 1, 1), sizes[:, 1].to(x.device).view(n, 1, 1)
     ys, xs = torch.arange(H, device=x.device).view(1, H, 1), torch.arange(W, device=x.device).view(1, 1, W)
     interior = (ys >= 1) & (ys < hs - 1) & (xs >= 1) & (xs < ws - 1)
@@ -414,9 +429,10 @@ class BatchAugment:
         b = len(params)
         src = source.to(dev)
         sizes_b = sizes.cpu()[source.cpu()]  # [B,2] host copy: the ops' coefficients are built on the host
-        x = frames.index_select(0, src).permute(0, 1, 4, 2, 3).float()  # [B,T,3,H,W]
+        x = frames.index_select(0, src).permute(0, 1, 4, 2, 3)  # [B,T,3,H,W] uint8, channels-last memory
         if s.num_ops:
-            x = self._rand_augment(x, sizes_b, params)
+            x = self._rand_augment(x.float(), sizes_b, params)
+        # without RandAugment the crop reads the uint8 frames in place: only its rows become float
         cy = torch.tensor([p.crop_y for p in params], dtype=torch.float32)
         cx = torch.tensor([p.crop_x for p in params], dtype=torch.float32)
         x = crop_resize(x, cy.to(dev, non_blocking=True), cx.to(dev, non_blocking=True), s.crop_size)
@@ -481,7 +497,8 @@ class BatchAugment:
                 else:
                     coeffs.append((1, 0, 0, 0, 1, v * 0.45 * h))
             co = torch.tensor(coeffs, dtype=torch.float64)
-            return affine_sample(x, co.to(dev, non_blocking=True), sizes, s.interpolation, s.fill)
+            along = "x" if name in ("ShearX", "TranslateXRel") else "y" if name in ("ShearY", "TranslateYRel") else None
+            return affine_sample(x, co.to(dev, non_blocking=True), sizes, s.interpolation, s.fill, along)
         if name in ("AutoContrast", "Equalize"):
             hist = _histogram(x, _valid_mask(sizes, H, W, dev))
             return _apply_lut(x, _autocontrast_lut(hist) if name == "AutoContrast" else _equalize_lut(hist))
