@@ -24,7 +24,6 @@ from mvit_video.data.augment import (
     ClipParams,
     TrainAugment,
     affine_sample,
-    crop_resize,
     rotate_coeffs,
 )
 from mvit_video.data.loader import DeviceLoader, train_collate
@@ -135,28 +134,32 @@ def _spec(**kw) -> AugSpec:
     return AugSpec(**{**base, **kw})
 
 
-def test_crop_resize_is_interpolate_on_the_box():
+def test_crop_is_interpolate_on_the_box():
     """RandomResizedCrop: F.interpolate(bilinear, align_corners=False) of the box; SSv2's jitter: of the resized
-    frame, then the crop. Float results (PySlowFast crops the normalised float clip: no rounding)."""
+    frame, then the crop; the frame read from a padded batch. Float results (PySlowFast crops the normalised
+    float clip: no rounding)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (1, 3, 3, 40, 56), generator=g).float()
-    xp = torch.full((1, 3, 3, 45, 60), 77.0)
-    xp[..., :40, :56] = x
+    frames = torch.randint(0, 256, (3, 40, 56, 3), dtype=torch.uint8, generator=g)
+    padded = torch.full((1, 3, 45, 60, 3), 77, dtype=torch.uint8)
+    padded[0, :, :40, :56] = frames
+    x = frames.permute(0, 3, 1, 2).float()
     rng = random.Random(0)
     for spec in (_spec(), _spec(scale=(), jitter_scales=(30, 50)), _spec(scale=(), jitter_scales=(40, 40))):
-        ta = TrainAugment(spec)
-        for _ in range(40):
-            p = ta.draw(40, 56, rng)
-            ours = crop_resize(xp, torch.tensor([p.crop_y]), torch.tensor([p.crop_x]), 24)[0]
+        spec = AugSpec(**{**spec.__dict__, "mean": (0.0,) * 3, "std": (1 / 255,) * 3, "random_flip": False})
+        ta, aug = TrainAugment(spec), BatchAugment(spec)
+        params = [ta.draw(40, 56, rng) for _ in range(20)]
+        out = aug(padded, torch.tensor([[40, 56]]), torch.zeros(20, dtype=torch.long), params)
+        for clip, p in zip(out, params):
             y, x0, a, b = p.box
             if spec.scale:
-                ref = F.interpolate(x[0, ..., y : y + a, x0 : x0 + b], size=(24, 24), mode="bilinear",
+                ref = F.interpolate(x[..., y : y + a, x0 : x0 + b], size=(24, 24), mode="bilinear",
                                     align_corners=False)
             else:
-                full = x[0] if (a, b) == (40, 56) else F.interpolate(x[0], size=(a, b), mode="bilinear",
-                                                                     align_corners=False)
+                assert 0 <= y <= a - 24 - 1 or a == 24
+                full = x if (a, b) == (40, 56) else F.interpolate(x, size=(a, b), mode="bilinear",
+                                                                  align_corners=False)
                 ref = full[..., y : y + 24, x0 : x0 + 24]
-            assert (ours - ref).abs().max() < 1e-3
+            assert (clip.permute(1, 0, 2, 3) - ref).abs().max() < 1e-3
 
 
 def _all_ops_params(spec: AugSpec, h: int, w: int, seed: int) -> list[ClipParams]:
@@ -166,8 +169,8 @@ def _all_ops_params(spec: AugSpec, h: int, w: int, seed: int) -> list[ClipParams
     out = []
     for op in range(len(OP_NAMES)):
         p = ta.draw(h, w, rng)
-        out.append(ClipParams((op, *p.ops[1:]), (6.5, *p.levels[1:]), (-1.0, *p.signs[1:]), p.crop_y, p.crop_x,
-                              p.flip, p.erase, p.noise_seed, p.box))
+        out.append(ClipParams((op, *p.ops[1:]), (6.5, *p.levels[1:]), (-1.0, *p.signs[1:]), p.box, p.flip,
+                              p.erase, p.noise_seed))
     return out
 
 
@@ -215,9 +218,8 @@ def test_one_parameter_set_per_clip_and_erasing_noise_per_frame():
 def test_rand_augment_runs_on_the_full_frame_with_fill_128():
     """A full-strength TranslateX moves the frame by 0.45 of its width before the crop: with a crop of the
     whole frame, that many columns are the fill 128 (normalised)."""
-    spec = _spec(crop_size=40, num_ops=1, mean=(0.0,) * 3, std=(1 / 255,) * 3)
-    p = ClipParams((OP_NAMES.index("TranslateXRel"),), (10.0,), (1.0,), (0.0, 0.0, 0.75, 29.0),
-                   (0.0, 0.0, 1.0, 39.0))
+    spec = _spec(crop_size=40, num_ops=1, mean=(0.0,) * 3, std=(1 / 255,) * 3, random_flip=False)
+    p = ClipParams((OP_NAMES.index("TranslateXRel"),), (10.0,), (1.0,), (0, 0, 30, 40))
     frames = torch.zeros(2, H, W, 3, dtype=torch.uint8)
     out = BatchAugment(spec)(frames[None], torch.tensor([[H, W]]), torch.zeros(1, dtype=torch.long), [p])
     filled = (out[0] == 128).all(0).all(0).all(0)
