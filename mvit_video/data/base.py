@@ -3,8 +3,9 @@
 Train items: `{"video": [N,3,T,H,W], "label", "index", "bad_paths"}` (one decode, N augmented clips; a bad video is
 replaced by a random other one, at most `max_bad_retries` times). With the augmentation on the training device
 (`augment_on_device`), `{"frames": uint8 [T,H,W,3], "params": N ClipParams, ...}` instead: the frames once, the N
-clips' random draws beside them (data/augment.py), applied batched after the copy to the device. Val/test items: `{"views": [K*S,3,T,c,c], "label",
-"index", "path", "ok"}` with view v = temporal v // S, spatial v % S, all views from one decode.
+clips' random draws beside them (data/augment.py), applied batched after the copy to the device. Val/test items:
+`{"views": [K*S,3,T,c,c], "label", "index", "path", "ok"}` with view v = temporal v // S, spatial v % S, all views
+from one decode.
 """
 
 from __future__ import annotations
