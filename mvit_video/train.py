@@ -23,6 +23,7 @@ from mvit_video import cli
 from mvit_video.config import build_config, shorten_schedule
 from mvit_video.data.loader import available_cores, stop_workers
 from mvit_video.engine import distributed as du
+from mvit_video.engine.resume import fresh_start
 from mvit_video.engine.runlock import lock_output_dir
 from mvit_video.engine.trainer import build_run, fit
 
@@ -44,9 +45,11 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     try:
         cli.setup_logging(None, rank)
         lock = lock_output_dir(Path(run.output_dir))  # before anything is written there
+        fresh_note = fresh_start(run, Path(run.output_dir))  # auto_resume=false: the old run's files move aside
         cli.setup_logging(Path(run.output_dir), rank)
-        if schedule_note:
-            logging.getLogger("mvit_video.train").info(schedule_note)
+        for note in (fresh_note, schedule_note):
+            if note:
+                logging.getLogger("mvit_video.train").info(note)
         return fit(build_run(run, device, amp_dtype), on_step)
     finally:
         stop_workers()  # every exit path, error or signal, ends the data-loader workers now
