@@ -110,6 +110,9 @@ class LoaderConfig:
     pin_memory: bool
     persistent_workers: bool
     decoder_threads: int = _f(min=0)
+    # where training clips are augmented; the one default outside config.yaml, so that loaders built in code for
+    # evaluation (extract.py), which never augment, need not name it
+    augment_on: str = field(default="auto", metadata={"choices": ("auto", "workers", "device")})
 
 
 @dataclass(frozen=True)

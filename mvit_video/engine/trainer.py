@@ -85,13 +85,13 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
     logger.info("experiment %s -> %s (%d process%s on %s)", cfg.name, output_dir, world, "es" if world > 1 else "",
                 device)
 
-    train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    train_set, val_set = build_dataset(cfg, "train", device=device), build_dataset(cfg, "val")
     # Label problems fail here, not after an epoch (val) or at the end (the test, a checkpoint's class names).
     test_sets = {cfg.test.split: build_dataset(cfg, cfg.test.split)} if cfg.test.enable else {}
     check_labels(cfg.model.num_classes, {"train": train_set, "val": val_set, **test_sets})
     loader = cfg.data_loader
     train_loader = build_loader(train_set, "train", loader, batch_size=cfg.train.batch_size, seed=cfg.seed,
-                                world_size=world, rank=rank)
+                                world_size=world, rank=rank, device=device)  # batches arrive on the device
     val_loader = build_loader(val_set, "val", loader, batch_size=cfg.test.batch_size, seed=cfg.seed,
                               world_size=world, rank=rank)
     iters_per_epoch = len(train_loader)
