@@ -134,6 +134,7 @@ class TrainConfig:
     grad_accum_steps: int = _f(min=1)
     compile: Union[bool, str] = _f(choices=(True, False, "auto"))
     peak_tflops: Union[float, None] = _f(min=0.0, strict_min=True)
+    stop_grace_s: Union[float, None] = _f(min=0.0)  # after a stop signal, end the process at the latest then
     ema: EmaConfig
 
 

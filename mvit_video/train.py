@@ -23,6 +23,8 @@ from mvit_video import cli
 from mvit_video.config import build_config, shorten_schedule
 from mvit_video.data.loader import available_cores, stop_workers
 from mvit_video.engine import distributed as du
+from mvit_video.engine.memory import out_of_memory_as_error
+from mvit_video.engine.preempt import PreemptionHandler
 from mvit_video.engine.runlock import lock_output_dir
 from mvit_video.engine.trainer import build_run, fit
 
@@ -41,18 +43,27 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
         torch.set_num_threads(max(1, available_cores() // world - run.data_loader.num_workers))
     du.init_distributed(device.type)
     lock = None
+    # Stop signals are caught from here on: before the training loop they end the run at once (nothing to save),
+    # inside it after the step and its checkpoint, within train.stop_grace_s in any case (engine/preempt.py).
+    preempt = PreemptionHandler(run.train.stop_grace_s)
+    preempt.checkpointable = False
+    preempt.install()
     try:
         cli.setup_logging(None, rank)
         lock = lock_output_dir(Path(run.output_dir))  # before anything is written there
+        if lock is not None:
+            preempt.at_hard_exit(lock.release)
         cli.setup_logging(Path(run.output_dir), rank)
         if schedule_note:
             logging.getLogger("mvit_video.train").info(schedule_note)
-        return fit(build_run(run, device, amp_dtype), on_step)
+        with out_of_memory_as_error(run, world):
+            return fit(build_run(run, device, amp_dtype), on_step, preempt=preempt)
     finally:
         stop_workers()  # every exit path, error or signal, ends the data-loader workers now
         if lock is not None:
             lock.release()
         du.cleanup()
+        preempt.restore()
 
 
 def _task(cfg: DictConfig, explicit: Sequence[str]) -> None:
