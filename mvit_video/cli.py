@@ -6,6 +6,7 @@ wrong key is one error line), and hands Hydra's own flags (--multirun, --cfg, --
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import sys
@@ -57,6 +58,44 @@ def resolve_runtime(run: RunConfig, local_rank: int = 0) -> tuple[torch.device, 
     return device, autocast_dtype(run, device)
 
 
+def as_user_error(error: BaseException) -> UserError | None:
+    """A failure the user causes that arrives as an OS or torch error, as a one-line UserError: a full disk
+    (ENOSPC/EDQUOT, and torch's `inline_container.cc` error that follows a checkpoint write cut by it), an invalid
+    learning rate, running out of memory. None for anything else (a bug: its traceback is wanted)."""
+    text = str(error).strip()
+    first = text.splitlines()[0][:200] if text else type(error).__name__
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {error.filename}" if error.filename else ""
+        return UserError(f"disk full{where} ({error.strerror}): free space there or point output_dir at another "
+                         f"disk; what was already written (checkpoints, metrics.jsonl) is intact")
+    if isinstance(error, RuntimeError) and ("inline_container.cc" in text or "PytorchStreamWriter failed" in text):
+        return UserError(f"writing a checkpoint failed ({first}); usually the disk is full: free space or point "
+                         f"output_dir at another disk; earlier checkpoints are intact (writes are atomic)")
+    if isinstance(error, ValueError) and text.startswith("Invalid learning rate"):
+        return UserError(f"{first}: check solver.base_lr, solver.warmup_start_lr and solver.cosine_end_lr")
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or (
+            isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)):
+        return UserError(f"out of memory ({first}): lower the batch size (train.batch_size, test.batch_size), the "
+                         f"crop or frames, or set model.act_checkpoint=true")
+    return None
+
+
+def _user_errors(task: Task) -> Task:
+    """`task` with the failures of `as_user_error` raised as UserError (one line), the original chained."""
+
+    def run(cfg: DictConfig, keys: Sequence[str]) -> Any:
+        try:
+            return task(cfg, keys)
+        except (OSError, RuntimeError, ValueError, MemoryError) as e:
+            mapped = as_user_error(e)
+            if mapped is None:
+                raise
+            raise mapped from e
+
+    run.__module__ = getattr(task, "__module__", run.__module__)  # Hydra names the job after the entry point
+    return run
+
+
 def explicit_keys(overrides: Sequence[str]) -> list[str]:
     """The keys set on the command line (`data.num_frames=8` -> `data.num_frames`)."""
     return [o.split("=", 1)[0].lstrip("+~") for o in overrides]
@@ -68,6 +107,7 @@ def main(args: Sequence[str], task: Task, *, hydra_args: Callable[[list[str]], l
     With flags: `hydra_args` may rewrite them first, a wrong key still fails in one line, then Hydra runs `task`
     per job; `around_hydra(args)` may check a sweep before and returns what to run after Hydra returns."""
     args = list(args)
+    task = _user_errors(task)
     if not any(a.startswith("-") for a in args):
         cli_errors(lambda: task(compose(args), explicit_keys(args)))()
         return

@@ -10,6 +10,7 @@ conf/config.yaml: these classes have none.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -289,7 +290,12 @@ def _type_name(kind: Any) -> str:
 
 
 def _check_value(key: str, value: Any, rules: Mapping[str, Any]) -> Any:
-    """Apply a field's rules (choices, min/max, strict_min, length, positive) to `value`."""
+    """Apply a field's rules (choices, min/max, strict_min, length, positive) to `value`. Every number must be
+    finite: nan compares false with any bound and would pass min/max, then fail deep inside (the optimizer)."""
+    numbers = value if isinstance(value, tuple) else (value,)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        raise ConfigError(f"config key '{key}': expected a finite number, got "
+                          f"{list(value) if isinstance(value, tuple) else value!r}")
     if "choices" in rules and not any(value == c and type(value) is type(c) for c in rules["choices"]):
         raise ConfigError(f"config key '{key}': expected one of {', '.join(_show(c) for c in rules['choices'])}, "
                           f"got {value!r}")

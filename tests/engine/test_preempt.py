@@ -4,6 +4,7 @@ and a run inside a long step still ends within train.stop_grace_s, at once on a 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -170,8 +171,12 @@ def test_submitit_launcher_preemption_saves_requeues_and_continues_at_that_batch
             *tiny_overrides(kinetics_list_dir, out, "train.batch_size=1", "solver.max_epoch=1")]
     proc = _start(args, tmp_path)
     try:
+        deadline = time.time() + 300
+        while not list(out.glob("*/train.log")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        out = next(out.glob("*/train.log")).parent  # the job's folder (named after its overrides)
         _wait_for(out / "train.log", "iter 2/4", proc, timeout=300)
-        task_pid = int((out / LOCK_NAME).read_text().split('"pid": ')[1].split(",")[0])
+        task_pid = json.loads((out / LOCK_NAME).read_text())["pid"]
         from mvit_video.engine.preempt import submitit_signal
 
         os.kill(task_pid, submitit_signal())
