@@ -265,14 +265,21 @@ def _scontrol_requeue(job_id: str) -> bool:
 
 
 def kill_loader_workers() -> None:
-    """SIGKILL this process's data-loader workers (safe from any thread: no joins, no queues)."""
+    """SIGKILL this process's data-loader workers and reap them (safe from any thread: no queues, no locks of the
+    loader; at most 2 s)."""
     try:
         from torch.utils.data._utils.worker import _worker_loop
     except ImportError:
         return
-    for proc in multiprocessing.active_children():
-        if getattr(proc, "_target", None) is _worker_loop:
-            try:
-                proc.kill()
-            except (OSError, ValueError):
-                pass
+    workers = [p for p in multiprocessing.active_children() if getattr(p, "_target", None) is _worker_loop]
+    for proc in workers:
+        try:
+            proc.kill()
+        except (OSError, ValueError):
+            pass
+    deadline = time.monotonic() + 2.0
+    for proc in workers:  # reap them (a killed child stays a zombie until its parent waits)
+        try:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        except (OSError, ValueError, AssertionError):
+            pass

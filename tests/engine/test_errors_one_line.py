@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -147,19 +148,22 @@ def test_out_of_memory_during_training_is_one_line(tiny, monkeypatch) -> None:
 
 
 _FILL_AFTER_EPOCH_1 = textwrap.dedent("""
-    import sys
-    from mvit_video.config import compose
+    import os, sys
     from mvit_video.train import main
 
+    FILLER = os.path.abspath(sys.argv[1])  # read before sys.argv is handed to the CLI below
+    st = os.statvfs(os.path.dirname(FILLER))
+    # Never fill a real disk: only a small filesystem (the test's tmpfs) is filled.
+    assert st.f_blocks * st.f_frsize <= 64 * 2**20, "refusing to fill a filesystem larger than 64 MiB"
     filled = []
 
     def fill(epoch, iteration):
         # After epoch 1 (its checkpoint and metrics written), fill the disk: the next writes hit ENOSPC for real.
         if epoch == 1 and not filled:
             filled.append(1)
-            with open(sys.argv[1], "wb") as f:
+            with open(FILLER, "wb") as f:
                 try:
-                    while True:
+                    for _ in range(64 * 16):  # at most 64 MiB
                         f.write(b"\\0" * 65536)
                         f.flush()
                 except OSError:
@@ -183,6 +187,8 @@ def test_a_full_disk_ends_in_one_line_and_keeps_what_was_written(kinetics_list_d
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root): the full-disk run is not tested")
     try:
+        st = os.statvfs(disk)
+        assert st.f_blocks * st.f_frsize <= 32 * 2**20  # the tmpfs is what `disk` is now
         out = disk / "run"
         args = tiny_overrides(kinetics_list_dir, out, "train.batch_size=2", "solver.max_epoch=3")
         proc = subprocess.run([sys.executable, "-c", _FILL_AFTER_EPOCH_1, str(disk / "filler"), *args],
