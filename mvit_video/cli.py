@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -219,6 +220,11 @@ def precheck_multirun(args: list[str]) -> DictConfig:
     cfg = compose(overrides)
     build_config(cfg)
     launcher = next((a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("hydra/launcher=")), "")
+    if "slurm" in launcher and shutil.which("srun") is None:
+        # submitit's SLURM executor needs srun/sbatch; off a cluster it ends in a long traceback
+        raise ConfigError(f"hydra/launcher={launcher} submits jobs to SLURM, but `srun` is not on PATH (not a SLURM "
+                          f"login node?): run the command on the cluster, or try the sweep on this machine with "
+                          f"hydra/launcher=submitit_local")
     if "submitit" in launcher or "slurm" in launcher:
         # Hydra's own logging is off (conf/config.yaml): say here where the cluster jobs will write
         folder = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.launcher.submitit_folder=")),

@@ -279,3 +279,44 @@ def test_a_long_c_op_does_not_hold_off_the_watcher(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM and "finished the op" not in output, output
     assert took < 0.5 + 3, took
+
+
+# ------------------------------------------------------------------------------------------- launchers off a cluster
+
+
+def test_config_handler_and_submitit_agree_on_the_preemption_signal(monkeypatch) -> None:
+    import submitit
+
+    from mvit_video.engine.preempt import PreemptionHandler, submitit_signal
+
+    assert getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG) == submitit_signal() == signal.SIGUSR2
+    assert submitit_signal() in PreemptionHandler().signals()
+    yaml = (Path(__file__).parents[2] / "conf" / "hydra" / "launcher" / "mvit_slurm.yaml").read_text()
+    assert "SIGUSR2" in yaml and "SUBMITIT_PREEMPT_SIGNAL" in yaml and "SIGUSR1 signal_delay_s" not in yaml
+    sbatch = (Path(__file__).parents[2] / "scripts" / "slurm" / "train.sbatch").read_text()
+    assert "#SBATCH --signal=USR1@120" in sbatch and signal.SIGUSR1 in PreemptionHandler().signals()
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "USR1")  # read as submitit reads it when it is not imported
+    monkeypatch.delitem(sys.modules, "submitit")
+    assert submitit_signal() == signal.SIGUSR1
+
+
+def test_train_sbatch_outside_slurm_says_what_is_missing_in_one_line() -> None:
+    script = Path(__file__).parents[2] / "scripts" / "slurm" / "train.sbatch"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    proc = subprocess.run(["bash", str(script), "+experiment=k400_b_32x3"], capture_output=True, text=True, env=env,
+                          timeout=30)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "error: scripts/slurm/train.sbatch runs under SLURM (SLURM_JOB_ID is not set): submit it with sbatch, or "
+        "train here with python -m mvit_video.train +experiment=k400_b_32x3"]
+
+
+@pytest.mark.slow
+def test_the_slurm_launcher_off_a_cluster_says_what_is_missing_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin"}  # no srun
+    proc = subprocess.run([sys.executable, "-m", "mvit_video.train", "-m", "hydra/launcher=mvit_slurm",
+                           f"output_dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "`srun` is not on PATH" in lines[0] and "hydra/launcher=submitit_local" in lines[0]
