@@ -2,11 +2,13 @@
 
 Everything a run writes goes to `output_dir` (default `outputs/<name>`): train.log, metrics.jsonl,
 tensorboard/, checkpoints/, bad_videos.txt, config.yaml. Re-running the same command resumes from the latest
-checkpoint. SIGTERM/SIGUSR1 (SLURM preemption) save `checkpoints/checkpoint_preempt.pyth` after the current step
-and exit: status 0 after `scontrol requeue` succeeded (under SLURM), else 128 + signal (143 SIGTERM, 138 SIGUSR1);
-under the submitit launcher the signal is handed to submitit, which requeues the job. SIGINT (Ctrl-C) saves the same
-way and exits 130; a second Ctrl-C stops at once. A run holds `<output_dir>/.run.lock`: a second run there refuses.
-The run itself is mvit_video.engine.trainer (build_run, fit).
+checkpoint. SIGTERM/SIGUSR1/SIGUSR2 (SLURM, submitit preemption) save `checkpoints/checkpoint_preempt.pyth` after the
+current step and exit: status 0 after `scontrol requeue` succeeded (under SLURM), else 128 + signal (143 SIGTERM,
+138 SIGUSR1, 140 SIGUSR2); under the submitit launcher the signal is handed to submitit, which requeues the job.
+SIGINT (Ctrl-C) saves the same way and exits 130. Within train.stop_grace_s of the signal the run ends in any case
+(a step that runs for minutes), and a second signal ends it at once (engine/preempt.py). A configuration whose step
+cannot fit in memory is refused before it starts (engine/memory.py). A run holds `<output_dir>/.run.lock`: a second
+run there refuses. The run itself is mvit_video.engine.trainer (build_run, fit).
 """
 
 from __future__ import annotations
