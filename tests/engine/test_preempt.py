@@ -320,3 +320,22 @@ def test_the_slurm_launcher_off_a_cluster_says_what_is_missing_in_one_line(tmp_p
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "`srun` is not on PATH" in lines[0] and "hydra/launcher=submitit_local" in lines[0]
+
+
+def test_outside_the_training_loop_a_signal_ends_the_run_at_once(monkeypatch) -> None:
+    """Building the run or the final test: nothing to save, so the first signal exits (through SystemExit, so that
+    `finally` blocks release the lock and end the workers)."""
+    from mvit_video.engine.preempt import PreemptionHandler
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    handler = PreemptionHandler()
+    handler.checkpointable = False
+    handler.install()
+    try:
+        with pytest.raises(SystemExit) as e:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            for _ in range(500):  # the handler runs between these bytecodes
+                time.sleep(0.01)
+        assert e.value.code == 128 + signal.SIGUSR2
+    finally:
+        handler.restore()
