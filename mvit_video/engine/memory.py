@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from pathlib import Path
 from typing import Iterator
 from unittest import mock
@@ -113,22 +114,35 @@ def _fused_attention_shape(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *a
     return _FusedAttention.apply(q, k, v)
 
 
-def step_bytes(cfg: RunConfig, world_size: int, amp: bool) -> dict[str, float]:
+# Bytes kept per first-stage token, channel and block, as an upper bound: measured 7-35 over the presets (35 for H on
+# a small input), so 128 leaves a wide margin. Below it, a configuration fits for sure and no measurement is needed.
+_BOUND_FLOATS_PER_TOKEN_CHANNEL_BLOCK = 128
+
+
+def step_bytes(cfg: RunConfig, world_size: int, amp: bool, n_params: int | None = None, *,
+               upper_bound: bool = False) -> dict[str, float]:
     """Estimated bytes of one training step per process: weights, grads, optimizer state and EMA; the batch;
-    the activations kept for backward."""
+    the activations kept for backward (measured on `meta`; with `upper_bound`, a generous bound from the token
+    count instead, which costs nothing). `n_params`: the model's parameter count when already known."""
     from mvit_video.models import build_model
 
-    with torch.device("meta"):
-        n_params = sum(p.numel() for p in build_model(cfg.model).parameters())
+    if n_params is None:
+        with torch.device("meta"):
+            n_params = sum(p.numel() for p in build_model(cfg.model).parameters())
     per_proc = max(1, cfg.train.batch_size // max(1, world_size))
-    full, ckpt = activation_bytes(cfg.model, cfg.data.num_frames, cfg.data.train_crop_size)
-    act = (ckpt if cfg.model.act_checkpoint else full) * per_proc
-    if amp:  # autocast keeps most activations in 16 bits; norms and softmax stay float32
-        act *= 0.6
+    frames, crop = cfg.data.num_frames, cfg.data.train_crop_size
+    if upper_bound:
+        tokens = math.prod(math.ceil(n / s) for n, s in zip((frames, crop, crop), cfg.model.patch_stride)) + 1
+        act = 4.0 * tokens * cfg.model.embed_dim * (cfg.model.depth or 1) * _BOUND_FLOATS_PER_TOKEN_CHANNEL_BLOCK
+    else:
+        full, ckpt = activation_bytes(cfg.model, frames, crop)
+        act = float(ckpt if cfg.model.act_checkpoint else full)
+        if amp:  # autocast keeps most activations in 16 bits; norms and softmax stay float32
+            act *= 0.6
     states = 2 if cfg.solver.optimizing_method == "adamw" else 1
     weights = 4 * n_params * (2 + states + (1 if cfg.train.ema.enable else 0))  # weights, grads, states, EMA
-    batch = 4 * per_proc * 3 * cfg.data.num_frames * cfg.data.train_crop_size ** 2
-    return {"weights": float(weights), "activations": float(act), "batch": float(batch)}
+    batch = 4 * per_proc * 3 * frames * crop ** 2
+    return {"weights": float(weights), "activations": act * per_proc, "batch": float(batch)}
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -162,13 +176,17 @@ def _cgroup_headroom() -> int | None:
         return None
 
 
-def check_fits(cfg: RunConfig, device: torch.device, world_size: int, amp: bool) -> dict[str, float]:
+def check_fits(cfg: RunConfig, device: torch.device, world_size: int, amp: bool,
+               n_params: int | None = None) -> dict[str, float] | None:
     """Refuse (OutOfMemory, one line) a training step that cannot fit in `device`'s free memory; returns the
-    estimate. Call before the model is moved to the device."""
-    need = step_bytes(cfg, world_size, amp)
-    total = sum(need.values())
+    estimate, or None when a free upper bound already fits (the small first run: no measurement, no cost). Call
+    before the model is moved to the device."""
     free = available_bytes(device)
-    if free is not None and total > free:
+    if free is None or sum(step_bytes(cfg, world_size, amp, n_params, upper_bound=True).values()) <= free:
+        return None
+    need = step_bytes(cfg, world_size, amp, n_params)
+    total = sum(need.values())
+    if total > free:
         where = f"the GPU's {free / GiB:.1f} GiB free" if device.type == "cuda" else \
             f"the {free / GiB:.1f} GiB of RAM available"
         raise OutOfMemory(

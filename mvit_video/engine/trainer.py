@@ -101,11 +101,13 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
         raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} is larger than the training set "
                           f"({len(train_set)} videos)")
 
+    model = build_model(cfg.model)
     # Before anything big is allocated: a configuration that cannot fit is refused in one line (engine/memory.py).
-    need = check_fits(cfg, device, world, amp_dtype is not None)
-    logger.info("memory: a training step needs at least %.2f GiB per process (activations %.2f GiB)",
-                sum(need.values()) / 2**30, need["activations"] / 2**30)
-    model = build_model(cfg.model).to(device)
+    need = check_fits(cfg, device, world, amp_dtype is not None, sum(p.numel() for p in model.parameters()))
+    if need is not None:
+        logger.info("memory: a training step needs at least %.2f GiB per process (activations %.2f GiB)",
+                    sum(need.values()) / 2**30, need["activations"] / 2**30)
+    model = model.to(device)
     logger.info("model: MViTv2 depth %d dim %d, %.2f M parameters, %d classes", cfg.model.depth,
                 cfg.model.embed_dim, sum(p.numel() for p in model.parameters()) / 1e6, cfg.model.num_classes)
     schedule = Schedule.from_config(cfg.solver, cfg.num_shards)
