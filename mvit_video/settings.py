@@ -136,6 +136,9 @@ class TrainConfig:
     compile: Union[bool, str] = _f(choices=(True, False, "auto"))
     peak_tflops: Union[float, None] = _f(min=0.0, strict_min=True)
     stop_grace_s: Union[float, None] = _f(min=0.0)  # after a stop signal, end the process at the latest then
+    keep_checkpoints: Union[int, None] = _f(min=0)  # latest epoch checkpoints kept; 0 / None: all
+    save_best: bool  # checkpoints/checkpoint_best.pyth at each new best val top-1
+    reinit_head: bool  # fine-tuning: a new classifier even when the checkpoint's has the right size
     ema: EmaConfig
 
 
@@ -171,6 +174,7 @@ class TestConfig:
     num_spatial_crops: int = _f(choices=(1, 3))
     max_views_per_forward: int = _f(min=1)
     use_ema: bool
+    allow_class_subset: bool  # evaluate a list whose classes are a subset of the checkpoint's
 
 
 @dataclass(frozen=True)

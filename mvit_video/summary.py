@@ -64,19 +64,22 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: not a run directory (no such directory)")
-    if not (path / METRICS).is_file():
+    from mvit_video.eval.reports import latest_test
+
+    tested = latest_test(path)  # the run's own test line or an evaluation's (eval/<checkpoint>/), the newest
+    if not (path / METRICS).is_file() and tested is None:
         raise UserError(f"{path}: no {METRICS}; pass the output_dir of a training or evaluate run")
     run = Run(path)
-    for rec in _read_jsonl(path / METRICS):
+    for rec in _read_jsonl(path / METRICS) if (path / METRICS).is_file() else []:
         split = rec.get("split")
         if split == "train":
             run.train.append(rec)
         elif split == "val":
             run.val.append(rec)
-        elif split == "test":
-            run.test = rec
-    if run.test is not None and (path / PREDICTIONS).is_file():
-        run.predictions = _read_jsonl(path / PREDICTIONS)
+    if tested is not None:
+        run.test, folder = tested
+        if (folder / PREDICTIONS).is_file():
+            run.predictions = _read_jsonl(folder / PREDICTIONS)
     run.class_names = _class_names(run)
     return run
 

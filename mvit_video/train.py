@@ -27,6 +27,7 @@ from mvit_video.data.loader import available_cores, stop_workers
 from mvit_video.engine import distributed as du
 from mvit_video.engine.memory import out_of_memory_as_error
 from mvit_video.engine.preempt import PreemptionHandler
+from mvit_video.engine.resume import fresh_start
 from mvit_video.engine.runlock import lock_output_dir
 from mvit_video.engine.trainer import build_run, fit
 
@@ -55,9 +56,11 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
         lock = lock_output_dir(Path(run.output_dir))  # before anything is written there
         if lock is not None:
             preempt.at_hard_exit(lock.release)
+        fresh_note = fresh_start(run, Path(run.output_dir))  # auto_resume=false: the old run's files move aside
         cli.setup_logging(Path(run.output_dir), rank)
-        if schedule_note:
-            logging.getLogger("mvit_video.train").info(schedule_note)
+        for note in (fresh_note, schedule_note):
+            if note:
+                logging.getLogger("mvit_video.train").info(note)
         with out_of_memory_as_error(run, world):
             return fit(build_run(run, device, amp_dtype), on_step, preempt=preempt)
     finally:
