@@ -257,10 +257,10 @@ def _die_with_parent() -> None:
 
 
 def _ignore_stop_signals() -> None:
-    """SLURM signals every process of a step (SIGTERM, SIGUSR1 before preemption) and Ctrl-C the whole foreground
+    """SLURM signals every process of a step (SIGTERM, SIGUSR1/USR2 before preemption) and Ctrl-C the whole foreground
     group (SIGINT): a worker must not die of them mid-batch. The main process decides: it finishes the step, saves,
     and ends its workers (stop_workers, on every exit path and at interpreter exit)."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):  # USR2: submitit's preemption
         signal.signal(sig, signal.SIG_IGN)
 
 
