@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from tiny import indexed_frames
 
 from mvit_video.data.encode import write_video
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(1)  # tiny tensors on a (shared) 2-core machine: two OpenMP threads spin and run slower
 
 # name, frames, fps: mp4 (h264) and webm (vp9) of several lengths and rates; the seed of a video is its row
 VIDEOS = [("a.mp4", 60, 30.0), ("b.mp4", 90, 25.0), ("c.webm", 48, 30.0), ("short.mp4", 10, 30.0)]
