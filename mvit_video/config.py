@@ -219,6 +219,13 @@ def _check_across_keys(run: RunConfig, world_size: int) -> None:
     if rel and (len(rel) != 2 or rel[0] > rel[1] or rel[1] > 1.0):
         raise ConfigError(f"config key 'data.train_jitter_scales_relative': expected [] or [min, max<=1], "
                           f"got {list(rel)}")
+    if data.dataset == "ssv2" and data.frame_grid_fps == 0:
+        # only conf/data/ssv2.yaml sets SSv2's protocol (30 fps frame grid, 1x3 test views, short-side jitter):
+        # `data.dataset=ssv2` over another data group would silently sample unlike PySlowFast
+        raise ConfigError("config key 'data.dataset': ssv2 with data.frame_grid_fps 0 keeps another data group's "
+                          "protocol (frame grid, test views, crops); choose SSv2 with data=ssv2 (or an ssv2 "
+                          "experiment), not data.dataset=ssv2 (to sample the videos at their own rate, set "
+                          "data.frame_grid_fps to it)")
     if train.batch_size % world_size != 0:
         raise ConfigError(f"config key 'train.batch_size': {train.batch_size} is not divisible by the world size "
                           f"{world_size} (it is the global batch; per process = batch_size / world size)")

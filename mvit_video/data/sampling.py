@@ -1,8 +1,9 @@
 """Frame-index math, PySlowFast-exact (REFERENCE §4, §8): pure functions from video length/fps to frame indices.
 
 Kinetics-style clips span `num_frames * sampling_rate * fps / target_fps` source frames; frame indices are
-`linspace(start, start + span - 1, num_frames)` clamped to the video and truncated, so short videos repeat frames.
-SSv2 uses segment sampling: one frame per equal segment of the video.
+`linspace(start, start + span - 1, num_frames)` clamped to the video and truncated, so short videos repeat frames;
+a training clip is taken from the frames a pts-range decode returns (`pts_range_clip_indices`), as PySlowFast's
+default decode path does. SSv2 uses segment sampling: one frame per equal segment of the video.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "start_index",
     "clip_indices",
     "train_clip_indices",
+    "pts_range_clip_indices",
     "eval_clip_indices",
     "segment_indices",
     "union_indices",
@@ -71,13 +73,34 @@ def train_clip_indices(
     target_fps: float = 30.0,
     rng: Optional[random.Random] = None,
 ) -> list[int]:
-    """Frame indices of one training clip with a uniformly random start (rng: a random.Random; default global).
+    """Frame indices of one training clip with a uniformly random start (rng: a random.Random; default global),
+    as PySlowFast's default (torchvision) decode path picks them (REFERENCE §9).
 
-    The start is rounded up to a whole frame: PySlowFast's default (torchvision) decode path seeks to the start
-    time and its clip begins at the first frame with pts >= start, i.e. ceil(start)."""
-    size = clip_size(num_frames, sampling_rate, fps, target_fps)
-    start = math.ceil(start_index(num_video_frames, size, -1, 1, False, rng))
+    A video longer than num_frames * sampling_rate frames is decoded by pts range: see `pts_range_clip_indices`
+    (the clip starts at ceil(start) and ends one frame early in most clips). A shorter one is decoded whole and
+    sampled with `clip_indices` from the fractional start (truncation: floor)."""
+    size = max(1.0, clip_size(num_frames, sampling_rate, fps, target_fps))
+    start = start_index(num_video_frames, size, -1, 1, False, rng)
+    if num_video_frames > num_frames * sampling_rate:  # its selective-decoding test: fps * duration > T * tau
+        return pts_range_clip_indices(num_video_frames, start, size, num_frames)
     return clip_indices(num_video_frames, start, size, num_frames)
+
+
+def pts_range_clip_indices(num_video_frames: int, start: float, size: float, num_frames: int) -> list[int]:
+    """A clip as PySlowFast's pts-range decode samples it: it decodes the frames whose timestamps lie in
+    [start, start + size - 1] (frame units), i.e. frames ceil(start) .. floor(start + size - 1), then takes
+    linspace(0, size - 1, num_frames) of those, clamped to the last one decoded and truncated.
+
+    With a fractional start the range holds one frame fewer than `size` at 30 fps, so the last index is one source
+    frame earlier than linspace(ceil(start), ceil(start) + size - 1) would give. (Its pts are truncated to the
+    stream's time base; a start within one pts tick above a whole frame, ~1/512 of starts, would take floor(start).)
+    """
+    last_frame = max(num_video_frames - 1, 0)
+    first = min(math.ceil(start), last_frame)
+    last = min(max(math.floor(start + size - 1), first), last_frame)
+    # float32 linspace from 0 + .long() truncation: bit-identical to temporal_sampling on the decoded range
+    index = torch.clamp(torch.linspace(0, size - 1, num_frames), 0, last - first).long()
+    return [first + i for i in index.tolist()]
 
 
 def eval_clip_indices(

@@ -43,6 +43,16 @@ def read_ssv2_annotations(data_dir: str, split: str) -> tuple[list[str], list[in
     return [vid for vid, _ in items], [int(label) for _, label in items], class_names
 
 
+def _check_json_layout(data_dir: str, csv_path: str) -> None:
+    """A folder of prepare_ssv2 lists without this split's list is a missing list, not a json layout to read."""
+    if "://" in data_dir or os.path.exists(join_prefix(data_dir, "labels.json")):
+        return
+    lists = [n for n in ("train.csv", "val.csv") if os.path.exists(join_prefix(data_dir, n))]
+    if lists:
+        raise UserError(f"{csv_path}: not found (the folder has {', '.join(lists)}); re-run scripts/prepare_ssv2.py, "
+                        f"which writes test.csv (= the validation videos), or set data.test_list=val.csv")
+
+
 def build_ssv2(data: DataConfig, aug: AugConfig, spec: ClipSpec, split: str) -> VideoDataset:
     """SSv2 dataset (spec: the SSv2 protocol, ClipSpec.from_config with data.dataset ssv2); videos at
     `<data.path_prefix or data.path_to_data_dir>/{id}.webm`."""
@@ -55,6 +65,7 @@ def build_ssv2(data: DataConfig, aug: AugConfig, spec: ClipSpec, split: str) -> 
         class_names = read_class_names(join_prefix(data_dir, "classes.txt"), required=False)
         prefix = data.path_prefix
     else:
+        _check_json_layout(data_dir, csv_path)
         ids, labels, class_names = read_ssv2_annotations(data_dir, split)
         paths = [f"{i}.webm" for i in ids]
         prefix = data.path_prefix or data_dir

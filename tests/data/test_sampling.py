@@ -40,10 +40,64 @@ def test_train_clip_random_start():
         assert 0 <= idx[0] <= 236 and idx[-1] - idx[0] in (62, 63, 64) and len(idx) == 8
 
 
-def test_train_clip_start_rounds_up():
-    """PySlowFast's default decode path starts the clip at the first frame with pts >= start: ceil, not floor.
-    301 frames: delta 237, start 118.5 -> frame 119."""
-    assert train_clip_indices(301, 30.0, 8, 8, 30.0, rng=_HalfRng()) == [119 + 9 * j for j in range(8)]
+def test_train_clip_start_rounds_up_and_end_is_clamped():
+    """PySlowFast's default decode path decodes the frames with pts in [start, start + span - 1] and samples
+    linspace(0, span - 1, T) of them, clamped to the last one decoded. 301 frames: delta 237, start 118.5 ->
+    frames 119..181 decoded (63 of them, not 64): offsets 0, 9, ..., 54, 63 -> 62, so the clip ends at 181."""
+    assert train_clip_indices(301, 30.0, 8, 8, 30.0, rng=_HalfRng()) == [119 + 9 * j for j in range(7)] + [181]
+    # the 16x4 presets: offsets trunc(4.2 j) = 0, 4, 8, 12, 16, 21, ..., 58, 63 -> 62
+    assert train_clip_indices(301, 30.0, 16, 4, 30.0, rng=_HalfRng()) == [
+        119, 123, 127, 131, 135, 140, 144, 148, 152, 156, 161, 165, 169, 173, 177, 181]
+    # a whole-frame start decodes all 64 frames: nothing clamped
+    assert train_clip_indices(300, 30.0, 8, 8, 30.0, rng=_HalfRng())[-1] == 181
+    # 25 fps: span 53.33, delta 196.67, start 98.33 -> frames 99..floor(150.67) = 150 (51 after the first);
+    # offsets trunc(7.476 j) = 0, 7, 14, 22, 29, 37, 44, 52 -> 51
+    assert train_clip_indices(250, 25.0, 8, 8, 30.0, rng=_HalfRng()) == [99, 106, 113, 121, 128, 136, 143, 150]
+
+
+def test_train_clip_of_a_short_video_is_decoded_whole():
+    """A video of at most T * tau frames is decoded whole (its selective-decoding test fails) and sampled from the
+    fractional start, truncated: 30 frames at 25 fps, 8x4: span 26.67, delta 3.33, start 1.67 ->
+    linspace(1.67, 27.33, 8) = 1.67, 5.33, 9, 12.67, 16.33, 20, 23.67, 27.33."""
+    assert train_clip_indices(30, 25.0, 8, 4, 30.0, rng=_HalfRng()) == [1, 5, 9, 12, 16, 20, 23, 27]
+
+
+class _FixedRng(random.Random):
+    """random.Random whose draws are all `r`: uniform(a, b) = a + (b - a) * r."""
+
+    def __init__(self, r: float) -> None:
+        super().__init__(0)
+        self.r = r
+
+    def random(self) -> float:
+        return self.r
+
+
+def test_train_clip_matches_a_pts_range_decode(tmp_path):
+    """The indices are the frames a pts-range decode of a real file returns (PySlowFast's procedure: pts range
+    int(start * pts_per_frame) .. int(end * pts_per_frame), then linspace over the decoded frames, clamped)."""
+    import av
+    import torch
+
+    frames = np.zeros((60, 16, 16, 3), np.uint8)
+    for t in range(60):
+        frames[t] = 4 * t + 8  # frame id in the pixels, robust to compression
+    write_video(tmp_path / "v.mp4", frames, fps=30.0)
+    decoded = []
+    with av.open(str(tmp_path / "v.mp4")) as container:
+        stream = container.streams.video[0]
+        per_frame = stream.time_base.denominator / (stream.time_base.numerator * 30.0)
+        for frame in container.decode(stream):
+            decoded.append((frame.pts, int(round((frame.to_ndarray(format="rgb24").mean() - 8) / 4))))
+    assert [i for _, i in decoded] == list(range(60))
+    num_frames, rate = 8, 4
+    size = clip_size(num_frames, rate, 30.0, 30.0)
+    for r in (0.0, 0.1, 0.37, 0.5, 0.61, 0.999, 1.0):
+        start = (60 - size) * r
+        lo, hi = int(start * per_frame), int((start + size - 1) * per_frame)
+        in_range = [i for pts, i in decoded if lo <= pts <= hi]
+        offsets = torch.clamp(torch.linspace(0, size - 1, num_frames), 0, len(in_range) - 1).long().tolist()
+        assert train_clip_indices(60, 30.0, num_frames, rate, 30.0, rng=_FixedRng(r)) == [in_range[o] for o in offsets]
 
 
 def test_test_views_offset_sampling():

@@ -97,6 +97,11 @@ def test_prepare_kinetics_lists_classes_and_missing(kinetics_raw: Path, capsys) 
     assert (out / "missing_test.txt").read_text().splitlines()[1] == "missing0003,0,10,test"
     assert "train: 4/6 videos found" in stdout and "2 missing" in stdout and "1 of them empty" in stdout
     assert "val: 1/2 videos found" in stdout
+    # the command to use: the kinetics group, 3 classes, and (no test labels) the final test on val.csv
+    use = [line for line in stdout.splitlines() if line.startswith("use: ")]
+    assert use == [f"use: python -m mvit_video.train data=kinetics data.path_to_data_dir={out.resolve()} "
+                   f"data.path_prefix={(kinetics_raw / 'videos').resolve()} model.num_classes=3 "
+                   f"data.test_list=val.csv"]
 
 
 def test_prepare_kinetics_absolute_paths_and_given_classes(kinetics_raw: Path, capsys) -> None:
@@ -217,6 +222,17 @@ def test_prepare_ssv2(tmp_path: Path, capsys) -> None:
     assert (out / "missing_test.txt").read_text() == "32\n"
     assert not (out / "missing_val.txt").exists()
     assert "train: 2/3 videos found" in stdout
+    assert (out / "test.csv").read_text() == "21.webm 0\n"  # validation: SSv2's test labels are not public
+    assert f"use: python -m mvit_video.train data=ssv2 data.path_to_data_dir={out.resolve()} " in stdout
+
+    # a folder of lists without test.csv (written before it was) is a missing list, named, not a json layout
+    (out / "test.csv").unlink()
+    cfg = make_cfg("ssv2", "none", {"data.path_to_data_dir": str(out), "data.path_prefix": str(vids)})
+    from mvit_video.data import build_dataset
+    from mvit_video.utils.errors import UserError
+
+    with pytest.raises(UserError, match=r"test.csv: not found \(the folder has train.csv, val.csv\).*data.test_list"):
+        build_dataset(cfg, "test")
 
     # user mistakes: broken json (file:line), unknown template
     (ann / "validation.json").write_text('[\n {"id": "21",\n "template": }\n]')

@@ -15,9 +15,17 @@ the common downloaders both work), by file name:
   `{youtube_id}.{ext}`                                   (one clip per YouTube id)
 Empty (0-byte) files count as missing. Use scripts/check_dataset.py afterwards to find undecodable ones.
 
+--reencode-short-side PX --keyint K writes H.264 copies of the found videos (short side PX, never upscaled; a
+keyframe every K frames; every frame and the frame rate kept; audio dropped) under --reencode-dir (default
+<out>/videos_<PX>p_k<K>, mirroring --videos) in --workers processes, and the lists name the copies. Resumable: a
+copy is written as <name>.part and renamed when complete, and a re-run skips finished copies. Videos that cannot
+be decoded are listed in <out>/reencode_failed.txt and counted as missing; the originals are only read.
+
 Example:
-  python scripts/prepare_kinetics.py --annotations k400/annotations --videos k400/videos --out data/k400
-  python -m mvit_video.train data.path_to_data_dir=data/k400 data.path_prefix=k400/videos
+  python scripts/prepare_kinetics.py --annotations k400/annotations --videos k400/videos --out data/k400 \
+      [--reencode-short-side 320 --keyint 30 --workers 16]
+  python -m mvit_video.train data=kinetics data.path_to_data_dir=data/k400 data.path_prefix=k400/videos
+(the command printed at the end runs as printed; without a labelled test CSV it tests on val.csv)
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mvit_video.data.lists import read_class_names
+from mvit_video.data.prepare.common import train_command
+from mvit_video.data.prepare.reencode import add_reencode_args, reencode_tree, settings_from_args
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.io import atomic_write_text
 
@@ -94,6 +104,17 @@ def index_videos(root: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXTE
                 if m:
                     index.by_segment.setdefault((m["yid"], int(m["start"]), int(m["end"])), path)
     return index
+
+
+def reindex(index: VideoIndex, copies: dict[Path, Path], root: Path) -> VideoIndex:
+    """`index` with each video replaced by its copy under `root` (videos without one become missing)."""
+    return VideoIndex(
+        root=root,
+        by_segment={k: copies[p] for k, p in index.by_segment.items() if p in copies},
+        by_stem={k: copies[p] for k, p in index.by_stem.items() if p in copies},
+        empty=index.empty,
+        duplicates=index.duplicates,
+    )
 
 
 @dataclass
@@ -261,6 +282,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--absolute", action="store_true", help="write absolute paths (default: relative to --videos)")
     p.add_argument("--separator", default=" ", help="path/label separator (data.path_label_separator), default ' '")
     p.add_argument("--extensions", default=",".join(VIDEO_EXTENSIONS), help="video file suffixes to index")
+    add_reencode_args(p)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for --reencode-short-side")
     return p.parse_args(argv)
 
 
@@ -296,7 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           + (f" ({len(index.empty)} empty, {index.duplicates} duplicate names ignored)"
              if index.empty or index.duplicates else ""))
 
+    reencode = settings_from_args(args)
     args.out.mkdir(parents=True, exist_ok=True)
+    if reencode is not None:
+        settings, folder = reencode
+        used = [p for _, clips in annotations.values() for c in clips
+                if (p := index.find(c.youtube_id, c.start, c.end)) is not None]
+        index = reindex(index, reencode_tree(used, index.root, settings, folder, args.workers,
+                                             args.out / "reencode_failed.txt"), folder)
     atomic_write_text("".join(name + "\n" for name in classes), args.out / "classes.txt")
     print(f"{args.out / 'classes.txt'}: {len(classes)} classes")
     total_missing = 0
@@ -312,7 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        + (f", {empty} of them empty files" if empty else "")
                        + f") -> {args.out / f'missing_{split}.txt'}")
         print(report)
-    prefix = "" if args.absolute else f" data.path_prefix={args.videos.resolve()}"
-    print(f"use: data.path_to_data_dir={args.out.resolve()}{prefix}"
-          + (f" data.path_label_separator='{args.separator}'" if args.separator != " " else ""))
+    labelled_test = "test" in annotations and "label" in annotations["test"][0]
+    # without test labels (K600/K700 test, or no test CSV) a run's final test reads the validation list
+    extra = [] if labelled_test or "val" not in annotations else ["data.test_list=val.csv"]
+    command = train_command("kinetics", args.out, None if args.absolute else index.root, len(classes), 400,
+                            args.separator, extra)
+    print(f"use: {command}")
     return 0

@@ -4,18 +4,25 @@ Reads from --annotations: labels.json (template -> class id string), train.json,
 {id, label, template, placeholders}) and, when present, test.json (ids only). Writes into --out:
   train.csv / val.csv      `path label` lines (label = the labels.json id of the video's template with the
                            "[something]" brackets removed); paths relative to --videos (data.path_prefix) or absolute
+  test.csv                 the validation videos again: the official test labels are not public, so SSv2 is tested
+                           on validation (as PySlowFast does, and as the ssv2 dataset reads the json files)
   classes.txt              the 174 template names, line number = class id from labels.json
   test_unlabeled.txt       test.json videos found (paths only; the official test set has no labels)
   missing_<split>.txt      ids whose video was not found (one per line)
 
 Videos are found anywhere under --videos by file stem `{id}` (`.webm` as shipped; re-encoded `.mp4` etc. work too).
-Training on these lists needs data.dataset=ssv2 (segment sampling, no flip); data.dataset=ssv2 can also read the
-json files directly.
+Training on these lists needs the ssv2 data group, `data=ssv2` (segment sampling on a 30 fps grid, no flip, 1x3 test
+views); it can also read the json files directly. The command printed at the end runs as printed.
 
 --extract-frames DIR writes PySlowFast's layout instead: each video as JPEG frames on a 30 fps grid,
 DIR/{id}/{id}_000001.jpg, ... (frames duplicated by timestamp as `ffmpeg -r 30` does, its DATASET.md), and the
 lists name the folders. Not needed for PySlowFast's frame indices: data.frame_grid_fps=30 (the ssv2 default)
 samples the webm on the same grid; the folders trade disk for decode time.
+
+--reencode-short-side PX --keyint K writes H.264 copies (short side PX, a keyframe every K frames, every frame and
+the frame rate kept, so the 30 fps grid picks the same frames) under --reencode-dir (default
+<out>/videos_<PX>p_k<K>) in --workers processes, resumably, and the lists name the copies; videos that cannot be
+decoded are listed in <out>/reencode_failed.txt and missing_<split>.txt.
 
 Example:
   python scripts/prepare_ssv2.py --annotations ssv2/labels --videos ssv2/20bn-something-something-v2 --out data/ssv2
@@ -32,6 +39,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mvit_video.data.lists import read_ssv2_labels, read_ssv2_split
+from mvit_video.data.prepare.common import train_command
 from mvit_video.data.prepare.kinetics import (
     VIDEO_EXTENSIONS,
     format_list_line,
@@ -39,6 +47,7 @@ from mvit_video.data.prepare.kinetics import (
     relative_or_absolute,
     warn_separator_in_paths,
 )
+from mvit_video.data.prepare.reencode import add_reencode_args, reencode_tree, settings_from_args
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.io import atomic_write_text
 
@@ -89,7 +98,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--extensions", default=",".join(VIDEO_EXTENSIONS), help="video file suffixes to index")
     p.add_argument("--extract-frames", type=Path, default=None, metavar="DIR",
                    help="also write each video as 30 fps JPEG frames DIR/{id}/{id}_%%06d.jpg; the lists name them")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for --extract-frames")
+    add_reencode_args(p)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes for --extract-frames / --reencode-short-side")
     return p.parse_args(argv)
 
 
@@ -98,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.annotations.is_dir():
         raise UserError(f"{args.annotations}: annotation directory not found")
+    reencode = settings_from_args(args)
+    if reencode is not None and args.extract_frames is not None:
+        raise UserError("--reencode-short-side and --extract-frames: choose one (frames are extracted from the "
+                        "originals; re-encoded copies are an alternative to them)")
     classes = read_ssv2_labels(args.annotations / "labels.json")
     splits = {}
     for split, name in _SPLIT_FILES.items():
@@ -108,6 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     index = index_videos(args.videos, [e for e in args.extensions.split(",") if e.strip()])
     print(f"indexed {len(index.by_stem)} video files under {args.videos}")
     root = index.root
+    if reencode is not None:
+        settings, folder = reencode
+        wanted = sorted({vid for items in splits.values() for vid, _ in items if vid in index.by_stem})
+        args.out.mkdir(parents=True, exist_ok=True)
+        copies = reencode_tree([index.by_stem[vid] for vid in wanted], root, settings, folder, args.workers,
+                               args.out / "reencode_failed.txt")
+        # the lists name the copies; a video that could not be re-encoded is missing
+        index.by_stem = {vid: copies[index.by_stem[vid]] for vid in wanted if index.by_stem[vid] in copies}
+        root = folder
     if args.extract_frames is not None:
         wanted = {vid for items in splits.values() for vid, _ in items if vid in index.by_stem}
         jobs = [(index.by_stem[vid], args.extract_frames / vid) for vid in sorted(wanted)]
@@ -118,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     failed[Path(video).stem] = error
                     print(f"cannot extract {video}: {error}", file=sys.stderr)
         print(f"extracted {len(jobs) - len(failed)}/{len(jobs)} videos as 30 fps frames under {args.extract_frames}")
-        # the lists now name the frame folders (a folder is one video to data.dataset=ssv2)
+        # the lists now name the frame folders (a folder is one video to the ssv2 dataset)
         index.by_stem = {vid: args.extract_frames / vid for vid in wanted if vid not in failed}
         root = args.extract_frames
 
@@ -147,6 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing:
             report += f"; {len(missing)} missing -> {missing_path}"
         print(report)
-    prefix = "" if args.absolute else f" data.path_prefix={Path(root).resolve()}"
-    print(f"use: data.dataset=ssv2 data.path_to_data_dir={args.out.resolve()}{prefix}")
+        if split == "val":
+            # the test split of a run reads test.csv: SSv2's test labels are not public, it is tested on validation
+            atomic_write_text("".join(lines), args.out / "test.csv")
+            print(f"test: the validation videos -> {args.out / 'test.csv'} (the official test set has no labels)")
+    command = train_command("ssv2", args.out, None if args.absolute else Path(root), len(classes), 174,
+                            args.separator)
+    print(f"use: {command}")
     return 0
