@@ -198,7 +198,22 @@ def _read_ours(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     for key in ("model", "model_config"):
         if key not in ckpt:
             raise UserError(f"{path}: mvit_video checkpoint without {key!r}")
+    check_class_names(ckpt, path)
     return dict(ckpt)
+
+
+def check_class_names(ckpt: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """UserError when the checkpoint's class_names do not name its head's classes one to one: reports would
+    otherwise print bare indices (or wrong names) for some classes without a word."""
+    names = ckpt.get("class_names")
+    if names is None:
+        return
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: class_names is not a list of strings")
+    num_classes = (ckpt.get("model_config") or {}).get("num_classes")
+    if isinstance(num_classes, int) and len(names) != num_classes:
+        raise UserError(f"{path}: holds {len(names)} class names but its head has {num_classes} classes "
+                        f"(model_config.num_classes); the checkpoint is inconsistent")
 
 
 def load_checkpoint_info(path: str | os.PathLike) -> dict:
@@ -312,6 +327,7 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu", use_ema: bool
 
 
 PREEMPT_NAME = "checkpoint_preempt.pyth"
+BEST_NAME = "checkpoint_best.pyth"
 _EPOCH_RE = re.compile(r"checkpoint_epoch_(\d{5})\.pyth$")
 
 
@@ -328,6 +344,95 @@ def epoch_checkpoint_path(output_dir: str | Path, epoch: int) -> Path:
 def preempt_checkpoint_path(output_dir: str | Path) -> Path:
     """Path of the mid-epoch checkpoint written on SIGTERM/SIGUSR1."""
     return checkpoint_dir(output_dir) / PREEMPT_NAME
+
+
+def best_checkpoint_path(output_dir: str | Path) -> Path:
+    """Path of the best-by-validation checkpoint (train.save_best): the weights of the epoch with the highest val
+    top-1 so far. Never resumed from (resume takes the latest); `evaluate test.checkpoint=best` tests it."""
+    return checkpoint_dir(output_dir) / BEST_NAME
+
+
+def is_new_best(output_dir: str | Path, history: Sequence[Mapping[str, Any]], epoch: int,
+                top1: float | None) -> bool:
+    """Whether epoch `epoch`'s val top-1 should replace checkpoint_best.pyth: it beats the val top-1 (metrics.jsonl
+    `history`) of the epoch the best checkpoint holds (strictly: on a tie the earlier epoch stays). A best
+    checkpoint from an epoch without a val line in the history (redone after a resume from before it: a path not
+    taken) or without a readable epoch is replaced."""
+    if top1 is None:  # no video decoded: no accuracy to compare
+        return False
+    path = best_checkpoint_path(output_dir)
+    if not path.is_file():
+        return True
+    held = checkpoint_epoch(path)
+    scores = [r.get("top1") for r in history if r.get("split") == "val" and r.get("epoch") == held]
+    if held is None or held >= epoch or not scores or scores[-1] is None:
+        return True
+    return top1 > scores[-1]
+
+
+def resolve_checkpoint(spec: str, output_dir: str | Path) -> Path:
+    """What test.checkpoint names: "" or "latest" -> the latest intact checkpoint of output_dir, "best" -> its
+    best-by-validation checkpoint, anything else a path. UserError when the named one does not exist."""
+    if spec in ("", "latest"):
+        return latest_checkpoint(output_dir)
+    if spec == "best":
+        path = best_checkpoint_path(output_dir)
+        if not path.is_file():
+            raise UserError(f"test.checkpoint=best: no {path} (it is written at validation when "
+                            f"train.save_best is on); pass test.checkpoint=PATH or latest")
+        return path
+    return Path(spec)
+
+
+def epoch_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of every epoch checkpoint in <output_dir>/checkpoints, by epoch."""
+    d = checkpoint_dir(output_dir)
+    if not d.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in d.iterdir() if (m := _EPOCH_RE.search(p.name)))
+
+
+def prune_checkpoints(output_dir: str | Path, keep: int | None, current: Path) -> list[Path]:
+    """Delete all but the `keep` latest epoch checkpoints (train.keep_checkpoints; 0 or None keeps all). `current`
+    (the one just written) is always kept; the best and the preempt checkpoint are not epoch checkpoints and are
+    never touched. Returns the deleted paths. Only rank 0 while holding the run lock calls this."""
+    if not keep:
+        return []
+    found = [p for _, p in epoch_checkpoints(output_dir)]
+    kept = set(found[-keep:]) | {Path(current)}
+    removed = []
+    for p in found:
+        if p not in kept:
+            # a reader that opened it (evaluate) keeps reading: unlink only drops the name
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    if removed:
+        logger.info("train.keep_checkpoints=%d: removed %s", keep, ", ".join(p.name for p in removed))
+    return removed
+
+
+def link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Make `dst` hold the same bytes as the finished checkpoint `src`, atomically: a hard link (no second copy on
+    disk; it survives the deletion of `src` by retention), else a copy, under a temp name renamed over `dst`."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # a filesystem without hard links
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def checkpoint_epoch(path: str | Path) -> int | None:
+    """The "epoch" a checkpoint records, read without loading its tensors (mmap); None when unreadable."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(saved.get("epoch")) if isinstance(saved, dict) and saved.get("epoch") is not None else None
+    except Exception:  # noqa: BLE001 -- a best-effort probe; the caller treats None as unknown
+        return None
 
 
 def batches_done(ckpt: Mapping[str, Any]) -> int:
@@ -464,8 +569,11 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     """Load initial weights for fine-tuning; head weights of another shape are dropped (head stays re-initialised).
 
     Accepts what pretrained_state_dict does: ours, PySlowFast's and torchvision's checkpoints (the foreign ones
-    through the converter, as scripts/convert_checkpoint.py)."""
-    ckpt = load(path)
+    through the converter, as scripts/convert_checkpoint.py), and named weights ("torchvision:mvit_v2_s",
+    convert.named_checkpoint: fetched through torchvision's weights API, converted)."""
+    from mvit_video.models import convert
+
+    ckpt = convert.named_checkpoint(path) if convert.is_weights_name(path) else load(path)
     state = pretrained_state_dict(ckpt, path)
     check_finite(state, path)
     own = model.state_dict()
@@ -488,6 +596,53 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     if missing or unexpected:
         raise UserError(f"checkpoint {path} does not match the model: missing {missing[:5]}, "
                         f"unexpected {unexpected[:5]} (convert foreign checkpoints with scripts/convert_checkpoint.py)")
+
+
+def match_pretrained_classes(model: MViT, path: str | Path, class_names: Sequence[str] | None,
+                             reinit_head: bool = False) -> None:
+    """Fine-tuning (after load_pretrained): a head kept from `path` (same size) must score the data's classes.
+    When the checkpoint names its classes and they differ from the data's (`class_names`): the same classes in
+    another order -> the head's rows are reordered to the data's order; other classes -> ConfigError naming both,
+    unless `reinit_head` (train.reinit_head), which re-initialises the head instead. A head of another size was
+    already re-initialised by load_pretrained; a checkpoint without class names cannot be checked."""
+    from mvit_video.utils.errors import ConfigError
+
+    head = model.head.projection
+    if not reinit_head and not class_names:
+        return
+    theirs = None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # names only: no tensor read
+        theirs = saved.get("class_names") if isinstance(saved, Mapping) else None
+    except Exception:  # noqa: BLE001 -- load_pretrained read it already; a foreign format carries no names
+        theirs = None
+    ours = list(class_names or [])
+    if not (isinstance(theirs, list) and len(theirs) == head.out_features):
+        theirs = None  # another head size (re-initialised already) or no names to compare
+    if reinit_head:
+        model.reset_classifier(head.out_features)
+        logger.info("train.reinit_head: the classifier of %s is re-initialised for the data's %d classes", path,
+                    head.out_features)
+        return
+    if theirs is None or not ours or theirs == ours:
+        return
+    if sorted(theirs) == sorted(ours) and len(set(ours)) == len(ours):
+        order = torch.tensor([theirs.index(name) for name in ours], device=head.weight.device)
+        with torch.no_grad():
+            head.weight.copy_(head.weight[order])
+            if head.bias is not None:
+                head.bias.copy_(head.bias[order])
+        logger.info("fine-tuning from %s: its classifier's rows reordered to the data's class order", path)
+        return
+    other = [name for name in ours if name not in theirs]
+    why = f"; e.g. {other[0]!r} is not among the checkpoint's" if other else ""
+    raise ConfigError(f"train.checkpoint_file_path {path}: its {len(theirs)}-class head scores other classes "
+                      f"({_names(theirs)}) than the data's class list ({_names(ours)}{why}); set "
+                      f"train.reinit_head=true to fine-tune with a new head")
+
+
+def _names(names: Sequence[str], n: int = 4) -> str:
+    return ", ".join(repr(x) for x in list(names)[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
 
 
 def _num_classes(own: dict, keys: list[str]) -> int:

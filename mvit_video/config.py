@@ -254,6 +254,8 @@ def _check_paths(run: RunConfig) -> None:
             raise ConfigError(f"config key 'data.path_to_data_dir': {root} is not a directory")
     for key, path in (("train.checkpoint_file_path", run.train.checkpoint_file_path),
                       ("train.resume_from", run.train.resume_from)):
+        if key == "train.checkpoint_file_path" and path.startswith("torchvision:"):
+            continue  # named weights (models.convert.named_checkpoint): fetched or refused when loaded
         if path and not Path(path).is_file():
             raise ConfigError(f"config key '{key}': {path} does not exist")
 

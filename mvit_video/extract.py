@@ -1,6 +1,6 @@
 """Per-video embeddings of a list of videos: `python -m mvit_video.extract --checkpoint CKPT --list LIST --out OUT`.
 
-    python -m mvit_video.extract --checkpoint ckpt.pyth --list videos.txt --prefix /data/videos --out feats
+    mvit-extract --checkpoint ckpt.pyth --list videos.txt --prefix /data/videos --out feats
     torchrun --nproc_per_node 8 -m mvit_video.extract --checkpoint ckpt.pyth --list videos.txt --out feats
 
 LIST: one video per line, `path` or `path label` (PySlowFast's list format works as it is); relative paths are
@@ -20,19 +20,17 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from mvit_video.data.base import VideoDataset
-from mvit_video.data.lists import join_prefix, read_list_file
-from mvit_video.data.loader import build_loader
-from mvit_video.engine import distributed
-from mvit_video.eval.multiview import MultiViewResult, mean_view_features, run_multiview
-from mvit_video.predict import Predictor, parse_views
-from mvit_video.settings import LoaderConfig
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from mvit_video.data.base import VideoDataset
+    from mvit_video.eval.multiview import MultiViewResult
+    from mvit_video.predict import Predictor
+
+# torch, numpy and the data/model stack are imported in the functions that use them: `--help` answers at once.
 
 logger = logging.getLogger("mvit_video.extract")
 
@@ -40,17 +38,21 @@ logger = logging.getLogger("mvit_video.extract")
 def extract(predictor: Predictor, dataset: VideoDataset, *, batch_size: int = 8, num_workers: int = 2,
             progress: bool = True) -> MultiViewResult:
     """Embeddings of every video of `dataset` (a test-split VideoDataset), gathered over ranks: `result.probs`
-    holds the [N, D] embeddings (mean over views of forward_features), sorted by dataset index."""
-    from tqdm import tqdm
+    holds the [N, D] embeddings (mean over views of forward_features), sorted by dataset index. `progress`: on
+    rank 0, as train and evaluate show it: a bar in a terminal, else a log line every 10 batches or 30 s."""
+    from mvit_video.data.loader import build_loader
+    from mvit_video.engine import distributed
+    from mvit_video.eval.multiview import mean_view_features, run_multiview
+    from mvit_video.settings import LoaderConfig
 
     rank, world = distributed.get_rank(), distributed.get_world_size()
     # the test loader of evaluate: ShardSampler (each video on one rank, no padding), test_collate, global batch;
     # seed 0: nothing is random at test time (the loader seeds its worker generator from it)
     settings = LoaderConfig(num_workers=num_workers, pin_memory=True, persistent_workers=False, decoder_threads=1)
     loader = build_loader(dataset, "test", settings, batch_size=batch_size, seed=0, world_size=world, rank=rank)
-    bar = tqdm(loader, desc="extract", unit="batch", disable=not progress or rank != 0, file=sys.stderr)
-    return run_multiview(predictor.model, bar, device=predictor.device, amp_dtype=predictor.amp_dtype,
-                         max_views_per_forward=predictor.max_views_per_forward, per_video=mean_view_features)
+    return run_multiview(predictor.model, loader, device=predictor.device, amp_dtype=predictor.amp_dtype,
+                         max_views_per_forward=predictor.max_views_per_forward, per_video=mean_view_features,
+                         progress="extract" if progress else None)
 
 
 def index_csv(result: MultiViewResult) -> str:
@@ -67,6 +69,8 @@ def write_outputs(result: MultiViewResult, out: Path) -> list[Path]:
     """OUT.npy, OUT.index.csv, and OUT.failed.txt when some videos failed (a stale one is removed)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     npy, index, failed = (out.with_name(out.name + suffix) for suffix in (".npy", ".index.csv", ".failed.txt"))
+    import numpy as np
+
     features = result.probs.numpy().astype(np.float32) if len(result) else np.zeros((0, 0), np.float32)
     tmp = npy.with_name(f".{npy.name}.tmp.npy")
     np.save(tmp, features)
@@ -82,7 +86,9 @@ def write_outputs(result: MultiViewResult, out: Path) -> list[Path]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mvit_video.extract", description=__doc__.split("\n\n")[0])
+    from mvit_video.utils.helptext import from_docstring
+
+    p = argparse.ArgumentParser(**from_docstring("extract", __doc__))
     p.add_argument("--checkpoint", required=True, help="an mvit_video checkpoint (ours, or converted)")
     p.add_argument("--list", required=True, dest="list_file", help="videos, one per line: path [label]")
     p.add_argument("--out", required=True, help="output prefix: writes OUT.npy and OUT.index.csv")
@@ -98,7 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--decoder", choices=["decord", "pyav"], default="decord")
     p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     args = p.parse_args(argv)
     for key in ("batch_size", "max_views_per_forward"):
         if getattr(args, key) < 1:
@@ -112,14 +118,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Embed every video of the list; rank 0 writes the files and prints what it wrote and what failed."""
     args = parse_args(argv)
+    import torch
+
+    from mvit_video.data.lists import join_prefix, read_list_file
+    from mvit_video.engine import distributed
+    from mvit_video.predict import Predictor, parse_views
+
     if args.views is not None:
         parse_views(args.views)  # a bad value fails before anything is loaded
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
     rank, _, local_rank = distributed.init_distributed(device)
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mvit_video import cli
+
+    cli.setup_logging(None, rank)  # train's format and handler (log lines above a terminal's bar)
     try:
         paths, labels = read_list_file(args.list_file, args.separator, labels_optional=True, missing_hint="")
         predictor = Predictor.from_checkpoint(

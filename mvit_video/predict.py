@@ -6,44 +6,69 @@
     for name, prob in predictor.predict("clip.mp4", views="5x1", topk=5).topk:
         print(f"{name}: {prob:.3f}")
     embedding = predictor.features("clip.mp4")  # [D], the head's input averaged over the views
+    predictions = predictor.predict(["a.mp4", "b.mp4"])      # a list in: a list out, one batched forward
+    predictor.predict(frames, fps=30.0)                      # decoded uint8 frames [T, H, W, 3] (numpy or torch)
+    predictor.predict(open("clip.mp4", "rb").read())         # an encoded file in memory (decoded with PyAV)
 
 Views are the test views of `evaluate` (REFERENCE §4-5, §8): `data.clips.views` samples, decodes and crops them
 under the checkpoint dataset's protocol (`ClipSpec.for_dataset`: Kinetics-style, or SSv2's segment sampling, 30 fps
 frame grid and left/top crop), so a video scores here as it does in evaluate. Clip settings (num_frames,
 sampling_rate, crop, views) come from the checkpoint's data_config unless overridden.
+
+Memory stays bounded on large inputs (4K, 8K): frames are decoded a few at a time and resized to the test short side
+at once, before the next ones are decoded (the same resize evaluate applies, so the views are identical).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
-from mvit_video.data import clips
+from mvit_video.data import clips, sampling
 from mvit_video.data.base import VideoDataset
 from mvit_video.data.clips import ClipSpec
-from mvit_video.data.decoding import VideoReader
+from mvit_video.data.decoding import FrameGridReader, FramesReader, VideoReader, open_video_bytes
+from mvit_video.data.transforms import short_side_resize
 from mvit_video.eval.multiview import mean_view_features, mean_view_probs
 from mvit_video.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Predictor", "Prediction", "WindowPrediction", "parse_views", "default_views"]
+__all__ = ["Predictor", "Prediction", "WindowPrediction", "parse_views", "default_views", "MAX_TEMPORAL_VIEWS"]
+
+# More temporal views than this only repeat frames and cost time and memory linearly ("2000x1" ran 2 minutes in
+# 1.5 GB); the papers use at most 10 (x3 crops), and 30x3 views of 16x224^2 are already 0.9 GB of floats.
+MAX_TEMPORAL_VIEWS = 30
+
+# A video given as a path, the bytes of an encoded file, or decoded uint8 frames [T, H, W, 3] (with fps=).
+VideoInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, torch.Tensor]
+
+# Full-size frames decoded per step when the frames are larger than the test short side: each group is resized
+# before the next is decoded, so memory holds ~128 MB of them at most (4K: 5 frames of 25 MB, 8K: 1 of 100 MB).
+DECODE_BUDGET_BYTES = 128 << 20
 
 
 def parse_views(views: str | Sequence[int]) -> tuple[int, int]:
-    """"KxS" (or (K, S)) -> (K temporal clips, S spatial crops); K >= 1, S is 1 or 3. Bad values: UserError."""
+    """"KxS" (or (K, S)) -> (K temporal clips, S spatial crops); 1 <= K <= MAX_TEMPORAL_VIEWS, S is 1 or 3.
+    Anything else (floats, booleans, other shapes): UserError."""
     try:
-        k, s = (int(x) for x in (views.lower().split("x") if isinstance(views, str) else views))
-    except (ValueError, TypeError):
-        raise UserError(f"views must look like 5x1 or 1x3, got {views!r}") from None
-    if k < 1 or s not in (1, 3):
-        raise UserError(f"views {k}x{s}: need K >= 1 temporal clips and S = 1 or 3 crops")
+        parts = views.lower().split("x") if isinstance(views, str) else list(views)
+        if not isinstance(views, str) and not all(isinstance(x, numbers.Integral) and not isinstance(x, bool)
+                                                  for x in parts):
+            raise TypeError
+        k, s = (int(x) for x in parts)
+    except (ValueError, TypeError, AttributeError):
+        raise UserError(f"views must look like 5x1 or 1x3 (two integers), got {views!r}") from None
+    if not 1 <= k <= MAX_TEMPORAL_VIEWS or s not in (1, 3):
+        raise UserError(f"views {k}x{s}: need 1 <= K <= {MAX_TEMPORAL_VIEWS} temporal clips and S = 1 or 3 crops")
     return k, s
 
 
@@ -151,13 +176,22 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str | None = None, *,
                         use_ema: bool = False, **overrides: Any) -> "Predictor":
-        """Load one of our checkpoints (device default: cuda when available); overrides as in `Predictor`."""
-        from mvit_video.checkpoint import load_checkpoint_info, load_model
+        """Load one of our checkpoints, or named weights ("torchvision:mvit_v2_s": torchvision's Kinetics-400
+        weights, fetched and converted); device default: cuda when available; overrides as in `Predictor`."""
+        from mvit_video.checkpoint import build_from_checkpoint, load_checkpoint_info, load_model
+        from mvit_video.models import convert
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"device {device}: no CUDA device is available")
+        if convert.is_weights_name(path):
+            if use_ema:
+                raise UserError(f"{path}: named weights have no EMA copy; drop use_ema")
+            info = convert.named_checkpoint(str(path))
+            model = build_from_checkpoint(info, path).eval()
+            return cls(model, info["data_config"], info.get("class_names"), device=device, source=str(path),
+                       **overrides)
         info = load_checkpoint_info(path)
         if not info.get("data_config"):
             raise UserError(f"{path}: the checkpoint has no data_config; cannot sample views")
@@ -218,14 +252,30 @@ class Predictor:
     def views(self, reader: VideoReader, first: int = 0, last: int | None = None,
               views: str | Sequence[int] | None = None) -> torch.Tensor:
         """The K*S normalised views [K*S,3,T,crop,crop] of frames [first, last) of an open video, one decode."""
-        return clips.views(reader, self.spec(views), first, last)
+        return _bounded_views(reader, self.spec(views), first, last)
 
     @staticmethod
-    def _open(spec: ClipSpec, video: str | os.PathLike) -> VideoReader:
-        reader = clips.open_reader(video, spec)  # the dataset's reader (SSv2: frame folders, the 30 fps grid)
+    def _open(spec: ClipSpec, video: VideoInput, fps: float | None = None) -> VideoReader:
+        """A reader of any accepted input under `spec` (SSv2: frame folders, the 30 fps grid)."""
+        if isinstance(video, (str, os.PathLike)):
+            if fps is not None:
+                raise UserError(f"{video}: fps= is for decoded frames; a video file carries its own frame rate")
+            reader = clips.open_reader(video, spec)  # the dataset's reader
+        else:
+            if isinstance(video, (bytes, bytearray, memoryview)):
+                if fps is not None:
+                    raise UserError("fps= is for decoded frames; an encoded file carries its own frame rate")
+                reader = open_video_bytes(video, num_threads=spec.decoder_threads)
+            elif isinstance(video, (np.ndarray, torch.Tensor)):
+                reader = FramesReader(_as_frames(video), _check_fps(fps))
+            else:
+                raise UserError(f"cannot predict on a {type(video).__name__}: give a video path, a list of them, "
+                                f"the bytes of an encoded video file, or decoded uint8 frames [T, H, W, 3] with fps=")
+            if spec.frame_grid_fps > 0 and abs(reader.fps - spec.frame_grid_fps) > 1e-6:
+                reader = FrameGridReader(reader, spec.frame_grid_fps)  # as clips.open_reader does for files
         if not reader.fps > 0:
             reader.close()
-            raise UserError(f"{video}: unknown frame rate; cannot place the views in time")
+            raise UserError(f"{reader.path}: unknown frame rate; cannot place the views in time")
         return reader
 
     def _probs(self, views: torch.Tensor) -> torch.Tensor:
@@ -242,35 +292,117 @@ class Predictor:
 
     # ------------------------------------------------------------------ public API
 
-    def predict(self, video: str | os.PathLike, views: str | Sequence[int] | None = None, topk: int = 5) -> Prediction:
-        """Top-k classes of the whole video: mean softmax over the K x S test views (as evaluate scores it)."""
-        spec = self.spec(views)
-        with self._open(spec, video) as reader:
-            probs = self._probs(clips.views(reader, spec))
-            duration, fps = reader.duration, reader.fps
-        top, idx = self._topk(probs, topk)
-        return Prediction(str(video), top, idx, probs, (spec.num_ensemble_views, spec.num_spatial_crops), duration,
-                          fps)
+    def predict(self, video: VideoInput | Sequence[VideoInput], views: str | Sequence[int] | None = None,
+                topk: int = 5, *, fps: float | None = None) -> Prediction | list[Prediction]:
+        """Top-k classes of the whole video: mean softmax over the K x S test views (as evaluate scores it).
 
-    def timeline(self, video: str | os.PathLike, window: float = 2.0, views: str | Sequence[int] | None = None,
-                 topk: int = 5) -> list[WindowPrediction]:
+        `video`: a path; the bytes of an encoded file; decoded uint8 frames [T, H, W, 3] RGB (numpy or torch) with
+        their `fps`; or a list of these, which returns a list of predictions (views of several videos share
+        forward passes, up to max_views_per_forward views each)."""
+        if isinstance(video, (list, tuple)):
+            return self._predict_many(list(video), views, topk, fps)
+        return self._predict_many([video], views, topk, fps)[0]
+
+    def _predict_many(self, videos: list[VideoInput], views: str | Sequence[int] | None, topk: int,
+                      fps: float | None) -> list[Prediction]:
+        if topk < 1:
+            raise UserError(f"topk must be >= 1, got {topk}")
+        spec = self.spec(views)
+        per_forward = max(1, self.max_views_per_forward // (spec.num_ensemble_views * spec.num_spatial_crops))
+        out: list[Prediction] = []
+        for start in range(0, len(videos), per_forward):  # a group's views in memory at a time
+            group, metas = [], []
+            for video in videos[start : start + per_forward]:
+                with self._open(spec, video, fps) as reader:
+                    group.append(_bounded_views(reader, spec))
+                    metas.append((_video_name(video, reader), reader.duration, reader.fps))
+            probs = mean_view_probs(self.model, group, self.device, self.amp_dtype, self.max_views_per_forward)
+            for p, (name, duration, video_fps) in zip(probs, metas):
+                top, idx = self._topk(p, topk)
+                out.append(Prediction(name, top, idx, p, (spec.num_ensemble_views, spec.num_spatial_crops),
+                                      duration, video_fps))
+        return out
+
+    def timeline(self, video: VideoInput, window: float = 2.0, views: str | Sequence[int] | None = None,
+                 topk: int = 5, *, fps: float | None = None) -> list[WindowPrediction]:
         """Top-k of consecutive non-overlapping windows of `window` seconds, each with its own K x S views."""
         window = check_window(window)
         spec = self.spec(views)
         out = []
-        with self._open(spec, video) as reader:
+        with self._open(spec, video, fps) as reader:
             step = max(1, round(window * reader.fps))
             for a in range(0, reader.num_frames, step):  # one window at a time: memory bounded by one window
                 b = min(a + step, reader.num_frames)
-                probs = self._probs(clips.views(reader, spec, a, b))
+                probs = self._probs(_bounded_views(reader, spec, a, b))
                 top, idx = self._topk(probs, topk)
                 out.append(WindowPrediction(a / reader.fps, b / reader.fps, top, idx, probs))
         return out
 
-    def features(self, video: str | os.PathLike, views: str | Sequence[int] | None = None) -> torch.Tensor:
+    def features(self, video: VideoInput, views: str | Sequence[int] | None = None, *,
+                 fps: float | None = None) -> torch.Tensor:
         """The pooled embedding [D] (the head's input, model.forward_features) averaged over the views."""
         spec = self.spec(views)
-        with self._open(spec, video) as reader:
-            views_tensor = clips.views(reader, spec)
+        with self._open(spec, video, fps) as reader:
+            views_tensor = _bounded_views(reader, spec)
         return mean_view_features(self.model, [views_tensor], self.device, self.amp_dtype,
                                   self.max_views_per_forward)[0]
+
+
+def _video_name(video: VideoInput, reader: VideoReader) -> str:
+    """What a Prediction calls its video: the path, or "<bytes>" / "<frames>"."""
+    return os.fspath(video) if isinstance(video, (str, os.PathLike)) else reader.path
+
+
+def _check_fps(fps: float | None) -> float:
+    if fps is None:
+        raise UserError("decoded frames need their frame rate: predict(frames, fps=30.0)")
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise UserError(f"fps must be a number, got {fps!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"fps must be a positive, finite number, got {fps!r}")
+    return value
+
+
+def _as_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Decoded frames as a uint8 tensor [T, H, W, 3] (numpy arrays shared, not copied); UserError otherwise."""
+    shape = tuple(frames.shape)
+    if len(shape) != 4 or shape[-1] != 3 or min(shape) < 1:
+        raise UserError(f"decoded frames must have shape [T, H, W, 3] (RGB, channels last), got {list(shape)}")
+    if isinstance(frames, np.ndarray):
+        if frames.dtype != np.uint8:
+            raise UserError(f"decoded frames must be uint8 (0-255 RGB), got {frames.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(frames))
+    if frames.dtype != torch.uint8:
+        raise UserError(f"decoded frames must be uint8 (0-255 RGB), got {frames.dtype}")
+    return frames.cpu()
+
+
+def _bounded_views(reader: VideoReader, spec: ClipSpec, first: int = 0, last: int | None = None) -> torch.Tensor:
+    """clips.views with bounded memory: the same views [K*S,3,T,crop,crop], but frames larger than the test short
+    side are decoded a few at a time and resized at once (float, the resize evaluate applies; the views are
+    bit-identical), so a 4K or 8K video never holds all its wanted frames at full size."""
+    last = reader.num_frames if last is None else last
+    per_view = [[first + i for i in idx] for idx in clips.view_indices(spec, last - first, reader.fps)]
+    wanted, positions = sampling.union_indices(per_view)
+    size = spec.test_short_side
+    head = reader.get_frames(wanted[:1])  # one frame tells the size
+    if min(head.shape[1:3]) <= size:  # small frames: decoded as they are, resized by views_of_frames
+        frames = torch.cat([head, reader.get_frames(wanted[1:])]) if len(wanted) > 1 else head
+        return clips.views_of_frames(frames, positions, spec)
+    chunk = max(1, DECODE_BUDGET_BYTES // head[0].numel())
+    resized = [_resized(head, size)]
+    for a in range(1, len(wanted), chunk):
+        resized.append(_resized(reader.get_frames(wanted[a : a + chunk]), size))
+    return clips.views_of_frames(torch.cat(resized), positions, spec)
+
+
+def _resized(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [F,H,W,3] -> float [F,h,w,3] with short side `size`, one frame at a time (one full-size float frame
+    in memory). The same call as multi_view_crops makes (float, channels-last, bilinear), so the same values."""
+    video = frames.permute(0, 3, 1, 2)  # [F,3,H,W] channels-last, as multi_view_crops sees it
+    return torch.cat([short_side_resize(video[f : f + 1].float(), size) for f in range(video.shape[0])]).permute(
+        0, 2, 3, 1)
+
+

@@ -13,12 +13,13 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from mvit_video.models.config import MViTConfig
 from mvit_video.utils.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _f(**rules: Any) -> Any:
@@ -134,6 +135,9 @@ class TrainConfig:
     grad_accum_steps: int = _f(min=1)
     compile: Union[bool, str] = _f(choices=(True, False, "auto"))
     peak_tflops: Union[float, None] = _f(min=0.0, strict_min=True)
+    keep_checkpoints: Union[int, None] = _f(min=0)  # latest epoch checkpoints kept; 0 / None: all
+    save_best: bool  # checkpoints/checkpoint_best.pyth at each new best val top-1
+    reinit_head: bool  # fine-tuning: a new classifier even when the checkpoint's has the right size
     ema: EmaConfig
 
 
@@ -169,6 +173,7 @@ class TestConfig:
     num_spatial_crops: int = _f(choices=(1, 3))
     max_views_per_forward: int = _f(min=1)
     use_ema: bool
+    allow_class_subset: bool  # evaluate a list whose classes are a subset of the checkpoint's
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,7 @@ class RunConfig:
     device: str = _f(choices=("auto", "cpu", "cuda"))
     num_shards: int = _f(min=1)
     log_period: int = _f(min=1)
+    log_period_s: float = _f(min=0.0, strict_min=True)
     loss_func: str = _f(choices=("soft_cross_entropy", "cross_entropy"))
     data: DataConfig
     aug: AugConfig
@@ -194,8 +200,14 @@ class RunConfig:
     yaml: str
 
 
-# train.amp_dtype -> the autocast dtype (the one map of these names).
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+def __getattr__(name: str) -> Any:
+    # AMP_DTYPES (train.amp_dtype -> the autocast dtype, the one map of these names) is built on first use, so
+    # that composing and checking a config (config errors, --help) does not import torch.
+    if name == "AMP_DTYPES":
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
@@ -203,7 +215,7 @@ def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
     CUDA, off on CPU; training, validation and the test all use it."""
     mixed = run.train.mixed_precision
     use_amp = mixed is True or (mixed == "auto" and device.type == "cuda")
-    return AMP_DTYPES[run.train.amp_dtype] if use_amp else None
+    return __getattr__("AMP_DTYPES")[run.train.amp_dtype] if use_amp else None
 
 
 # MViTConfig fields that are not mvit.* keys, and the config key each comes from (RunConfig.model).

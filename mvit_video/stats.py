@@ -3,7 +3,10 @@
 Prints a table for people and, as the last line, one JSON object for scripts:
 `{"params": int, "gflops_per_view": float, "views": [temporal, spatial]}`.
 GFLOPs: fvcore, batch 1, one view of data.num_frames x data.test_crop_size^2, one multiply-add = one flop
-(PySlowFast's convention; the fused attention is counted as its plain formulation).
+(PySlowFast's convention; the fused attention is counted as its plain formulation). The network is built on the
+meta device and the FLOPs are counted from shapes alone (models.flops.count_gflops_meta, equal to fvcore's trace):
+MViTv2-L at 40x312^2 takes seconds; `--fvcore` traces a real forward with fvcore instead (minutes for L on a CPU).
+The parameter count is printed on stderr at once, before the FLOPs are counted.
 """
 
 from __future__ import annotations
@@ -12,23 +15,53 @@ import dataclasses
 import json
 import logging
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mvit_video.settings import RunConfig
 from mvit_video.utils.errors import UserError, cli_errors
 
+USAGE = """\
+usage: mvit-stats [+experiment=NAME] [key=value ...] [--fvcore]     (or: python -m mvit_video.stats ...)
 
-def model_stats(run: RunConfig) -> dict[str, Any]:
-    """Params, GFLOPs per test view and views (K, S) of the model the settings describe."""
+Parameters, GFLOPs per view and views of the network a training command line would build.
+
+examples:
+  mvit-stats +experiment=k400_s_16x4                  # 34.54 M params, 64.5 GFLOPs x 5 x 1 views
+  mvit-stats +experiment=ssv2_l_40x3                  # MViTv2-L at 40x312^2, in seconds
+  mvit-stats +experiment=k400_b_32x3 data.num_frames=16 test.num_spatial_crops=3"""
+
+
+def model_stats(run: RunConfig, *, fvcore: bool = False,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Params, GFLOPs per test view and views (K, S) of the model the settings describe. The network is built on
+    the meta device and counted from shapes (count_gflops_meta) unless `fvcore` (a real forward, fvcore's trace);
+    `progress` is told the parameter count before the FLOPs are counted."""
+    import time
+
+    import torch
+
     from mvit_video.models import MViT
-    from mvit_video.models.flops import count_gflops, count_params
+    from mvit_video.models.flops import count_gflops, count_gflops_meta, count_params
 
     config = dataclasses.replace(run.model, crop_size=run.data.test_crop_size)  # a test view is a test crop
-    model = MViT(config)
     shape = (1, 3, config.num_frames, config.crop_size, config.crop_size)
+    with torch.device("meta"):  # no weights allocated or initialised (L: 213 M parameters)
+        model = MViT(config)
+    params = count_params(model)
+    how = "fvcore trace of a real forward" if fvcore else "from shapes, no compute"
+    if progress is not None:
+        progress(f"{run.name or 'model'}: {params / 1e6:.2f} M params; counting GFLOPs of one "
+                 f"{shape[2]}x{shape[3]}x{shape[4]} view ({how})...")
+    start = time.perf_counter()
+    if fvcore:
+        gflops = count_gflops(MViT(config), shape)
+    else:
+        gflops = count_gflops_meta(model, shape)
+    if progress is not None:
+        progress(f"counted in {time.perf_counter() - start:.1f} s")
     return {
-        "params": count_params(model),
-        "gflops_per_view": round(count_gflops(model, shape), 3),
+        "params": params,
+        "gflops_per_view": round(gflops, 3),
         "views": [run.test.num_ensemble_views, run.test.num_spatial_crops],
         "input": list(shape[2:]),
         "num_classes": config.num_classes,
@@ -62,13 +95,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = list(sys.argv[1:] if argv is None else argv)
     if {"-h", "--help"} & set(overrides):
-        print(__doc__.strip())
+        print(USAGE)
+        print("\n" + __doc__.strip())
         print("\nOverrides are the training config's keys (conf/config.yaml), e.g. data.num_frames=32.")
         return
+    fvcore = "--fvcore" in overrides
+    overrides = [o for o in overrides if o != "--fvcore"]
     flags = [o for o in overrides if o.startswith("-")]
     if flags:
-        raise UserError(f"unknown option {flags[0]}: stats takes only [+experiment=NAME] [key=value ...] (--help)")
-    stats = model_stats(build_config(compose(overrides)))
+        raise UserError(f"unknown option {flags[0]}: stats takes [+experiment=NAME] [key=value ...] [--fvcore] "
+                        "(--help)")
+    stats = model_stats(build_config(compose(overrides)), fvcore=fvcore,
+                        progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(stats))
     print(json.dumps({"params": stats["params"], "gflops_per_view": stats["gflops_per_view"], "views": stats["views"]}))
 

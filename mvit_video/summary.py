@@ -1,7 +1,9 @@
-"""How did a run go: `python -m mvit_video.summary RUN [RUN ...]` (RUN = an output_dir of train/evaluate).
+"""How did a run go: `python -m mvit_video.summary RUN [RUN ...]` (RUN = an output_dir of train/evaluate, or a
+sweep's folder: `train -m` output_dir, which stands for all its jobs).
 
-Prints one table row per run: epochs trained, the best val top-1 and its epoch, the last test's top-1/top-5 and mean
-class accuracy, its views and GFLOPs. Writes into each run directory:
+Prints one table row per run (for the jobs of a sweep, the values of the swept keys as columns): epochs trained,
+the best val top-1 and its epoch, the last test's top-1/top-5 and mean class accuracy, its views and GFLOPs.
+Writes into each run directory:
   summary.png    train loss, train and val top-1, and the LR against epochs (from metrics.jsonl)
   confusion.png  the confusion matrix of the last test (predictions.jsonl); with many classes only the --top-n
                  most-confused ones
@@ -26,10 +28,12 @@ import numpy as np
 
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.io import atomic_write_text
+from mvit_video.utils.text import printable
 
 logger = logging.getLogger("mvit_video.summary")
 
 METRICS, PREDICTIONS = "metrics.jsonl", "predictions.jsonl"
+MULTIRUN, SWEEP_INDEX = "multirun.yaml", "sweep.jsonl"  # what a `train -m` sweep folder holds besides its jobs
 SUMMARY_PNG, CONFUSION_PNG, PER_CLASS_CSV = "summary.png", "confusion.png", "per_class.csv"
 NO_MATPLOTLIB = 'plots need matplotlib, which is not installed: pip install -e ".[plots]"'
 
@@ -64,19 +68,22 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: not a run directory (no such directory)")
-    if not (path / METRICS).is_file():
+    from mvit_video.eval.reports import latest_test
+
+    tested = latest_test(path)  # the run's own test line or an evaluation's (eval/<checkpoint>/), the newest
+    if not (path / METRICS).is_file() and tested is None:
         raise UserError(f"{path}: no {METRICS}; pass the output_dir of a training or evaluate run")
     run = Run(path)
-    for rec in _read_jsonl(path / METRICS):
+    for rec in _read_jsonl(path / METRICS) if (path / METRICS).is_file() else []:
         split = rec.get("split")
         if split == "train":
             run.train.append(rec)
         elif split == "val":
             run.val.append(rec)
-        elif split == "test":
-            run.test = rec
-    if run.test is not None and (path / PREDICTIONS).is_file():
-        run.predictions = _read_jsonl(path / PREDICTIONS)
+    if tested is not None:
+        run.test, folder = tested
+        if (folder / PREDICTIONS).is_file():
+            run.predictions = _read_jsonl(folder / PREDICTIONS)
     run.class_names = _class_names(run)
     return run
 
@@ -104,6 +111,106 @@ def _class_names(run: Run) -> list[str] | None:
     return [names.get(i, str(i)) for i in range(max(names) + 1)]
 
 
+# ---------------------------------------------------------------------------------------------- sweeps
+
+
+def is_sweep(path: Path) -> bool:
+    """A `train -m` sweep folder: Hydra's multirun.yaml or our sweep.jsonl, and no metrics.jsonl of its own."""
+    return path.is_dir() and not (path / METRICS).is_file() and any(
+        (path / f).is_file() for f in (MULTIRUN, SWEEP_INDEX))
+
+
+@dataclass
+class Sweep:
+    """A sweep folder: the keys it sweeps, and per job folder the job number and its command-line overrides."""
+
+    path: Path
+    keys: list[str]
+    jobs: dict[str, tuple[int, dict[str, str]]]
+
+    def runs(self) -> list[Path]:
+        """Its job folders that hold a metrics.jsonl, in job order (folders not in sweep.jsonl after, by name)."""
+        found = [p for p in self.path.iterdir() if (p / METRICS).is_file()]
+        return sorted(found, key=lambda p: (p.name not in self.jobs, self.jobs.get(p.name, (0, {}))[0], p.name))
+
+    def values(self, run: Path) -> dict[str, str]:
+        """The swept keys' values of one job: as given on its command line (sweep.jsonl), else its config.yaml."""
+        given = self.jobs.get(run.name, (0, {}))[1]
+        out = {k: given[k] for k in self.keys if k in given}
+        missing = [k for k in self.keys if k not in out]
+        if missing and (run / "config.yaml").is_file():
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.load(run / "config.yaml")
+            for k in missing:
+                value = OmegaConf.select(cfg, k, default=None)
+                if value is not None:
+                    out[k] = str(value)
+        return out
+
+
+def load_sweep(path: Path) -> Sweep:
+    """Read a sweep folder's multirun.yaml (the swept keys) and sweep.jsonl (job folder -> overrides)."""
+    keys: list[str] = []
+    if (path / MULTIRUN).is_file():
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        try:
+            task = list(OmegaConf.load(path / MULTIRUN).hydra.overrides.task)
+            parsed = OverridesParser.create().parse_overrides(task)
+        except Exception as e:  # noqa: BLE001 -- a hand-edited or foreign file: say which
+            raise UserError(f"{path / MULTIRUN}: cannot read the sweep's overrides ({type(e).__name__})") from None
+        keys = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+        keys = [k for k in keys if not k.startswith("hydra")]
+    jobs: dict[str, tuple[int, dict[str, str]]] = {}
+    if (path / SWEEP_INDEX).is_file():
+        for rec in _read_jsonl(path / SWEEP_INDEX):
+            overrides = dict(o.split("=", 1) for o in rec.get("overrides", []) if "=" in o)
+            jobs[str(rec["dir"])] = (int(rec.get("job", 0)), {k.lstrip("+~"): v for k, v in overrides.items()})
+    if not keys:  # no multirun.yaml: the keys whose values differ between jobs
+        all_keys = dict.fromkeys(k for _, o in jobs.values() for k in o)
+        keys = [k for k in all_keys if len({o.get(k) for _, o in jobs.values()}) > 1]
+    return Sweep(path, keys, jobs)
+
+
+def expand_runs(args: Sequence[str]) -> list[tuple[Path, dict[str, str]]]:
+    """RUN arguments -> (run directory, swept values) in order: a sweep folder stands for its jobs (with their
+    values); a job folder of a sweep gets its values too; the sweep's own files (multirun.yaml, sweep.jsonl, as
+    `sweep/*` expands) and its job folders without metrics yet are skipped, the latter with a note."""
+    out: list[tuple[Path, dict[str, str]]] = []
+    sweeps: dict[Path, Sweep] = {}
+
+    def sweep_of(path: Path) -> Sweep:
+        if path not in sweeps:
+            sweeps[path] = load_sweep(path)
+        return sweeps[path]
+
+    for arg in args:
+        path = Path(arg)
+        if is_sweep(path):
+            sweep = sweep_of(path)
+            runs = sweep.runs()
+            if not runs:
+                raise UserError(f"{path}: a sweep folder without finished jobs (no */{METRICS} yet)")
+            out.extend((r, sweep.values(r)) for r in runs)
+        elif is_sweep(path.parent):
+            if path.is_dir() and (path / METRICS).is_file():
+                out.append((path, sweep_of(path.parent).values(path)))
+            elif path.is_dir() and not path.name.startswith("."):
+                print(f"skipped {path}: no {METRICS} (job not started or failed)", file=sys.stderr)
+        else:
+            out.append((path, {}))
+    seen: set[Path] = set()
+    return [(p, v) for p, v in out if not (p.resolve() in seen or seen.add(p.resolve()))]
+
+
+def _column_names(keys: Sequence[str]) -> dict[str, str]:
+    """Table titles of swept keys: the last part (base_lr) when that is unambiguous, else the whole key."""
+    short = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if short.count(s) == 1 else k) for k, s in zip(keys, short)}
+
+
 # ---------------------------------------------------------------------------------------------- table
 
 
@@ -129,16 +236,19 @@ def summary_row(run: Run) -> dict[str, Any]:
     }
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Aligned text table of summary rows ("-" where a figure is missing)."""
-    columns = [("run", "run", "{}"), ("epochs", "epochs", "{}"), ("best val top1", "best_val_top1", "{:.2f}"),
+def format_table(rows: Sequence[dict[str, Any]], swept: Sequence[str] = ()) -> str:
+    """Aligned text table of summary rows ("-" where a figure is missing); `swept`: keys of a sweep shown as
+    columns after the run (row[key], text)."""
+    titles = _column_names(swept)
+    columns = [("run", "run", "{}"), *((titles[k], k, "{}") for k in swept), ("epochs", "epochs", "{}"),
+               ("best val top1", "best_val_top1", "{:.2f}"),
                ("@epoch", "best_val_epoch", "{}"), ("test top1", "test_top1", "{:.2f}"),
                ("test top5", "test_top5", "{:.2f}"), ("mean class acc", "mean_class_acc", "{:.2f}"),
                ("views", "views", "{}"), ("GFLOPs/view", "gflops_per_view", "{:.2f}"),
                ("GFLOPs/video", "gflops_per_video", "{:.2f}")]
     cells = [[title for title, _, _ in columns]]
     for row in rows:
-        cells.append(["-" if row[key] is None else fmt.format(row[key]) for _, key, fmt in columns])
+        cells.append(["-" if row.get(key) is None else printable(fmt.format(row[key])) for _, key, fmt in columns])
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = []
     for j, r in enumerate(cells):
@@ -292,9 +402,14 @@ def summarize_run(run: Run, top_n: int, plots: bool) -> list[Path]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mvit_video.summary", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", metavar="RUN", help="output directories of training / evaluate runs")
+    from mvit_video.utils.helptext import parser_kwargs
+
+    p = argparse.ArgumentParser(**parser_kwargs("summary", __doc__.split("\n\n")[0], """
+        mvit-summary outputs/tiny_synthetic                  # table, summary.png, confusion.png, per_class.csv
+        mvit-summary outputs/run_a outputs/run_b --top-n 30  # one row per run
+        mvit-summary outputs/sweep                           # a sweep (train -m): one table, swept keys as columns"""))
+    p.add_argument("runs", nargs="+", metavar="RUN", help="output directories of training / evaluate runs, or of a "
+                   "sweep (train -m): all its jobs, with the swept keys as columns")
     p.add_argument("--top-n", type=int, default=20, help="classes shown in confusion.png when there are more "
                    "(the most confused ones; default 20)")
     p.add_argument("--no-plots", action="store_true", help="only the table and per_class.csv")
@@ -308,8 +423,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the table of all runs, then write each run's files; without matplotlib: one line, exit code 1."""
     args = parse_args(argv)
-    runs = [load_run(r) for r in args.runs]
-    print(format_table([summary_row(r) for r in runs]))
+    entries = expand_runs(args.runs)
+    runs = [load_run(path) for path, _ in entries]
+    swept = list(dict.fromkeys(k for _, values in entries for k in values))
+    print(format_table([{**summary_row(r), **values} for r, (_, values) in zip(runs, entries)], swept))
     plots = not args.no_plots
     missing_matplotlib = False
     if plots:
@@ -320,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for run in runs:
         written = summarize_run(run, args.top_n, plots)
         if written:
-            print(f"wrote {', '.join(str(p) for p in written)}")
+            print(f"wrote {', '.join(printable(p) for p in written)}")
     if missing_matplotlib:
         print(f"error: {NO_MATPLOTLIB}", file=sys.stderr)
         return 1

@@ -14,21 +14,41 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import torch
-from omegaconf import DictConfig, open_dict
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from mvit_video import cli
-from mvit_video.config import build_config, shorten_schedule
-from mvit_video.data.loader import available_cores, stop_workers
-from mvit_video.engine import distributed as du
-from mvit_video.engine.runlock import lock_output_dir
-from mvit_video.engine.trainer import build_run, fit
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+USAGE = """\
+usage: mvit-train [+experiment=NAME] [key=value ...]     (or: python -m mvit_video.train ...)
+
+Train MViTv2, then test the last epoch (test.enable). Everything goes to output_dir (default outputs/<name>):
+train.log, metrics.jsonl, tensorboard/, checkpoints/, config.yaml. Re-running the same command resumes.
+
+examples:
+  mvit-train                                    # the embedded first run: a tiny MViTv2 on a synthetic set, CPU
+  mvit-train +experiment=k400_s_16x4 data.path_to_data_dir=data/k400
+  mvit-train +experiment=ssv2_s_16x4 data.path_to_data_dir=data/ssv2 train.checkpoint_file_path=k400_s.pyth
+  torchrun --nproc_per_node 8 -m mvit_video.train +experiment=k400_b_32x3 data.path_to_data_dir=data/k400
+  mvit-train -m solver.base_lr=1e-4,3e-4 solver.max_epoch=2     # a sweep: one output folder per job
+  mvit-train --cfg job +experiment=k400_b_32x3                  # print the composed config, train nothing"""
 
 
 def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Run training (and the final test when test.enable); returns the last train/val/test records."""
+    # Imported here: `mvit-train --help` and a wrong key answer without loading torch and the data stack.
+    import torch
+    from omegaconf import open_dict
+
+    from mvit_video.config import build_config, shorten_schedule
+    from mvit_video.data.loader import available_cores, stop_workers
+    from mvit_video.engine import distributed as du
+    from mvit_video.engine.resume import fresh_start
+    from mvit_video.engine.runlock import lock_output_dir
+    from mvit_video.engine.trainer import build_run, fit
+
     rank, world, local_rank, nodes = du.env_ranks()
     if world > 1:
         with open_dict(cfg):
@@ -44,9 +64,11 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     try:
         cli.setup_logging(None, rank)
         lock = lock_output_dir(Path(run.output_dir))  # before anything is written there
+        fresh_note = fresh_start(run, Path(run.output_dir))  # auto_resume=false: the old run's files move aside
         cli.setup_logging(Path(run.output_dir), rank)
-        if schedule_note:
-            logging.getLogger("mvit_video.train").info(schedule_note)
+        for note in (fresh_note, schedule_note):
+            if note:
+                logging.getLogger("mvit_video.train").info(note)
         return fit(build_run(run, device, amp_dtype), on_step)
     finally:
         stop_workers()  # every exit path, error or signal, ends the data-loader workers now
@@ -65,7 +87,7 @@ def _task(cfg: DictConfig, explicit: Sequence[str]) -> None:
 
 def main() -> None:
     """CLI: `key=value` overrides (one-line errors); Hydra flags (--multirun with a launcher, --cfg) go to Hydra."""
-    cli.main(sys.argv[1:], _task, around_hydra=cli.check_sweep)
+    cli.main(sys.argv[1:], _task, around_hydra=cli.check_sweep, usage=USAGE)
 
 
 if __name__ == "__main__":

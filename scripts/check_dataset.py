@@ -1,15 +1,16 @@
 #!/usr/bin/env python
-"""Dataset doctor: decode every video of a Kinetics-format list file and report what the loader would trip on.
+"""Dataset doctor: decode every video of a list file and report what the loader would trip on.
 
-    python scripts/check_dataset.py data/k400/train.csv --prefix /datasets/k400/videos --workers 16 \
-        --write-clean data/k400/train_clean.csv
-
-The command line of mvit_video.data.prepare.check (its docstring and --help say what it prints and writes).
+Deprecated location, kept for one release with the same command line: the command is now `mvit-check-dataset`
+(or `python -m mvit_video.check_dataset`); this wrapper runs it.
 """
 
 import sys
 
-from mvit_video.data.prepare.check import main
+from mvit_video.check_dataset import main
 
 if __name__ == "__main__":
+    from mvit_video.utils.deprecation import script_moved
+
+    script_moved("check_dataset.py", "mvit-check-dataset")
     sys.exit(main())

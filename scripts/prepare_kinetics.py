@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""Kinetics-400/600/700 official annotation CSVs + a folder of downloaded videos -> PySlowFast list files.
+"""Kinetics official annotation CSVs + downloaded videos -> PySlowFast list files.
 
-    python scripts/prepare_kinetics.py --annotations k400/annotations --videos k400/videos --out data/k400
-
-The command line of mvit_video.data.prepare.kinetics (its docstring and --help say what it writes).
+Deprecated location, kept for one release with the same command line: the command is now `mvit-prepare-kinetics`
+(or `python -m mvit_video.prepare_kinetics`); this wrapper runs it.
 """
 
 import sys
 
-from mvit_video.data.prepare.kinetics import main
+from mvit_video.prepare_kinetics import main
 
 if __name__ == "__main__":
+    from mvit_video.utils.deprecation import script_moved
+
+    script_moved("prepare_kinetics.py", "mvit-prepare-kinetics")
     sys.exit(main())

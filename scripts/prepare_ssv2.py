@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""Something-Something-v2 official json annotations + `{id}.webm` videos -> Kinetics-format list files.
+"""Something-Something-v2 json annotations + webm videos -> list files.
 
-    python scripts/prepare_ssv2.py --annotations ssv2/labels --videos ssv2/20bn-something-something-v2 --out data/ssv2
-
-The command line of mvit_video.data.prepare.ssv2 (its docstring and --help say what it writes).
+Deprecated location, kept for one release with the same command line: the command is now `mvit-prepare-ssv2`
+(or `python -m mvit_video.prepare_ssv2`); this wrapper runs it.
 """
 
 import sys
 
-from mvit_video.data.prepare.ssv2 import main
+from mvit_video.prepare_ssv2 import main
 
 if __name__ == "__main__":
+    from mvit_video.utils.deprecation import script_moved
+
+    script_moved("prepare_ssv2.py", "mvit-prepare-ssv2")
     sys.exit(main())

@@ -125,6 +125,20 @@ def test_make_checkpoint_checks_class_names():
         ck.make_checkpoint(MViT(config), config, DATA_CONFIG, ["a", "b"])
 
 
+def test_class_names_of_another_length_than_the_head_are_refused_at_load(saved, tmp_path):
+    """Before: 2 names for a 3-class head loaded, and reports printed the third class as a bare index."""
+    path, _, _ = saved
+    ckpt = torch.load(path, weights_only=True)
+    bad = tmp_path / "bad.pyth"
+    atomic_torch_save({**ckpt, "class_names": ["a", "b"]}, bad)
+    for load in (ck.load_model, ck.load_checkpoint_info):
+        with pytest.raises(UserError, match=f"{bad}: holds 2 class names but its head has 3 classes"):
+            load(bad)
+    atomic_torch_save({**ckpt, "class_names": ["a", 2, "c"]}, bad)
+    with pytest.raises(UserError, match="class_names is not a list of strings"):
+        ck.load_checkpoint_info(bad)
+
+
 def test_data_config_carries_data_and_test_views():
     run = build_config(compose(["+experiment=ssv2_b_32x3"]))
     data = ck.data_config(run)
@@ -290,3 +304,73 @@ def test_load_pretrained_converts_torchvision_weights(tmp_path: Path) -> None:
     x = torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(dst(x), reference(x), atol=1e-4, rtol=1e-4)
+
+
+def test_retention_keeps_the_latest_epochs_and_never_the_best_or_preempt(tmp_path: Path) -> None:
+    for epoch in (1, 2, 3, 4, 10):
+        _write(ck.epoch_checkpoint_path(tmp_path, epoch), epoch)
+    _write(ck.best_checkpoint_path(tmp_path), 2)
+    _write(ck.preempt_checkpoint_path(tmp_path), 4, batches_done=1)
+    current = ck.epoch_checkpoint_path(tmp_path, 4)  # e.g. resumed from an earlier epoch: 10 is not the newest
+    removed = ck.prune_checkpoints(tmp_path, 2, current)
+    assert [p.name for p in removed] == ["checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth",
+                                         "checkpoint_epoch_00003.pyth"]
+    assert sorted(p.name for p in ck.checkpoint_dir(tmp_path).iterdir()) == [
+        ck.BEST_NAME, "checkpoint_epoch_00004.pyth", "checkpoint_epoch_00010.pyth", ck.PREEMPT_NAME]
+    assert ck.prune_checkpoints(tmp_path, 0, current) == [] and ck.prune_checkpoints(tmp_path, None, current) == []
+    assert _latest(tmp_path).name == "checkpoint_epoch_00010.pyth"  # resume still takes the latest
+
+
+def test_best_checkpoint_rules_and_names(tmp_path: Path) -> None:
+    history = [{"split": "val", "epoch": 1, "top1": 50.0}, {"split": "val", "epoch": 2, "top1": 70.0},
+               {"split": "val_ema", "epoch": 2, "top1": 99.0}]
+    assert ck.is_new_best(tmp_path, history, 1, 50.0)  # no best yet
+    assert not ck.is_new_best(tmp_path, history, 3, None)  # nothing decoded: no accuracy
+    _write(ck.best_checkpoint_path(tmp_path), 2)
+    assert not ck.is_new_best(tmp_path, history, 3, 70.0)  # a tie keeps the earlier epoch
+    assert ck.is_new_best(tmp_path, history, 3, 70.5)
+    # a best from epoch 2 of a path not taken (resumed from epoch 1, whose val history ends there): replaced
+    assert ck.is_new_best(tmp_path, history[:1], 2, 10.0)
+
+    assert ck.resolve_checkpoint("best", tmp_path) == ck.best_checkpoint_path(tmp_path)
+    assert ck.resolve_checkpoint("x/y.pyth", tmp_path) == Path("x/y.pyth")
+    with pytest.raises(UserError, match="no checkpoint in"):
+        ck.resolve_checkpoint("latest", tmp_path)
+    ck.best_checkpoint_path(tmp_path).unlink()
+    with pytest.raises(UserError, match="test.checkpoint=best: no .*checkpoint_best.pyth"):
+        ck.resolve_checkpoint("best", tmp_path)
+
+
+def test_link_or_copy_survives_the_source(tmp_path: Path) -> None:
+    src, dst = tmp_path / "a.pyth", tmp_path / "b.pyth"
+    _write(src, 3)
+    ck.link_or_copy(src, dst)
+    src.unlink()  # retention removes the epoch checkpoint: the best stays whole
+    assert ck.load(dst)["epoch"] == 3 and ck.checkpoint_epoch(dst) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pyth"]
+
+
+@pytest.mark.slow
+def test_fine_tuning_refuses_a_head_for_other_class_names(saved) -> None:
+    """A same-size head is kept by fine-tuning: it must score the data's classes (before: loaded as it was, so
+    a checkpoint's 'a, b, c' head silently scored a dataset's 'x, y, z')."""
+    from mvit_video.utils.errors import ConfigError
+
+    path, model, _ = saved
+    head = model.head.projection.weight.detach().clone()
+
+    def fine_tuned(names, reinit=False) -> MViT:
+        net = MViT(tiny_config(num_classes=3))
+        ck.load_pretrained(net, path)
+        ck.match_pretrained_classes(net, path, names, reinit)
+        return net
+
+    assert torch.equal(fine_tuned(["a", "b", "c"]).head.projection.weight, head)
+    assert torch.equal(fine_tuned(None).head.projection.weight, head)  # no names to compare: kept
+    # the same classes in another order: rows follow the data's order
+    assert torch.equal(fine_tuned(["c", "a", "b"]).head.projection.weight, head[[2, 0, 1]])
+    with pytest.raises(ConfigError, match=r"3-class head scores other classes \('a', 'b', 'c'\) than the data's "
+                                          r"class list \('a', 'b', 'x'; e.g. 'x' .*train.reinit_head=true"):
+        fine_tuned(["a", "b", "x"])
+    fresh = fine_tuned(["a", "b", "x"], reinit=True).head.projection.weight
+    assert fresh.shape == head.shape and not torch.allclose(fresh, head)

@@ -143,7 +143,9 @@ def test_evaluate_retests_a_run_from_its_folder(kinetics_list_dir, tmp_path: Pat
              elsewhere)
     assert r.returncode == 0, r.stderr
     assert "top1" in r.stdout and "videos, 1x1 views" in r.stdout
-    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["split"] == "test"
+    records = run / "eval" / "checkpoint_epoch_00001" / "metrics.jsonl"  # evaluate's own folder for the checkpoint
+    (line,) = [json.loads(x) for x in records.read_text().splitlines()]
+    assert line["split"] == "test" and line["epoch"] is None and not (run / "metrics.jsonl").exists()
     assert list(elsewhere.iterdir()) == []  # Hydra left no outputs/<date>/ folder behind
     r = _cli("mvit_video.evaluate", ["--config-path", str(run), "--config-name", "config", "data.num_frame=2"],
              elsewhere)

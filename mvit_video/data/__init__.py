@@ -7,14 +7,29 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mvit_video.data.base import VideoDataset
-from mvit_video.data.clips import ClipSpec
-from mvit_video.data.loader import build_loader
-from mvit_video.settings import DataConfig, RunConfig
 from mvit_video.utils.errors import ConfigError
 
+if TYPE_CHECKING:
+    from mvit_video.data.base import VideoDataset
+    from mvit_video.settings import DataConfig, RunConfig
+
 __all__ = ["build_dataset", "build_loader", "VideoDataset", "synthetic_dir"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use (PEP 562): the list readers and prepare tools (mvit_video.data.lists, data.prepare)
+    # live in this package, and `mvit-prepare-kinetics --help` must not import torch and torchvision for them.
+    if name == "VideoDataset":
+        from mvit_video.data.base import VideoDataset
+
+        return VideoDataset
+    if name == "build_loader":
+        from mvit_video.data.loader import build_loader
+
+        return build_loader
+    raise AttributeError(f"module 'mvit_video.data' has no attribute {name!r}")
 
 
 def synthetic_dir(data: DataConfig) -> Path:
@@ -29,6 +44,8 @@ def build_dataset(cfg: RunConfig, split: str) -> VideoDataset:
     """Dataset of `split` ("train" | "val" | "test") for data.dataset (kinetics | ssv2 | synthetic)."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
+    from mvit_video.data.clips import ClipSpec
+
     data, aug = cfg.data, cfg.aug
     spec = ClipSpec.from_config(data, cfg.test, cfg.data_loader.decoder_threads)
     if data.dataset == "kinetics":

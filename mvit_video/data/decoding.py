@@ -3,7 +3,8 @@ folder of JPEG frames (SSv2's extracted layout) and a reader resampled to a fram
 
 `open_video(path)` returns a reader with `.num_frames`, `.fps`, `.duration` and `.get_frames(indices)` ->
 uint8 Tensor[T, H, W, 3] (RGB, in the order of `indices`, repeats allowed). Any missing, empty, truncated or
-undecodable file raises `VideoDecodeError` naming the path.
+undecodable file raises `VideoDecodeError` naming the path. `open_video_bytes` decodes an encoded file held in
+memory (PyAV), `FramesReader` serves frames already decoded.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import abc
 import bisect
 import contextlib
+import io
 import logging
 import os
 import re
+import stat
 import sys
 import tempfile
 from fractions import Fraction
@@ -42,7 +45,7 @@ except Exception:  # pragma: no cover - depends on the install
     decord = None
 
 __all__ = ["VideoDecodeError", "VideoReader", "DecordReader", "PyAVReader", "FrameGridReader", "FrameFolderReader",
-           "open_video", "local_path", "HAS_DECORD"]
+           "FramesReader", "open_video", "open_video_bytes", "local_path", "HAS_DECORD"]
 
 HAS_DECORD = decord is not None
 
@@ -147,9 +150,10 @@ class PyAVReader(VideoReader):
 
     name = "pyav"
 
-    def __init__(self, path: str, num_threads: int = 1) -> None:
+    def __init__(self, path: str, num_threads: int = 1, source: io.BytesIO | None = None) -> None:
         self.path = path
-        self._container = av.open(local_path(path))
+        # `source`: the encoded file in memory (`path` then only names it in messages)
+        self._container = av.open(source if source is not None else local_path(path))
         if not self._container.streams.video:
             self._container.close()
             raise VideoDecodeError(f"{path}: no video stream")
@@ -321,6 +325,19 @@ class FrameFolderReader(VideoReader):
         return torch.stack(out)
 
 
+class FramesReader(VideoReader):
+    """Frames already decoded, uint8 [T, H, W, 3] RGB (a tensor or numpy array, not copied), at `fps`."""
+
+    name = "frames"
+
+    def __init__(self, frames: torch.Tensor, fps: float, path: str = "<frames>") -> None:
+        self.path, self.fps, self._frames = path, float(fps), frames
+        self.num_frames = int(frames.shape[0])
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        return self._frames[_checked(indices, self.num_frames, self.path)]
+
+
 def _checked(indices: Sequence[int], num_frames: int, path: str) -> list[int]:
     """Indices as ints, clamped to the video (callers already clamp; this keeps a reader total)."""
     idx = [int(i) for i in indices]
@@ -334,11 +351,19 @@ def _check_file(path: str) -> None:
     if "://" in path and not path.startswith("file://"):
         return
     p = path[len("file://") :] if path.startswith("file://") else path
-    if not os.path.exists(p):
-        raise VideoDecodeError(f"{path}: no such file")
-    if os.path.isdir(p):
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise VideoDecodeError(f"{path}: no such file") from None
+    except OSError as e:
+        raise VideoDecodeError(f"{path}: cannot read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise VideoDecodeError(f"{path}: is a directory, not a video")
-    if os.path.getsize(p) == 0:
+    if not stat.S_ISREG(st.st_mode):
+        # a FIFO or device reports size 0 and a decoder opening it could wait forever for data
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        raise VideoDecodeError(f"{path}: not a regular file ({kind}), not a video")
+    if st.st_size == 0:
         raise VideoDecodeError(f"{path}: empty file")
     if not os.access(p, os.R_OK):
         raise VideoDecodeError(f"{path}: permission denied")
@@ -353,6 +378,20 @@ def _open_pyav(path: str, num_threads: int) -> PyAVReader:
         raise VideoDecodeError(f"{path}: cannot open as a video (truncated, corrupt or not a video file)") from e
     except Exception as e:
         raise VideoDecodeError(f"{path}: cannot open ({type(e).__name__}: {e})") from e
+
+
+def open_video_bytes(data: bytes | bytearray | memoryview, name: str = "<bytes>", num_threads: int = 1) -> PyAVReader:
+    """A reader of an encoded video file held in memory (PyAV decodes it from a BytesIO); `name` is used in
+    messages."""
+    if not len(data):
+        raise VideoDecodeError(f"{name}: empty bytes, not a video")
+    try:
+        return PyAVReader(name, num_threads, source=io.BytesIO(bytes(data)))
+    except VideoDecodeError:
+        raise
+    except Exception as e:  # FFmpegError for bytes that are not a video container
+        raise VideoDecodeError(f"{name}: cannot decode the bytes as a video (truncated, corrupt or not a video "
+                               f"file)") from e
 
 
 def open_video(path: str | os.PathLike, decoder: str = "decord", num_threads: int = 1) -> VideoReader:

@@ -55,6 +55,7 @@ class LoopSettings:
     clip_grad_l2norm: float | None = 1.0
     label_smoothing: float = 0.0
     log_period: int = 10
+    log_period_s: float = 30.0  # also a log line when this many seconds passed since the last one (slow epochs)
     max_epoch: int = 1
     progress_bar: bool = False  # tqdm when interactive, plain log lines otherwise
     compiled: bool = False  # torch.compile on: the first step's time (compilation) is logged
@@ -160,9 +161,10 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
                    dynamic_ncols=True, leave=False)
     start_time = time.perf_counter()
     i, stop = start_batch - 1, False
-    data_wait, waited_since = 0.0, start_time
+    data_wait, waited_since, last_log = 0.0, start_time, start_time
     for i, batch in enumerate(loader, start=start_batch):
-        data_wait += time.perf_counter() - waited_since  # the step before ended with a host sync (loss.item())
+        step_wait = time.perf_counter() - waited_since  # the step before ended with a host sync (loss.item())
+        data_wait += step_wait
         video = batch["video"].to(cfg.device, non_blocking=True)
         labels = batch["label"].to(cfg.device, non_blocking=True)
         bad_paths.extend(batch.get("bad_paths") or [])
@@ -194,11 +196,14 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
             raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {i + 1}/{iters_per_epoch} "
                                    f"(optimizer step {state.step}); stopping without saving. Lower solver.base_lr or "
                                    f"set solver.clip_grad_l2norm; the last good checkpoint is kept")
+        grad_norm = None
         if sync:
             if state.scaler is not None:
                 state.scaler.unscale_(optimizer)
             if cfg.clip_grad_l2norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_l2norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_l2norm)
+            elif tb_writer is not None and du.is_main():  # the norm for TensorBoard only; clipping is off
+                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
             if state.scaler is not None:
                 state.scaler.step(optimizer)
                 state.scaler.update()
@@ -217,7 +222,9 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-        elif du.is_main() and ((i + 1) % cfg.log_period == 0 or i + 1 == iters_per_epoch):
+        elif du.is_main() and ((i + 1) % cfg.log_period == 0 or i + 1 == iters_per_epoch
+                               or time.perf_counter() - last_log >= cfg.log_period_s):
+            last_log = time.perf_counter()
             elapsed = max(time.perf_counter() - start_time, 1e-9)
             rate = clips / elapsed
             per_iter = elapsed / (i + 1 - start_batch)  # training time only: val/test come on top
@@ -226,10 +233,10 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
                         "training %s", epoch + 1, cfg.max_epoch, i + 1, iters_per_epoch, loss.item(), lr, rate,
                         format_eta(left * per_iter),
                         format_eta((left + (cfg.max_epoch - epoch - 1) * iters_per_epoch) * per_iter))
-        if tb_writer is not None and du.is_main() and (i + 1) % cfg.log_period == 0:
-            global_iter = epoch * iters_per_epoch + i + 1
-            tb_writer.add_scalar("train/loss", loss.item(), global_iter)
-            tb_writer.add_scalar("train/lr", lr, global_iter)
+        if tb_writer is not None and du.is_main():
+            step_time = max(time.perf_counter() - waited_since, 1e-9)
+            _tensorboard_step(tb_writer, epoch * iters_per_epoch + i + 1, loss.item(), lr, grad_norm,
+                              n / step_time, step_wait)
         if on_step is not None:
             on_step(epoch, i + 1)
         if cfg.compiled and not state.compile_reported:
@@ -259,6 +266,19 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
         preempted_by=(preempt.signum or signal.SIGTERM) if stopped_early and preempt is not None else None,
         bad_paths=bad_paths,
     )
+
+
+def _tensorboard_step(writer: Any, global_iter: int, loss: float, lr: float, grad_norm: torch.Tensor | None,
+                      clips_per_s: float, data_wait_s: float) -> None:
+    """Per-iteration curves at the global iteration (epoch * iters_per_epoch + batch): loss, LR, the gradient
+    norm before clipping (optimizer steps only: with accumulation, every grad_accum_steps), this process's clips/s
+    over the step (data wait included) and the seconds it waited for the batch."""
+    writer.add_scalar("train/loss", loss, global_iter)
+    writer.add_scalar("train/lr", lr, global_iter)
+    if grad_norm is not None:
+        writer.add_scalar("train/grad_norm", float(grad_norm), global_iter)
+    writer.add_scalar("train/clips_per_s", clips_per_s, global_iter)
+    writer.add_scalar("train/data_wait_s", data_wait_s, global_iter)
 
 
 def _any_rank(flags: list[bool], device: torch.device) -> list[bool]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ class ResumePoint:
     batch: int = 0
     rng: dict | None = None
     partial: dict | None = None
+    path: str | None = None  # the checkpoint resumed from (None: a fresh start)
 
 
 def _select(tree: Any, key: str) -> Any:
@@ -67,7 +70,8 @@ def check_resumable(saved: dict[str, Any], cfg: RunConfig, model: torch.nn.Modul
     differ = model_changes(saved.get("model_config") or {}, cfg.model)
     weights, shapes = saved.get("model") or {}, {k: v.shape for k, v in model.state_dict().items()}
     shapes_ok = weights.keys() == shapes.keys() and all(weights[k].shape == shapes[k] for k in shapes)
-    advice = f"use another output_dir, or train.auto_resume=false to start over in {cfg.output_dir}"
+    advice = (f"use another output_dir, or train.auto_resume=false to start over in {cfg.output_dir} (the old "
+              f"run's files move to {Path(cfg.output_dir) / PREVIOUS}/)")
     if not shapes_ok:
         raise UserError(f"cannot resume from {path}: it is another architecture "
                         f"({'; '.join(differ) or 'different weights'}); {advice}")
@@ -126,7 +130,7 @@ def restore(state: TrainState, saved: dict[str, Any], world: int, iters_per_epoc
                        "samples, same augmentation); the per-process RNG streams (dropout, drop path, mixup) %s",
                        world, "es" if world > 1 else "", saved_world, int(saved["epoch"]) + 1, batch,
                        iters_per_epoch, "restart from the seed" if len(rngs) != world else "are restored")
-    return ResumePoint(epoch=int(saved["epoch"]), batch=batch,
+    return ResumePoint(epoch=int(saved["epoch"]), batch=batch, path=None,
                        rng=rngs[du.get_rank()] if len(rngs) == world else None, partial=position.get("partial"))
 
 
@@ -148,3 +152,57 @@ def truncate_metrics(path: Path, epochs_done: int) -> None:
         atomic_write_text("".join(f"{x}\n" for x in keep), path)
         logger.info("metrics.jsonl: removed %d line(s) beyond epoch %d (redone from the checkpoint)",
                     len(lines) - len(keep), epochs_done)
+
+
+# What a run writes into its output_dir (train, its final test, evaluate's eval/, summary's plots): a fresh start
+# moves exactly these aside. A fixed list, never "everything": output_dir may be a folder holding other things.
+RUN_FILES = ("checkpoints", "metrics.jsonl", "tensorboard", "eval", "predictions.jsonl", "per_class_accuracy.csv",
+             "failed_videos.txt", "bad_videos.txt", "config.yaml", "train.log", "summary.png", "confusion.png",
+             "per_class.csv")
+PREVIOUS = "previous"
+
+
+def requeued() -> str | None:
+    """Why this process is a restart of the same job (SLURM requeue, torchrun elastic restart), or None: such a
+    restart continues its run even with train.auto_resume=false, or a requeue after preemption would wipe it."""
+    for var, what in (("SLURM_RESTART_COUNT", "SLURM requeue"), ("TORCHELASTIC_RESTART_COUNT", "torchrun restart")):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return f"{what} #{value}"
+    return None
+
+
+def move_previous_run(output_dir: Path) -> Path | None:
+    """Move an earlier run's files (RUN_FILES) from output_dir into output_dir/previous/<UTC time>/, so that a
+    fresh start shares no checkpoints/ or metrics.jsonl with it and nothing of it can be resumed or evaluated by
+    default. Returns the folder they went to, or None when there was nothing. Call with the run lock held."""
+    present = [output_dir / name for name in RUN_FILES if (output_dir / name).exists()]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = output_dir / PREVIOUS / stamp
+    n = 1
+    while dest.exists():  # two fresh starts within one second
+        dest, n = output_dir / PREVIOUS / f"{stamp}-{n}", n + 1
+    dest.mkdir(parents=True)
+    for p in present:
+        os.replace(p, dest / p.name)  # a rename within one filesystem: atomic, no copy of 400 MB checkpoints
+    return dest
+
+
+def fresh_start(cfg: RunConfig, output_dir: Path) -> str | None:
+    """train.auto_resume=false (and no train.resume_from): rank 0 moves an earlier run's files aside
+    (move_previous_run); every rank waits for it. Returns the one line to log, or None when nothing was done.
+    A requeued or restarted job (requeued()) keeps its files: it is this run, continuing."""
+    if cfg.train.auto_resume or cfg.train.resume_from:
+        return None
+    again = requeued()
+    if again is not None:
+        return (f"train.auto_resume=false but this is a {again} of the same job: continuing its run in "
+                f"{output_dir} (the files are this run's own)")
+    dest = move_previous_run(output_dir) if du.is_main() else None
+    du.barrier()  # no rank looks into output_dir before the old run is out of it
+    if dest is None:
+        return None
+    return (f"train.auto_resume=false: starting a fresh run; the previous run's files in {output_dir} were moved "
+            f"to {dest}")

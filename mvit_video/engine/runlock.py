@@ -127,6 +127,23 @@ class RunLock:
             self.path.unlink(missing_ok=True)
 
 
+def live_holder(output_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The holder (host, pid, SLURM job) of output_dir's run lock while that run is alive, else None. For readers
+    of a run folder (evaluate), which never take the lock: they use a locked folder read-only, writing only
+    files of their own."""
+    probe = RunLock(output_dir)
+    holder = probe._read()
+    if holder is None:
+        return None
+    return None if probe._stale_reason(holder) is not None else holder
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """'pid N on host H[, SLURM job J]'."""
+    job = f", SLURM job {holder['slurm_job_id']}" if holder.get("slurm_job_id") else ""
+    return f"pid {holder.get('pid')} on host {holder.get('host')}{job}"
+
+
 def lock_output_dir(output_dir: Path) -> RunLock | None:
     """Rank 0 checks output_dir is a writable directory and takes its run lock; every rank fails if it could not."""
     lock, error = None, None

@@ -21,7 +21,7 @@ from mvit_video.engine.ema import ModelEma
 from mvit_video.engine.loop import (EpochResult, LoopSettings, PreemptionHandler, TrainState, TrainingDiverged,
                                     interactive, params_finite, train_one_epoch)
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
-from mvit_video.engine.resume import ResumePoint, check_resumable, restore, truncate_metrics
+from mvit_video.engine.resume import ResumePoint, check_resumable, requeued, restore, truncate_metrics
 from mvit_video.settings import RunConfig
 from mvit_video.utils.errors import ConfigError
 from mvit_video.utils.io import append_jsonl, atomic_write_text, read_jsonl
@@ -109,7 +109,7 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
                        schedule=schedule,
                        scaler=torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None,
                        ema=ModelEma(model, cfg.train.ema.decay) if cfg.train.ema.enable else None)
-    start = _resume_or_init(cfg, state, output_dir, world, iters_per_epoch)
+    start = _resume_or_init(cfg, state, output_dir, world, iters_per_epoch, getattr(train_set, "class_names", None))
 
     compiled = compile_enabled(cfg.train.compile, device)
     eval_forward: nn.Module = model
@@ -125,7 +125,7 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
     label_smoothing = cfg.mixup.label_smooth_value if cfg.loss_func == "soft_cross_entropy" else 0.0
     settings = LoopSettings(device=device, amp_dtype=amp_dtype, grad_accum_steps=cfg.train.grad_accum_steps,
                             clip_grad_l2norm=cfg.solver.clip_grad_l2norm, label_smoothing=label_smoothing,
-                            log_period=cfg.log_period, max_epoch=cfg.solver.max_epoch,
+                            log_period=cfg.log_period, log_period_s=cfg.log_period_s, max_epoch=cfg.solver.max_epoch,
                             progress_bar=interactive(), compiled=compiled)
     flops_per_clip, peak = _mfu_inputs(cfg, model, device)
     return Run(cfg=cfg, state=state,
@@ -136,7 +136,7 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
 
 
 def _resume_or_init(cfg: RunConfig, state: TrainState, output_dir: Path, world: int,
-                    iters_per_epoch: int) -> ResumePoint:
+                    iters_per_epoch: int, class_names: list[str] | None = None) -> ResumePoint:
     """Resume (train.resume_from, else the latest intact checkpoint with auto_resume) beats initial weights
     (train.checkpoint_file_path), as in PySlowFast. Returns where training continues."""
     if du.is_main():
@@ -146,16 +146,18 @@ def _resume_or_init(cfg: RunConfig, state: TrainState, output_dir: Path, world: 
     if cfg.train.resume_from:
         path = Path(cfg.train.resume_from)
         saved = ck.load(path)
-    elif cfg.train.auto_resume:
+    elif cfg.train.auto_resume or requeued():  # a requeued job continues its own run (resume.fresh_start)
         path, saved = ck.load_latest(output_dir)
     if saved is not None:
         check_resumable(saved, cfg, state.model, path)
         start = restore(state, saved, world, iters_per_epoch, cfg.train.batch_size)
+        start.path = str(path)
         logger.info("Resuming from %s (epoch %d, iteration %d)", path, start.epoch,
                     start.epoch * iters_per_epoch + start.batch)
         return start
     if cfg.train.checkpoint_file_path:
         ck.load_pretrained(state.model, cfg.train.checkpoint_file_path)
+        ck.match_pretrained_classes(state.model, cfg.train.checkpoint_file_path, class_names, cfg.train.reinit_head)
         if state.ema is not None:
             state.ema.load_state_dict(state.model.state_dict())
     return ResumePoint()
@@ -229,12 +231,17 @@ def fit(run: Run, on_step: Callable[[int, int], None] | None = None) -> dict[str
                 preempt.exit()
             epochs_done, is_last = epoch + 1, epoch + 1 == max_epoch
             last["train"] = _train_record(run, result, sums, epochs_done, writer)
+            val, saved_to = None, None
             if epochs_done % cfg.train.eval_period == 0 or is_last:
-                last["val"] = _validate(run, epochs_done, writer)
+                val = last["val"] = _validate(run, epochs_done, writer)
             if epochs_done % cfg.train.checkpoint_period == 0 or is_last:
-                save(run, epochs_done, 0, ck.epoch_checkpoint_path(out, epochs_done))
+                saved_to = ck.epoch_checkpoint_path(out, epochs_done)
+                save(run, epochs_done, 0, saved_to)
                 if du.is_main():
                     ck.preempt_checkpoint_path(out).unlink(missing_ok=True)  # superseded
+                    ck.prune_checkpoints(out, cfg.train.keep_checkpoints, saved_to)
+            if epochs_done % cfg.train.eval_period == 0 or is_last:
+                _save_best(run, epochs_done, val, saved_to)
             if du.broadcast_flag(preempt.signum is not None, run.device) and not is_last:
                 logger.info("signal %s: saving %s after epoch %d", preempt.signum or signal.SIGTERM,
                             ck.preempt_checkpoint_path(out), epochs_done)
@@ -317,8 +324,28 @@ def _validate(run: Run, epoch: int, writer: Any) -> dict[str, Any] | None:
     return out
 
 
+def _save_best(run: Run, epoch: int, val: dict[str, Any] | None, saved_to: Path | None) -> None:
+    """train.save_best: when this epoch's val top-1 beats the best so far (ck.is_new_best), its weights become
+    checkpoints/checkpoint_best.pyth: a hard link to the epoch checkpoint just written, else a checkpoint of its
+    own (collective, as `save`)."""
+    if not run.cfg.train.save_best:
+        return
+    new_best = du.is_main() and val is not None and ck.is_new_best(run.output_dir, read_jsonl(run.metrics_path),
+                                                                  epoch, val.get("top1"))
+    if not du.broadcast_flag(new_best, run.device):
+        return
+    best = ck.best_checkpoint_path(run.output_dir)
+    if saved_to is None:
+        save(run, epoch, 0, best)
+    elif du.is_main():
+        ck.link_or_copy(saved_to, best)
+    if du.is_main():
+        logger.info("epoch %d: new best val top1 %.2f%% -> %s", epoch, val["top1"], best)
+
+
 def _final_test(run: Run, finished_before: bool) -> dict[str, Any]:
-    """The multi-view test at the end of training; skipped when re-running a finished command that tested."""
+    """The multi-view test at the end of training; skipped when re-running a finished command that tested. Its
+    metrics.jsonl line names the checkpoint holding the tested weights and its epoch."""
     from mvit_video.eval.testing import test
 
     tested = du.is_main() and any(m.get("split") == "test" for m in read_jsonl(run.metrics_path))
@@ -326,7 +353,12 @@ def _final_test(run: Run, finished_before: bool) -> dict[str, Any]:
         logger.info("the test already ran (see %s); test again with python -m mvit_video.evaluate",
                     run.metrics_path)
         return {}
-    return {"test": test(run.cfg, run.state.model, run.class_names, forward=run.eval_forward)}
+    if finished_before:  # nothing trained: the weights are those of the checkpoint resumed from
+        epoch, path = run.start.epoch, run.start.path
+    else:
+        epoch, path = run.cfg.solver.max_epoch, str(ck.epoch_checkpoint_path(run.output_dir, run.cfg.solver.max_epoch))
+    return {"test": test(run.cfg, run.state.model, run.class_names, forward=run.eval_forward, epoch=epoch,
+                         checkpoint=path)}
 
 
 def report_bad_videos(paths: list[str], seen: set[str], output_dir: Path, epoch: int) -> None:
@@ -335,6 +367,9 @@ def report_bad_videos(paths: list[str], seen: set[str], output_dir: Path, epoch:
     if not du.is_main():
         return
     every = [p for ps in gathered for p in ps]
+    listed = output_dir / "bad_videos.txt"
+    if every and listed.is_file():  # a resumed run: the paths listed before are known, not new
+        seen.update(line for line in listed.read_text(encoding="utf-8").splitlines() if line)
     new = sorted(set(every) - seen)
     for p in new:
         logger.warning("cannot decode %s (skipped, replaced by another video)", p)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +65,18 @@ def validate(forward: nn.Module, loader: Iterable[dict[str, Any]], device: torch
 
 
 def test(run: RunConfig, model: nn.Module, class_names: Sequence[str] | None = None, *,
-         forward: nn.Module | None = None, epoch: int | None = None, count_flops: bool = True) -> dict[str, Any]:
+         forward: nn.Module | None = None, epoch: int | None = None, count_flops: bool = True,
+         checkpoint: str | os.PathLike | None = None, records_dir: str | os.PathLike | None = None,
+         tensorboard_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Multi-view test of `model` (already on its device) on the `run.test.split` list; rank 0 writes the reports
-    (eval.reports) to run.output_dir.
+    (eval.reports) to `records_dir` (default run.output_dir: training's final test) and the test scalars to
+    `tensorboard_dir` (default <records_dir>/tensorboard).
 
     `forward` is what scores the views when it is not `model` itself (training's torch.compile'd model). `epoch`:
     the training epoch of the weights, the TensorBoard step of the test scalars (default solver.max_epoch, where
-    training calls this).
+    training calls this). `checkpoint`: the file the weights came from. Both go into the metrics line, and the
+    checkpoint's name into class errors. `class_names` (the checkpoint's) must equal the data's class list, or
+    with test.allow_class_subset hold it (_check_classes).
 
     Returns (on every rank) the metrics.jsonl record plus "per_class", "failed" (paths), "gflops_per_view"
     (counted on rank 0 when `count_flops`; None elsewhere) and "seconds".
@@ -82,7 +89,7 @@ def test(run: RunConfig, model: nn.Module, class_names: Sequence[str] | None = N
     loader = build_loader(dataset, split, run.data_loader, batch_size=run.test.batch_size, seed=run.seed,
                           world_size=world, rank=rank)
     device = next(model.parameters()).device
-    _check_labels(dataset, model, class_names, split)
+    class_names = _check_classes(dataset, model, class_names, split, run.test.allow_class_subset, checkpoint)
 
     logger.info("testing %d videos of the %s list with %dx%d views on %d process(es)", len(dataset), split, *views,
                 world)
@@ -94,8 +101,14 @@ def test(run: RunConfig, model: nn.Module, class_names: Sequence[str] | None = N
     seconds = time.perf_counter() - start
 
     names = list(class_names) if class_names else getattr(dataset, "class_names", None)
+    # without an epoch: training's own test (at solver.max_epoch), or a checkpoint that records none (e.g. converted)
+    tested_epoch = epoch if epoch is not None else (run.solver.max_epoch if checkpoint is None else None)
     record = {
         "split": "test",
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "epoch": tested_epoch,
+        "list": split,
+        "time": datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "top1": _finite(metrics["top1"]),
         "top5": _finite(metrics["top5"]),
         "mean_class_acc": _finite(metrics["mean_class_acc"]),
@@ -111,9 +124,10 @@ def test(run: RunConfig, model: nn.Module, class_names: Sequence[str] | None = N
             logger.info("%.2f GFLOPs/view x %dx%d views = %.2f GFLOPs/video", gflops, *views,
                         gflops * views[0] * views[1])
         record["gflops_per_view"] = gflops  # the cost of the tested model, for `python -m mvit_video.summary`
-        out_dir = Path(run.output_dir)
+        out_dir = Path(records_dir if records_dir is not None else run.output_dir)
         reports.write_reports(out_dir, result, record, metrics["per_class"], names)
-        reports.write_tensorboard(out_dir, record, epoch if epoch is not None else run.solver.max_epoch, run.yaml)
+        reports.write_tensorboard(Path(tensorboard_dir) if tensorboard_dir is not None else out_dir / "tensorboard",
+                                  record, tested_epoch or 0, run.yaml)
     distributed.barrier()  # when test() returns on any rank, the reports exist
     for path in result.failed:
         logger.warning("could not decode test video %s", path)
@@ -140,16 +154,47 @@ def gflops_per_view(model: nn.Module, num_frames: int, crop_size: int) -> float 
         net.train(was_training)
 
 
-def _check_labels(dataset: Any, model: nn.Module, class_names: Sequence[str] | None, split: str) -> None:
-    """Fail before testing when the list has labels the model cannot predict; warn when class names differ."""
-    num_classes = getattr(getattr(distributed.unwrap(model), "config", None), "num_classes", None)
+def _preview(names: Sequence[str], n: int = 4) -> str:
+    shown = ", ".join(repr(x) for x in list(names)[:n])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
+def _check_classes(dataset: Any, model: nn.Module, class_names: Sequence[str] | None, split: str,
+                   allow_subset: bool, checkpoint: str | os.PathLike | None) -> list[str] | None:
+    """Refuse, before testing, weights whose classes are not the data's: a head of another size than the data's
+    class list, class names (the checkpoint's) that differ from the data's, or labels the head cannot predict;
+    each a ConfigError naming both sides. With test.allow_class_subset the data's classes may be a subset of the
+    checkpoint's: its labels are mapped to the checkpoint's indices by name (by index when either side has no
+    names). Returns the class names the reports use."""
+    head = getattr(getattr(distributed.unwrap(model), "config", None), "num_classes", None)
+    names = list(getattr(dataset, "class_names", None) or []) or None
+    ours = list(class_names) if class_names else None
+    what = f"the checkpoint {checkpoint}" if checkpoint else "the model"
+    data = f"the data's class list (classes.txt / labels.json in data.path_to_data_dir, {split} split)"
+    hint = "; test.allow_class_subset=true evaluates data whose classes are a subset of the checkpoint's"
+    if names and ours and names != ours:
+        missing = [x for x in names if x not in ours]
+        if not allow_subset or missing or len(set(names)) != len(names):
+            why = f" ({len(missing)} of the data's classes are not the checkpoint's, e.g. {missing[0]!r})" \
+                if missing else ""
+            raise ConfigError(f"{what} has {len(ours)} classes ({_preview(ours)}) but {data} has {len(names)} "
+                              f"({_preview(names)}){why}{'' if missing else hint}")
+        index = {x: i for i, x in enumerate(ours)}
+        dataset.labels = [index[names[label]] for label in dataset.labels]
+        dataset.class_names, dataset.num_classes = ours, len(ours)
+        logger.info("test.allow_class_subset: the %d classes of the %s list are scored among the checkpoint's %d "
+                    "(labels mapped by class name)", len(names), split, len(ours))
+    elif names and head is not None and len(names) != head:
+        if not (allow_subset and len(names) < head):
+            raise ConfigError(f"{what} has a {head}-class head but {data} has {len(names)} classes "
+                              f"({_preview(names)}){hint if len(names) < head else ''}")
+        logger.warning("test.allow_class_subset: the %d classes of the %s list are taken as the first %d of the "
+                       "model's %d (no class names to match them by)", len(names), split, len(names), head)
     labels = list(getattr(dataset, "labels", []) or [])
-    if num_classes is not None and labels and max(labels) >= num_classes:
-        raise ConfigError(f"the {split} list has label {max(labels)} but the model has {num_classes} classes"
+    if head is not None and labels and max(labels) >= head:
+        raise ConfigError(f"the {split} list has label {max(labels)} but {what} has {head} classes"
                           " (model.num_classes / the checkpoint's head)")
-    names = getattr(dataset, "class_names", None)
-    if class_names and names and list(class_names) != list(names):
-        logger.warning("the checkpoint's class names differ from the dataset's; reports use the checkpoint's")
+    return ours or names
 
 
 def _finite(x: float | None) -> float | None:

@@ -13,8 +13,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-import torch
-
 from mvit_video.utils.errors import ConfigError
 
 Triple = tuple[int, int, int]
@@ -265,6 +263,8 @@ def block_configs(config: MViTConfig) -> list[BlockConfig]:
         kernel_kv[entry[0]] = _pool_kernel(config.pool_kvq_kernel, list(entry[1:]))
 
     # Stochastic depth grows linearly over blocks (torch.linspace(0, rate, depth), as float32 like PySlowFast).
+    import torch  # here: composing a config (errors, --help) does not need torch
+
     drop_paths = torch.linspace(0, config.droppath_rate, depth, device="cpu").tolist()
 
     size = (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import logging
 import os
 import re
@@ -493,6 +494,73 @@ def torchvision_input_size(state_dict: Mapping[str, torch.Tensor]) -> tuple[int,
     except KeyError as e:
         raise UserError(f"torchvision weights have no {e.args[0]}: not an mvit_v2_s state dict") from None
     return (rows_t + 1) // 2 * 2, (rows_h + 1) // 2 * 4
+
+
+# Pretrained weights by name (train.checkpoint_file_path, infer, Predictor.from_checkpoint): "torchvision:<model>"
+# -> the torchvision weights enum member fetched through torchvision's own weights API (and its cache).
+TORCHVISION_PREFIX = "torchvision:"
+TORCHVISION_WEIGHTS = {"mvit_v2_s": ("MViT_V2_S_Weights", "KINETICS400_V1")}
+
+
+def is_weights_name(path: str | os.PathLike) -> bool:
+    """True for a named set of pretrained weights ("torchvision:mvit_v2_s") rather than a file."""
+    return isinstance(path, str) and path.startswith(TORCHVISION_PREFIX)
+
+
+def _torchvision_weights(name: str) -> Any:
+    """The torchvision weights enum member `name` stands for; UserError listing the known names otherwise."""
+    model = name[len(TORCHVISION_PREFIX):]
+    if model not in TORCHVISION_WEIGHTS:
+        known = ", ".join(TORCHVISION_PREFIX + k for k in TORCHVISION_WEIGHTS)
+        raise UserError(f"{name}: unknown pretrained weights (known: {known})")
+    import torchvision.models.video as tv_video
+
+    enum, member = TORCHVISION_WEIGHTS[model]
+    return getattr(getattr(tv_video, enum), member)
+
+
+def torchvision_weights_file(name: str) -> Path:
+    """Where torchvision keeps the file of weights `name`: <torch hub dir>/checkpoints/<file name of its URL>
+    (the hub dir is $TORCH_HOME/hub, ~/.cache/torch/hub by default), as load_state_dict_from_url caches it."""
+    from urllib.parse import urlparse
+
+    url = _torchvision_weights(name).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def named_checkpoint(name: str) -> dict[str, Any]:
+    """An mvit_video checkpoint dict (as convert_checkpoint writes) of the pretrained weights `name`, e.g.
+    "torchvision:mvit_v2_s": torchvision's Kinetics-400 weights, fetched by its weights API into its cache (or read
+    from there), converted. Offline without the file: one UserError naming the URL and where to put the file."""
+    from mvit_video.checkpoint import FORMAT, plain
+
+    weights, path = _torchvision_weights(name), torchvision_weights_file(name)
+    cached = path.is_file()
+    try:
+        state = weights.get_state_dict(progress=False, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- any download or read failure becomes the one line below
+        reason = f"{type(e).__name__}: {e}".splitlines()[0]
+        if cached:
+            raise UserError(f"{name}: cannot read {path} ({reason}); delete it to download it again") from None
+        raise UserError(f"{name}: cannot download {weights.url} ({reason}); without network, download that file "
+                        f"elsewhere and put it at {path} (torchvision's cache: $TORCH_HOME/hub/checkpoints)") from None
+    if not cached:
+        logger.info("%s: downloaded %s into %s", name, weights.url, path)
+    converted = from_torchvision(state)
+    frames, crop = torchvision_input_size(state)
+    if "head.projection.weight" not in converted:
+        raise UserError(f"{name}: {path} has no head.1.weight (classifier); not torchvision's {name} weights")
+    num_classes = int(converted["head.projection.weight"].shape[0])
+    config = torchvision_config(frames, crop, num_classes=num_classes)
+    names = list(weights.meta["categories"])
+    return {
+        "format": FORMAT,
+        "model": converted,
+        "model_config": plain(dataclasses.asdict(config)),
+        "data_config": torchvision_data_config(frames, crop),
+        "class_names": names if len(names) == num_classes else None,
+        "source": {"from": "torchvision", "weights": str(weights), "path": str(path)},
+    }
 
 
 def torchvision_mvit(config: MViTConfig) -> torch.nn.Module:

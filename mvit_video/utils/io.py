@@ -8,8 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def current_umask() -> int:
     """The process umask (read from /proc where possible: setting it to read it is not thread-safe)."""
@@ -47,6 +45,8 @@ def _atomic_write(path: str | os.PathLike, write) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save `obj` to `path` atomically (temp file + fsync + rename)."""
+    import torch  # here: the text/JSON writers are used by commands that never load torch
+
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 

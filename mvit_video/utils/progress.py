@@ -34,15 +34,17 @@ class TqdmLoggingHandler(logging.StreamHandler):
 
 
 class Progress:
-    """Count items (videos) of a loop of `total` items: a tqdm bar when `bar`, else every `log_every` updates a
-    line `<desc>: done/total <unit>s, R <unit>s/s, ETA H:MM:SS` on `logger`."""
+    """Count items (videos) of a loop of `total` items: a tqdm bar when `bar` (default: stderr is a terminal), else
+    every `log_every` updates, or after `log_every_s` seconds without a line, a line
+    `<desc>: done/total <unit>s, R <unit>s/s, ETA H:MM:SS` on `logger`."""
 
     def __init__(self, total: int | None, desc: str, logger: logging.Logger, *, bar: bool | None = None,
-                 log_every: int = 10, unit: str = "video", enabled: bool = True) -> None:
+                 log_every: int = 10, unit: str = "video", enabled: bool = True, log_every_s: float = 30.0) -> None:
         self.total, self.desc, self.logger, self.unit = total, desc, logger, unit
         self.log_every, self.enabled = max(1, int(log_every)), enabled
+        self.log_every_s = float(log_every_s)
         self.done, self.updates = 0, 0
-        self.start = time.perf_counter()
+        self.start = self._last_line = time.perf_counter()
         self._bar = None
         if enabled and (interactive() if bar is None else bar):
             from tqdm import tqdm
@@ -67,7 +69,9 @@ class Progress:
             return
         if self._bar is not None:
             self._bar.update(n)
-        elif self.updates % self.log_every == 0 and (self.total is None or self.done < self.total):
+        elif (self.updates % self.log_every == 0 or time.perf_counter() - self._last_line >= self.log_every_s) and (
+                self.total is None or self.done < self.total):
+            self._last_line = time.perf_counter()
             eta = self.eta()
             self.logger.info("%s: %d/%s %ss, %.1f %ss/s, ETA %s", self.desc, self.done,
                              self.total if self.total is not None else "?", self.unit, self.rate(), self.unit,

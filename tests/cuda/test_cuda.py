@@ -154,4 +154,4 @@ def test_tiny_train_then_evaluate_on_cuda(kinetics_list_dir: Path, tmp_path: Pat
     ev = subprocess.run([sys.executable, "-m", "mvit_video.evaluate", *overrides], capture_output=True, text=True,
                         timeout=600)
     assert ev.returncode == 0, ev.stderr[-3000:]
-    assert len((out / "predictions.jsonl").read_text().splitlines()) == 4
+    assert len((out / "eval" / "checkpoint_epoch_00002" / "predictions.jsonl").read_text().splitlines()) == 4

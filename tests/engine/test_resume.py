@@ -156,7 +156,7 @@ def test_metrics_hold_each_epoch_once_whatever_was_killed_when(tiny, monkeypatch
     train(tiny("killed", "solver.max_epoch=3", "test.enable=true"))
     train(tiny("killed", "solver.max_epoch=3", "test.enable=true"))  # finished: nothing to add
     assert [(m["split"], m.get("epoch")) for m in _metrics(out)] == [
-        ("train", 1), ("val", 1), ("train", 2), ("val", 2), ("train", 3), ("val", 3), ("test", None)]
+        ("train", 1), ("val", 1), ("train", 2), ("val", 2), ("train", 3), ("val", 3), ("test", 3)]
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ def test_train_writes_metrics_checkpoints_logs_and_resumes(tiny, caplog) -> None
     assert 0 <= lines[1]["top1"] <= 100 and lines[1]["top5"] == 100.0  # 2 classes: top-5 always right
     assert result["val"]["epoch"] == 2
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert names == ["checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth"]
+    assert names == ["checkpoint_best.pyth", "checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth"]
     assert "epoch 2/2" in (out / "train.log").read_text()
     assert any((out / "tensorboard").iterdir()) and (out / "config.yaml").is_file()
 
@@ -102,7 +102,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny) -> None:
     with pytest.raises(TrainingDiverged, match=r"(loss is (nan|inf)|weights became NaN/inf).* epoch 2") as e:
         train(tiny("nan", "solver.base_lr=1e30", "solver.warmup_epochs=0"))
     assert "last good checkpoint" in str(e.value)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_epoch_00001.pyth"]
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint_epoch_*")) == ["checkpoint_epoch_00001.pyth"]
     good = ck.load(ck.epoch_checkpoint_path(out, 1))["model"]
     assert all(torch.isfinite(v).all() for v in good.values() if v.is_floating_point())
 

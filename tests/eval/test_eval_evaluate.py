@@ -89,16 +89,23 @@ def test_cli_reports_failed_videos_and_flops(tmp_path, eval_data, eval_overrides
     assert "failed videos: 2" in proc.stdout
     assert "garbage.mp4" in proc.stdout and "missing.mp4" in proc.stdout
 
-    preds = read_jsonl(out / "predictions.jsonl")
+    from mvit_video.eval.reports import eval_dir
+
+    records = eval_dir(out, tiny_checkpoint)  # eval/tiny-<hash of its path>: a checkpoint from elsewhere
+    assert records.parent == out / "eval" and records.name.startswith("tiny-")
+    assert f"appended to {records / 'metrics.jsonl'}" in proc.stdout
+    assert not (out / "metrics.jsonl").exists() and not (out / "predictions.jsonl").exists()
+    preds = read_jsonl(records / "predictions.jsonl")
     assert len(preds) == 5 and all(len(p["topk"]) == 3 for p in preds)  # top-min(5, C) with 3 classes
-    (metrics,) = read_jsonl(out / "metrics.jsonl")
+    (metrics,) = read_jsonl(records / "metrics.jsonl")
     assert metrics["split"] == "test" and metrics["videos"] == 5 and metrics["failed_videos"] == 2
+    assert metrics["checkpoint"] == str(tiny_checkpoint) and metrics["epoch"] is None and metrics["list"] == "val"
     assert metrics["top1"] == recount_top1(preds)
     assert set(metrics) >= {"top1", "top5", "mean_class_acc", "views"}
-    rows = list(csv.DictReader((out / "per_class_accuracy.csv").open()))
+    rows = list(csv.DictReader((records / "per_class_accuracy.csv").open()))
     assert [r["name"] for r in rows] == ["alpha", "beta", "gamma"]  # names from the checkpoint
     assert [int(r["videos"]) for r in rows] == [2, 2, 1]
-    assert (out / "failed_videos.txt").read_text().split() == ["garbage.mp4", "missing.mp4"]
+    assert (records / "failed_videos.txt").read_text().split() == ["garbage.mp4", "missing.mp4"]
 
 
 def test_latest_checkpoint(tmp_path, tiny_checkpoint):
@@ -220,3 +227,104 @@ def test_clip_settings_from_the_checkpoint_unless_explicit(eval_overrides, caplo
         assert clip_settings(data, theirs, Path("c.pyth"), ["data.num_frames"]) == {"test_crop_size": 48}
     assert "data.test_crop_size=48" in caplog.text and "data.num_frames=4 (checkpoint: 8)" in caplog.text
     assert clip_settings(data, None, Path("c.pyth")) == {}
+
+
+def _epoch_checkpoint(src: Path, out: Path, epoch: int) -> Path:
+    """`src` saved as output_dir `out`'s checkpoint of epoch `epoch` (as training names and stamps them)."""
+    from mvit_video import checkpoint as ck
+    from mvit_video.utils.io import atomic_torch_save
+
+    saved = torch.load(src, weights_only=True)
+    path = ck.epoch_checkpoint_path(out, epoch)
+    atomic_torch_save({**saved, "epoch": epoch}, path)
+    return path
+
+
+def _tensorboard_points(log_dir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points = []
+    for events in sorted(log_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            points += [(e.step, e.value) for e in acc.Scalars(tag)]
+    return sorted(points)
+
+
+@pytest.mark.slow
+def test_evaluation_of_a_live_run_writes_only_its_own_records(tmp_path, eval_overrides, tiny_checkpoint, caplog):
+    """Before: evaluate appended its test line into the live run's metrics.jsonl, overwrote predictions.jsonl on
+    every evaluation, and put all TensorBoard test points at one step. Now: a folder per checkpoint, a line naming
+    checkpoint and epoch, the points at each checkpoint's epoch, the training's files untouched."""
+    from mvit_video.engine.runlock import RunLock
+    from mvit_video.evaluate import run as evaluate
+    from mvit_video.summary import load_run
+
+    out = tmp_path / "run"
+    paths = [_epoch_checkpoint(tiny_checkpoint, out, epoch) for epoch in (1, 2, 3)]
+    training_lines = '{"split": "train", "epoch": 1}\n'
+    (out / "metrics.jsonl").write_text(training_lines)
+    lock = RunLock(out).acquire()  # a training run (this process) holds the folder
+    try:
+        with caplog.at_level("INFO"):
+            reports = [evaluate(compose(eval_overrides + [f"output_dir={out}", f"test.checkpoint={p}"]))
+                       for p in paths]
+            reports.append(evaluate(compose(eval_overrides + [f"output_dir={out}"])))  # the latest: epoch 3
+    finally:
+        lock.release()
+    assert f"{out} is in use by a training run (pid {os.getpid()}" in caplog.text
+    assert (out / "metrics.jsonl").read_text() == training_lines  # nothing appended into the live run
+    assert not (out / "predictions.jsonl").exists() and not (out / "tensorboard").exists()
+    for epoch, path in zip((1, 2, 3), paths):
+        folder = out / "eval" / f"checkpoint_epoch_{epoch:05d}"
+        lines = read_jsonl(folder / "metrics.jsonl")
+        assert [(m["checkpoint"], m["epoch"]) for m in lines] == [(str(path), epoch)] * (2 if epoch == 3 else 1)
+        assert len(read_jsonl(folder / "predictions.jsonl")) == 5
+    assert [r["epoch"] for r in reports] == [1, 2, 3, 3]
+    # one event folder for evaluations, each point at its checkpoint's epoch
+    points = _tensorboard_points(out / "eval" / "tensorboard", "test/top1")
+    assert [step for step, _ in points] == [1, 2, 3, 3]
+    assert [v for _, v in points] == pytest.approx([r["top1"] for r in reports])
+    # summary shows the newest test, with its predictions
+    summary = load_run(out)
+    assert summary.test["time"] == reports[-1]["time"] and len(summary.predictions) == 5
+
+
+def _lists(root: Path, classes: list[str], lines: list[str]) -> Path:
+    root.mkdir()
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    (root / "test.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_other_classes_is_refused(tmp_path, eval_overrides, tiny_checkpoint, class_names):
+    """Before: a 3-class checkpoint on a 2-class list (or model.num_classes=2 on the command line) only warned that
+    class names differ and reported results over the checkpoint's classes."""
+    from mvit_video.evaluate import run as evaluate
+    from mvit_video.utils.errors import ConfigError
+
+    out = tmp_path / "out"
+    base = eval_overrides + [f"output_dir={out}", f"test.checkpoint={tiny_checkpoint}"]
+    with pytest.raises(ConfigError, match=r"'model.num_classes' is 2 but the checkpoint .*tiny.pyth has a 3-class"):
+        evaluate(compose(base + ["model.num_classes=2"]), ["model.num_classes"])
+
+    two = _lists(tmp_path / "two", ["alpha", "beta"], ["v0.mp4 0", "v1.mp4 1"])
+    with pytest.raises(ConfigError, match=r"has 3 classes \('alpha', 'beta', 'gamma'\) but the data's class list "
+                                          r".* has 2 \('alpha', 'beta'\)"):
+        evaluate(compose(base + [f"data.path_to_data_dir={two}"]))
+    renamed = _lists(tmp_path / "renamed", ["alpha", "beta", "delta"], ["v0.mp4 0"])
+    with pytest.raises(ConfigError, match=r"'delta'"):
+        evaluate(compose(base + [f"data.path_to_data_dir={renamed}", "test.allow_class_subset=true"]))
+
+    # a subset, allowed explicitly: scored among the checkpoint's classes, labels mapped by name
+    subset = _lists(tmp_path / "subset", ["gamma", "alpha"], ["v0.mp4 1", "v2.mp4 0", "v3.mp4 1"])
+    report = evaluate(compose(base + [f"data.path_to_data_dir={subset}", "test.allow_class_subset=true"]))
+    assert report["videos"] == 3
+    from mvit_video.eval.reports import eval_dir
+
+    preds = read_jsonl(eval_dir(out, tiny_checkpoint) / "predictions.jsonl")
+    assert [(p["video"], p["label"], p["label_name"]) for p in preds] == [
+        ("v0.mp4", 0, "alpha"), ("v2.mp4", 2, "gamma"), ("v3.mp4", 0, "alpha")]
+    assert report["top1"] == recount_top1(preds)

@@ -1,8 +1,7 @@
-"""scripts/infer.py on generated videos (names, JSON, windows) and on bad inputs (one clean error line)."""
+"""mvit-infer (mvit_video.infer) on generated videos (names, JSON, windows) and on bad inputs (one clean error line)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,20 +11,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "infer.py"
 
 
 @pytest.fixture(scope="module")
 def infer():
-    """scripts/infer.py as a module (in-process runs are much faster than subprocesses)."""
-    spec = importlib.util.spec_from_file_location("mvit_infer_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """mvit_video.infer (in-process runs are much faster than subprocesses)."""
+    import mvit_video.infer
+
+    return mvit_video.infer
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, check=False,
+    return subprocess.run([sys.executable, "-m", "mvit_video.infer", *args], cwd=REPO, capture_output=True, text=True,
+                          check=False,
                           timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 

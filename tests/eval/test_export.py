@@ -1,8 +1,7 @@
-"""scripts/export_model.py: each format exported from the tiny checkpoint, loaded back, equal to eager."""
+"""mvit-export (mvit_video.export_model): each format exported from the tiny checkpoint, loaded back, equal to eager."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -17,10 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def export():
-    spec = importlib.util.spec_from_file_location("mvit_export_script", REPO / "scripts" / "export_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import mvit_video.export_model
+
+    return mvit_video.export_model
 
 
 def _load(fmt: str, path: Path):
@@ -44,7 +42,7 @@ def test_export_matches_eager_on_real_views(export, fmt, name, tmp_path, tiny_ch
     assert export.main(["--checkpoint", str(tiny_checkpoint), "--format", fmt, "--batch", "2", "--bench", "2",
                         str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "median of 2: eager " in printed and "x eager speed)" in printed
+    assert "median of 2 after 3 warm-up calls each: eager " in printed and "x eager speed)" in printed
     diff = float(printed.split("max |Δlogit| vs eager: ")[1].split()[0])
     assert diff <= 1e-4 and "(ok," in printed
     meta = json.loads(out.with_name(name + ".json").read_text())
@@ -100,3 +98,27 @@ def test_onnx_without_the_packages_is_one_line(export, tmp_path, tiny_checkpoint
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == ('error: onnx export needs onnx, onnxscript and onnxruntime: '
                                                'pip install -e ".[export]"')
+
+
+def test_bench_warms_up_both_before_timing(export):
+    """issue 20 item 12: an eager time that included its first (slow) calls reported onnx at 43x eager speed. Each
+    runner here is slow for its first 3 calls; with 3 warm-up calls each, neither slow call is timed."""
+    import time
+
+    def runner(slow_calls: int):
+        calls = []
+
+        def run(x):
+            calls.append(1)
+            time.sleep(0.02 if len(calls) <= slow_calls else 0.0)
+            return x
+
+        return run, calls
+
+    (eager, eager_calls), (exported, exported_calls) = runner(3), runner(3)
+    t_eager, t_exported = export.bench(eager, exported, torch.zeros(1), runs=3, warmup=3)
+    assert len(eager_calls) == len(exported_calls) == 6  # 3 warm-up + 3 timed, each
+    assert t_eager < 0.01 and t_exported < 0.01
+    slow_eager, _ = runner(3)
+    t_eager, _ = export.bench(slow_eager, runner(0)[0], torch.zeros(1), runs=3, warmup=1)
+    assert t_eager >= 0.02  # with one warm-up call the slow calls would be timed: the test can tell

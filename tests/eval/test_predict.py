@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,3 +133,93 @@ def test_ssv2_checkpoint_samples_with_the_ssv2_protocol(tmp_path, eval_overrides
     assert torch.allclose(predictor.predict(tmp_path / "v.webm").probs, probs, atol=1e-6)
     kinetics = Predictor(model, {**checkpoint_data, "dataset": "kinetics"}, device="cpu")
     assert not torch.equal(kinetics.dataset([str(tmp_path / "v.webm")])[0]["views"], expected)
+
+
+# ------------------------------------------------------------------ inputs in memory, lists, bounded decoding
+
+
+def _decoded(path) -> np.ndarray:
+    """Every frame of a video file, decoded with PyAV: uint8 [T, H, W, 3] RGB."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.mark.slow
+def test_path_frames_bytes_and_lists_give_the_same_probabilities(predictor, eval_data):
+    """A path, its decoded frames (numpy and torch) with its fps, its encoded bytes, and a list of paths (one
+    batched call) score alike; a list returns one Prediction per video, in order."""
+    paths = [eval_data / "videos" / f"v{i}.mp4" for i in range(3)]
+    single = [predictor.predict(p, topk=3) for p in paths]
+    frames = _decoded(paths[0])
+    assert frames.shape == (20, 40, 48, 3)
+    for same in (predictor.predict(frames, fps=30.0, topk=3),
+                 predictor.predict(torch.from_numpy(frames), fps=30, topk=3),
+                 predictor.predict(paths[0].read_bytes(), topk=3)):
+        assert torch.allclose(same.probs, single[0].probs, atol=1e-6)
+        assert same.class_indices == single[0].class_indices
+        assert same.duration == pytest.approx(single[0].duration) and same.fps == pytest.approx(30.0)
+    assert predictor.predict(frames, fps=30.0).video == "<frames>"
+    batched = predictor.predict([str(p) for p in paths], topk=3)
+    assert isinstance(batched, list) and [b.video for b in batched] == [str(p) for p in paths]
+    for b, s in zip(batched, single):
+        assert torch.allclose(b.probs, s.probs, atol=1e-6) and b.class_indices == s.class_indices
+    assert torch.allclose(predictor.features(frames, fps=30.0), predictor.features(paths[0]), atol=1e-6)
+    assert len(predictor.timeline(frames, fps=30.0, window=0.5, views="1x1")) == 2
+
+
+def test_bad_in_memory_inputs_are_one_line_errors(predictor, eval_data):
+    frames = _decoded(eval_data / "videos" / "v0.mp4")
+    cases = [
+        (lambda: predictor.predict(frames), "need their frame rate: predict\\(frames, fps=30.0\\)"),
+        (lambda: predictor.predict(frames, fps=0), "fps must be a positive"),
+        (lambda: predictor.predict(frames.astype(np.float32), fps=30), "must be uint8"),
+        (lambda: predictor.predict(frames[..., 0], fps=30), r"shape \[T, H, W, 3\].*\[20, 40, 48\]"),
+        (lambda: predictor.predict(torch.zeros(0, 8, 8, 3, dtype=torch.uint8), fps=30), r"shape \[T, H, W, 3\]"),
+        (lambda: predictor.predict(b"not a video at all" * 10), "<bytes>: cannot decode the bytes as a video"),
+        (lambda: predictor.predict(b""), "empty bytes"),
+        (lambda: predictor.predict(eval_data / "videos" / "v0.mp4", fps=30), "fps= is for decoded frames"),
+        (lambda: predictor.predict(42), "cannot predict on a int: give a video path"),
+        (lambda: predictor.predict([eval_data / "videos" / "v0.mp4", eval_data / "videos" / "garbage.mp4"]),
+         "garbage.mp4"),
+    ]
+    for call, message in cases:
+        with pytest.raises(UserError, match=message):
+            call()
+
+
+def test_views_must_be_two_sensible_integers(predictor, tiny_checkpoint):
+    from mvit_video import Predictor
+    from mvit_video.predict import MAX_TEMPORAL_VIEWS, parse_views
+
+    assert parse_views("5x1") == (5, 1) and parse_views((2, 3)) == (2, 3) and parse_views([np.int64(3), 1]) == (3, 1)
+    for bad in [(1.5, 1), (True, True), (2.0, 1), "1.5x1", "5x", "5x1x1", 5, None]:
+        with pytest.raises(UserError, match="two integers"):
+            parse_views(bad)
+    for bad in ["2000x1", f"{MAX_TEMPORAL_VIEWS + 1}x1", "0x1", "2x2"]:
+        with pytest.raises(UserError, match=f"need 1 <= K <= {MAX_TEMPORAL_VIEWS}"):
+            parse_views(bad)
+    with pytest.raises(UserError, match="two integers"):
+        Predictor.from_checkpoint(tiny_checkpoint, device="cpu", views=(1.5, 1))
+    with pytest.raises(UserError, match="need 1 <= K"):
+        predictor.predict("unused.mp4", views="2000x1")
+
+
+def test_large_frames_are_resized_while_decoding_to_the_same_views(predictor, eval_data, monkeypatch):
+    """Frames over the test short side are decoded one at a time here (a tiny budget) and resized at once: the
+    views are bit-identical to the dataset's one-decode path (clips.views), which holds every frame at full size."""
+    from mvit_video import predict
+    from mvit_video.data import clips
+    from mvit_video.data.decoding import open_video
+
+    calls = []
+    spec = predictor.spec("2x3")
+    with open_video(eval_data / "videos" / "v1.mp4") as reader:
+        expected = clips.views(reader, spec)
+        monkeypatch.setattr(predict, "DECODE_BUDGET_BYTES", 1)
+        get_frames = reader.get_frames
+        monkeypatch.setattr(reader, "get_frames", lambda idx: calls.append(len(idx)) or get_frames(idx))
+        got = predict._bounded_views(reader, spec)
+    assert torch.equal(got, expected)
+    assert calls and set(calls) == {1}  # never more than one full-size frame decoded at a time

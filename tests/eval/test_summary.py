@@ -143,3 +143,40 @@ def test_not_a_run_directory(tmp_path, capsys):
         main([str(tmp_path / "nope")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: not a run directory (no such directory)"
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+
+
+@pytest.mark.slow
+def test_a_sweep_reads_back_as_one_table(kinetics_list_dir, tmp_path, capsys):
+    """`train -m` over two LRs and two seeds: job folders named by the swept values only (not by every override),
+    sweep.jsonl maps them to their overrides, the basic launcher's line says what is true (no .submitit folder),
+    and `summary SWEEP` and `summary SWEEP/*` print one table of the four runs with the swept keys as columns."""
+    import subprocess
+
+    from mvit_video.summary import main
+
+    out = tmp_path / "sweep"
+    args = tiny_overrides(kinetics_list_dir, out, "solver.max_epoch=1", "solver.warmup_epochs=0", "train.batch_size=4",
+                          "data.num_frames=2")
+    r = subprocess.run([sys.executable, "-m", "mvit_video.train", "-m", *args, "solver.base_lr=1e-3,2e-3",
+                        "seed=0,1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"multirun: each job writes to {out}/<base_lr,seed=...>" in r.stderr
+    assert "jobs run one after another in this process" in r.stderr and ".submitit" not in r.stderr
+    names = ["base_lr=0.001,seed=0", "base_lr=0.001,seed=1", "base_lr=0.002,seed=0", "base_lr=0.002,seed=1"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == names
+    index = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+    assert [(rec["job"], rec["dir"]) for rec in index] == list(enumerate(names))
+    assert "solver.base_lr=0.002" in index[2]["overrides"] and "seed=0" in index[2]["overrides"]
+
+    for argv in ([str(out)], sorted(str(p) for p in out.iterdir())):  # the folder, and the shell's sweep/*
+        assert main(["--no-plots", *argv]) == 0
+        captured = capsys.readouterr()
+        lines = captured.out.splitlines()
+        assert lines[0].split()[:4] == ["run", "base_lr", "seed", "epochs"]
+        rows = [line.split() for line in lines[2:6]]
+        assert [(row[0], row[1], row[2], row[3]) for row in rows] == [
+            (str(out / n), n.split(",")[0].split("=")[1], n.split("=")[-1], "1") for n in names]
+        assert len(lines) == 6 and "error" not in captured.err

@@ -30,7 +30,6 @@ from mvit_video.models.convert import (
 from mvit_video.utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "convert_checkpoint.py"
 
 
 def random_weights(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -53,19 +52,17 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def cli():
-    """scripts/convert_checkpoint.py imported as a module (in-process runs skip the interpreter start-up)."""
-    import importlib.util
+    """mvit_video.convert_checkpoint (in-process runs skip the interpreter start-up)."""
+    import mvit_video.convert_checkpoint
 
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return mvit_video.convert_checkpoint
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="2")
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+        [sys.executable, "-m", "mvit_video.convert_checkpoint", *args], capture_output=True, text=True, cwd=REPO, env=env,
+        timeout=120,
     )
 
 
