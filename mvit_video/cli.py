@@ -6,8 +6,10 @@ wrong key is one error line), and hands Hydra's own flags (--multirun, --cfg, --
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -66,6 +68,46 @@ def resolve_runtime(run: RunConfig, local_rank: int = 0) -> tuple[torch.device, 
     return device, autocast_dtype(run, device)
 
 
+def as_user_error(error: BaseException) -> UserError | None:
+    """A failure the user causes that arrives as an OS or torch error, as a one-line UserError: a full disk
+    (ENOSPC/EDQUOT, and torch's `inline_container.cc` error that follows a checkpoint write cut by it), an invalid
+    learning rate, running out of memory. None for anything else (a bug: its traceback is wanted)."""
+    text = str(error).strip()
+    first = text.splitlines()[0][:200] if text else type(error).__name__
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {error.filename}" if error.filename else ""
+        return UserError(f"disk full{where} ({error.strerror}): free space there or point output_dir at another "
+                         f"disk; what was already written (checkpoints, metrics.jsonl) is intact")
+    if isinstance(error, RuntimeError) and ("inline_container.cc" in text or "PytorchStreamWriter failed" in text):
+        return UserError(f"writing a checkpoint failed ({first}); usually the disk is full: free space or point "
+                         f"output_dir at another disk; earlier checkpoints are intact (writes are atomic)")
+    if isinstance(error, ValueError) and text.startswith("Invalid learning rate"):
+        return UserError(f"{first}: check solver.base_lr, solver.warmup_start_lr and solver.cosine_end_lr")
+    torch = sys.modules.get("torch")  # only loaded when something ran that could run out of memory on a device
+    oom_types = (MemoryError,) + ((torch.cuda.OutOfMemoryError,) if torch is not None else ())
+    if isinstance(error, oom_types) or (
+            isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)):
+        return UserError(f"out of memory ({first}): lower the batch size (train.batch_size, test.batch_size), the "
+                         f"crop or frames, or set model.act_checkpoint=true")
+    return None
+
+
+def _user_errors(task: Task) -> Task:
+    """`task` with the failures of `as_user_error` raised as UserError (one line), the original chained."""
+
+    def run(cfg: DictConfig, keys: Sequence[str]) -> Any:
+        try:
+            return task(cfg, keys)
+        except (OSError, RuntimeError, ValueError, MemoryError) as e:
+            mapped = as_user_error(e)
+            if mapped is None:
+                raise
+            raise mapped from e
+
+    run.__module__ = getattr(task, "__module__", run.__module__)  # Hydra names the job after the entry point
+    return run
+
+
 def explicit_keys(overrides: Sequence[str]) -> list[str]:
     """The keys set on the command line (`data.num_frames=8` -> `data.num_frames`)."""
     return [o.split("=", 1)[0].lstrip("+~") for o in overrides]
@@ -83,6 +125,7 @@ def main(args: Sequence[str], task: Task, *, hydra_args: Callable[[list[str]], l
         return
     from mvit_video.config import compose, precheck_flag_run
 
+    task = _user_errors(task)
     if not any(a.startswith("-") for a in args):
         cli_errors(lambda: task(compose(args), explicit_keys(args)))()
         return
@@ -298,6 +341,11 @@ def precheck_multirun(args: list[str]) -> DictConfig:
     cfg = compose(overrides)
     build_config(cfg)
     launcher = _launcher(args)
+    if "slurm" in launcher and shutil.which("srun") is None:
+        # submitit's SLURM executor needs srun/sbatch; off a cluster it ends in a long traceback
+        raise ConfigError(f"hydra/launcher={launcher} submits jobs to SLURM, but `srun` is not on PATH (not a SLURM "
+                          f"login node?): run the command on the cluster, or try the sweep on this machine with "
+                          f"hydra/launcher=submitit_local")
     if "submitit" in launcher or "slurm" in launcher:
         # Hydra's own logging is off (conf/config.yaml): say here where the cluster jobs will write
         folder = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.launcher.submitit_folder=")),

@@ -5,6 +5,7 @@ named."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 import typing
 from dataclasses import fields
@@ -202,6 +203,8 @@ def _model_config(model: dict[str, Any], mvit: dict[str, Any], data: DataConfig)
     for key, value in values.items():
         if hints[key] is bool and not isinstance(value, bool):  # "no" would read as true
             raise ConfigError(f"config key '{model_key(key)}': expected true, false, got {value!r}")
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f"config key '{model_key(key)}': expected a finite number, got {value!r}")
     try:
         return MViTConfig(**values)
     except ConfigError as e:
@@ -265,7 +268,7 @@ def shorten_schedule(cfg: DictConfig) -> str | None:
     returns the line to log, or None when the schedule fits."""
     warmup, max_epoch = cfg.solver.warmup_epochs, cfg.solver.max_epoch
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or isinstance(max_epoch, bool) \
-            or not isinstance(max_epoch, int) or max_epoch < 1 or warmup < max_epoch:
+            or not isinstance(max_epoch, int) or max_epoch < 1 or warmup < max_epoch or not math.isfinite(warmup):
         return None  # fits, or a wrong value that build_config reports
     with open_dict(cfg):
         cfg.solver.warmup_epochs = max_epoch / 2

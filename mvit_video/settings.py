@@ -10,6 +10,7 @@ conf/config.yaml: these classes have none.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -110,6 +111,9 @@ class LoaderConfig:
     pin_memory: bool
     persistent_workers: bool
     decoder_threads: int = _f(min=0)
+    # where training clips are augmented; the one default outside config.yaml, so that loaders built in code for
+    # evaluation (extract.py), which never augment, need not name it
+    augment_on: str = field(default="auto", metadata={"choices": ("auto", "workers", "device")})
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,7 @@ class TrainConfig:
     grad_accum_steps: int = _f(min=1)
     compile: Union[bool, str] = _f(choices=(True, False, "auto"))
     peak_tflops: Union[float, None] = _f(min=0.0, strict_min=True)
+    stop_grace_s: Union[float, None] = _f(min=0.0)  # after a stop signal, end the process at the latest then
     keep_checkpoints: Union[int, None] = _f(min=0)  # latest epoch checkpoints kept; 0 / None: all
     save_best: bool  # checkpoints/checkpoint_best.pyth at each new best val top-1
     reinit_head: bool  # fine-tuning: a new classifier even when the checkpoint's has the right size
@@ -300,7 +305,12 @@ def _type_name(kind: Any) -> str:
 
 
 def _check_value(key: str, value: Any, rules: Mapping[str, Any]) -> Any:
-    """Apply a field's rules (choices, min/max, strict_min, length, positive) to `value`."""
+    """Apply a field's rules (choices, min/max, strict_min, length, positive) to `value`. Every number must be
+    finite: nan compares false with any bound and would pass min/max, then fail deep inside (the optimizer)."""
+    numbers = value if isinstance(value, tuple) else (value,)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        raise ConfigError(f"config key '{key}': expected a finite number, got "
+                          f"{list(value) if isinstance(value, tuple) else value!r}")
     if "choices" in rules and not any(value == c and type(value) is type(c) for c in rules["choices"]):
         raise ConfigError(f"config key '{key}': expected one of {', '.join(_show(c) for c in rules['choices'])}, "
                           f"got {value!r}")

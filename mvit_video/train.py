@@ -2,11 +2,13 @@
 
 Everything a run writes goes to `output_dir` (default `outputs/<name>`): train.log, metrics.jsonl,
 tensorboard/, checkpoints/, bad_videos.txt, config.yaml. Re-running the same command resumes from the latest
-checkpoint. SIGTERM/SIGUSR1 (SLURM preemption) save `checkpoints/checkpoint_preempt.pyth` after the current step
-and exit: status 0 after `scontrol requeue` succeeded (under SLURM), else 128 + signal (143 SIGTERM, 138 SIGUSR1);
-under the submitit launcher the signal is handed to submitit, which requeues the job. SIGINT (Ctrl-C) saves the same
-way and exits 130; a second Ctrl-C stops at once. A run holds `<output_dir>/.run.lock`: a second run there refuses.
-The run itself is mvit_video.engine.trainer (build_run, fit).
+checkpoint. SIGTERM/SIGUSR1/SIGUSR2 (SLURM, submitit preemption) save `checkpoints/checkpoint_preempt.pyth` after the
+current step and exit: status 0 after `scontrol requeue` succeeded (under SLURM), else 128 + signal (143 SIGTERM,
+138 SIGUSR1, 140 SIGUSR2); under the submitit launcher the signal is handed to submitit, which requeues the job.
+SIGINT (Ctrl-C) saves the same way and exits 130. Within train.stop_grace_s of the signal the run ends in any case
+(a step that runs for minutes), and a second signal ends it at once (engine/preempt.py). A configuration whose step
+cannot fit in memory is refused before it starts (engine/memory.py). A run holds `<output_dir>/.run.lock`: a second
+run there refuses. The run itself is mvit_video.engine.trainer (build_run, fit).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     from mvit_video.config import build_config, shorten_schedule
     from mvit_video.data.loader import available_cores, stop_workers
     from mvit_video.engine import distributed as du
+    from mvit_video.engine.memory import out_of_memory_as_error
+    from mvit_video.engine.preempt import PreemptionHandler
     from mvit_video.engine.resume import fresh_start
     from mvit_video.engine.runlock import lock_output_dir
     from mvit_video.engine.trainer import build_run, fit
@@ -61,20 +65,29 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
         torch.set_num_threads(max(1, available_cores() // world - run.data_loader.num_workers))
     du.init_distributed(device.type)
     lock = None
+    # Stop signals are caught from here on: before the training loop they end the run at once (nothing to save),
+    # inside it after the step and its checkpoint, within train.stop_grace_s in any case (engine/preempt.py).
+    preempt = PreemptionHandler(run.train.stop_grace_s)
+    preempt.checkpointable = False
+    preempt.install()
     try:
         cli.setup_logging(None, rank)
         lock = lock_output_dir(Path(run.output_dir))  # before anything is written there
+        if lock is not None:
+            preempt.at_hard_exit(lock.release)
         fresh_note = fresh_start(run, Path(run.output_dir))  # auto_resume=false: the old run's files move aside
         cli.setup_logging(Path(run.output_dir), rank)
         for note in (fresh_note, schedule_note):
             if note:
                 logging.getLogger("mvit_video.train").info(note)
-        return fit(build_run(run, device, amp_dtype), on_step)
+        with out_of_memory_as_error(run, world):
+            return fit(build_run(run, device, amp_dtype), on_step, preempt=preempt)
     finally:
         stop_workers()  # every exit path, error or signal, ends the data-loader workers now
         if lock is not None:
             lock.release()
         du.cleanup()
+        preempt.restore()
 
 
 def _task(cfg: DictConfig, explicit: Sequence[str]) -> None:

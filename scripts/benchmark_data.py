@@ -27,7 +27,22 @@ measured --rounds times (fresh loaders, alternating order) and keeps its best ro
 reports CPU seconds per unit summed over all processes (from /proc), which a busy shared machine distorts less.
 --profile adds a cProfile of our train and test pipelines (workers 0): the share of time per function.
 
+--recipe (alone, or with the rows above) measures the full `k400_b_32x3` training recipe (RandAugment
+rand-m7-n4-mstd0.5-inc1, RandomResizedCrop, flip, random erasing 0.25, 2 clips per decoded video), in this process
+with one torch thread, as CPU seconds (time.process_time) per decoded video of a loader worker:
+
+    decode only         open + decode the clip's frames (the floor)
+    aug.enable=false    the recipe's dataset item with augmentation off (decode, crop, flip, normalise x2):
+                        the bound the issue's target (<= 1.3x) is set against
+    recipe, workers     data_loader.augment_on=workers: the whole augmentation in the worker
+    recipe, device      data_loader.augment_on=device: the worker's share (decode, short side, the draws)
+    recipe, old         the per-clip TrainTransform the workers ran before (transforms.py)
+
+and the device half (BatchAugment) per batch of 8 clips (4 videos x 2, 32x256x340 uint8 -> 32x224x224): on this
+CPU (one thread) and, when present, CUDA (events, after a warm-up).
+
 Example:  python scripts/benchmark_data.py --workers 0 2
+          python scripts/benchmark_data.py --recipe --workers
 """
 
 from __future__ import annotations
@@ -527,6 +542,119 @@ def profile_ours(list_dir: Path, clip: ClipSettings, decoder: str, batch: int, t
             print(f"  {100 * tt / total:6.1f} {100 * ct / total:6.1f} {nc:7d}  {func} ({where})")
 
 
+# ------------------------------------------------------------------------------------ the full recipe
+
+
+def recipe_cfg(list_dir: Path, decoder: str, *overrides: str):
+    """The k400_b_32x3 preset (typed) over the benchmark list."""
+    from mvit_video.config import build_config
+    from mvit_video.config import compose as compose_project
+
+    return build_config(compose_project(["+experiment=k400_b_32x3", f"data.path_to_data_dir={list_dir}",
+                                         "data.path_prefix=", f"data.decoder={decoder}",
+                                         "data_loader.decoder_threads=1", "data_loader.num_workers=0",
+                                         *overrides]))
+
+
+def _cpu_per_item(dataset: Any, keys: Sequence[Any], rounds: int) -> float:
+    """Best over `rounds` of the mean process CPU seconds per dataset[key] (after one warm-up item)."""
+    dataset[keys[0]]
+    best = math.inf
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for k in keys:
+            dataset[k]
+        best = min(best, (time.process_time() - t0) / len(keys))
+    return best
+
+
+class _DecodeOnly(Dataset):
+    """dataset[(seed, epoch, index)] -> the train clip's decoded frames, nothing else (the recipe's sampling)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        from mvit_video.data.clips import open_reader, train_indices
+
+        spec = self.dataset.spec
+        with open_reader(self.dataset.full_paths[key[2]], spec) as reader:
+            return reader.get_frames(train_indices(spec, reader.num_frames, reader.fps))
+
+
+def recipe_costs(list_dir: Path, decoder: str, videos: int, rounds: int, batches: int) -> dict[str, float]:
+    """Worker CPU seconds per decoded video for the k400_b_32x3 recipe and its bounds, and the device
+    augmentation time per batch of 8 clips (see the module doc); prints a table, returns the figures."""
+    from mvit_video.data import build_dataset
+    from mvit_video.data.augment import BatchAugment
+    from mvit_video.data.base import VideoDataset
+    from mvit_video.data.loader import train_collate
+    from mvit_video.data.transforms import build_train_transform
+
+    n = len((list_dir / "train.csv").read_text().splitlines())
+    keys = [(0, 0, i % n) for i in range(videos)]
+    workers_cfg = recipe_cfg(list_dir, decoder, "data_loader.augment_on=workers")
+    device_cfg = recipe_cfg(list_dir, decoder, "data_loader.augment_on=device")
+    off_cfg = recipe_cfg(list_dir, decoder, "data_loader.augment_on=workers", "aug.enable=false")
+    recipe = build_dataset(workers_cfg, "train", device="cpu")
+    on_device = build_dataset(device_cfg, "train", device="cpu")
+    old = VideoDataset(recipe.paths, recipe.full_paths, recipe.labels, "train", recipe.spec,
+                       train_transform=build_train_transform(workers_cfg.data, workers_cfg.aug,
+                                                             decode_short_side=workers_cfg.data.train_jitter_scales[0]),
+                       num_sample=recipe.num_sample)
+    rows = {
+        "decode only": _DecodeOnly(recipe),
+        "aug.enable=false": build_dataset(off_cfg, "train", device="cpu"),
+        "recipe, device (worker share)": on_device,
+        "recipe, workers": recipe,
+        "recipe, old per-clip transform": old,
+    }
+    cost = {name: _cpu_per_item(ds, keys, rounds) for name, ds in rows.items()}
+    bound = cost["aug.enable=false"]
+    print(f"\nk400_b_32x3 recipe, {recipe.num_sample} clips per decoded video, one thread, {videos} videos x "
+          f"best of {rounds}: worker CPU seconds per decoded video")
+    print("| worker item | CPU s / video | vs aug.enable=false (target <= 1.3 for the device split) |")
+    print("|---|---|---|")
+    for name, c in cost.items():
+        print(f"| {name} | {c:.3f} | {c / bound:.2f}x |")
+
+    # the device half: 4 videos x 2 clips per batch, the frames and draws the workers made
+    items = [on_device[(0, 1, i % n)] for i in range(4 * batches)]
+    augment = BatchAugment(on_device.train_transform.spec)
+    cpu_batches = [train_collate(items[4 * b : 4 * b + 4]) for b in range(batches)]
+    b0 = cpu_batches[0]
+    augment(b0["frames"], b0["frame_sizes"], b0["source"], b0["params"])  # warm-up
+    t0 = time.process_time()
+    for b in cpu_batches:
+        augment(b["frames"], b["frame_sizes"], b["source"], b["params"])
+    cost["device aug per batch, cpu"] = (time.process_time() - t0) / batches
+    shape = tuple(b0["frames"].shape)
+    print(f"\ndevice augmentation of one batch ({len(b0['params'])} clips, frames {shape} uint8 -> "
+          f"{recipe.spec.num_frames}x{on_device.train_transform.spec.crop_size}^2):")
+    print(f"  cpu, {torch.get_num_threads()} thread(s): {1000 * cost['device aug per batch, cpu']:.0f} ms "
+          "(CPU time)")
+    if torch.cuda.is_available():
+        dev = torch.device("cuda")
+        gpu = [(b["frames"].to(dev), b) for b in cpu_batches]
+        for frames, b in gpu[:2]:
+            augment(frames, b["frame_sizes"], b["source"], b["params"])
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for frames, b in gpu:
+            augment(frames, b["frame_sizes"], b["source"], b["params"])
+        end.record()
+        torch.cuda.synchronize()
+        cost["device aug per batch, cuda"] = start.elapsed_time(end) / 1000 / len(gpu)
+        print(f"  {torch.cuda.get_device_name()}: {1000 * cost['device aug per batch, cuda']:.1f} ms (target <= 10)")
+    else:
+        print("  cuda: not present on this machine (unmeasured)")
+    return cost
+
+
 # --------------------------------------------------------------------------------------------------- main
 
 
@@ -537,7 +665,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--size", default="340x256", help="video WIDTHxHEIGHT")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--ext", default=".mp4", choices=(".mp4", ".webm"), help="container/codec (h264 / vp9)")
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="loader worker counts to measure")
+    p.add_argument("--workers", type=int, nargs="*", default=[0, 2],
+                   help="loader worker counts to measure (none: skip the throughput rows, e.g. with --recipe)")
     p.add_argument("--decoder", default="decord", choices=("decord", "pyav"), help="our decoder (data.decoder)")
     p.add_argument("--num-frames", type=int, default=32)
     p.add_argument("--sampling-rate", type=int, default=3)
@@ -557,6 +686,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "mvit_video_benchmark")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--profile", action="store_true", help="also print a cProfile of our pipelines (workers 0)")
+    p.add_argument("--recipe", action="store_true",
+                   help="also measure the full k400_b_32x3 recipe: worker CPU-s per video, device augmentation")
+    p.add_argument("--recipe-videos", type=int, default=8, help="decoded videos per --recipe row and round")
+    p.add_argument("--recipe-batches", type=int, default=3, help="batches of 8 clips timed for the device half")
     return p.parse_args(argv)
 
 
@@ -577,7 +710,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for workers in args.workers:
         all_results[workers] = run_rows(list_dir, clip, workers, args.decoder, args.batch, args.train_clips,
                                         args.test_videos, args.min_seconds, args.max_seconds, args.rounds)
-    print_table(all_results, clip)
+    if all_results:
+        print_table(all_results, clip)
+    if args.recipe:
+        recipe_costs(list_dir, args.decoder, args.recipe_videos, args.rounds, args.recipe_batches)
     if args.profile:
         profile_ours(list_dir, clip, args.decoder, args.batch, args.train_clips, args.test_videos)
     return 0

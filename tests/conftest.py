@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,17 @@ torch.set_num_threads(1)  # tiny tensors on a (shared) 2-core machine: two OpenM
 
 # name, frames, fps: mp4 (h264) and webm (vp9) of several lengths and rates; the seed of a video is its row
 VIDEOS = [("a.mp4", 60, 30.0), ("b.mp4", 90, 25.0), ("c.webm", 48, 30.0), ("short.mp4", 10, 30.0)]
+
+
+@pytest.fixture(autouse=True)
+def _drop_cli_log_handlers():
+    """Commands run in-process (extract, evaluate) install stderr handlers on the root logger (cli.setup_logging);
+    pytest closes the captured stream after the test, so a handler left behind would fail later tests' logging."""
+    yield
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_mvit_video", False)]:
+        root.removeHandler(h)
+        h.close()
 
 
 @pytest.fixture(scope="session")

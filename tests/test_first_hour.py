@@ -399,9 +399,14 @@ def test_a_nan_checkpoint_is_refused(kinetics_list_dir, tmp_path: Path) -> None:
     assert "holds NaN/inf values" in line
 
 
-def test_submitit_runs_say_where_they_write(tmp_path: Path, capsys) -> None:
+def test_submitit_runs_say_where_they_write(tmp_path: Path, capsys, monkeypatch) -> None:
     from mvit_video.cli import precheck_multirun as _precheck_multirun
 
+    # as on a SLURM login node: an `srun` on PATH (off a cluster the launcher is refused, tested in test_preempt)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     _precheck_multirun(["hydra/launcher=mvit_slurm", f"output_dir={tmp_path}/k400", "solver.base_lr=1e-4,2e-4"])
     err = capsys.readouterr().err
     assert f"under {tmp_path}/k400/" in err and f"SLURM stdout/stderr go to {tmp_path}/k400/.submitit/%j" in err

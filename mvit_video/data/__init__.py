@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 from mvit_video.utils.errors import ConfigError
 
 if TYPE_CHECKING:
+    import torch
+
     from mvit_video.data.base import VideoDataset
     from mvit_video.settings import DataConfig, RunConfig
 
-__all__ = ["build_dataset", "build_loader", "VideoDataset", "synthetic_dir"]
+__all__ = ["build_dataset", "build_loader", "resolve_augment_on", "VideoDataset", "synthetic_dir"]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from mvit_video.data.loader import build_loader
 
         return build_loader
+    if name == "resolve_augment_on":
+        from mvit_video.data.loader import resolve_augment_on
+
+        return resolve_augment_on
     raise AttributeError(f"module 'mvit_video.data' has no attribute {name!r}")
 
 
@@ -40,26 +46,29 @@ def synthetic_dir(data: DataConfig) -> Path:
     return ensure_synthetic_dataset(data.path_to_data_dir or None, **dataclasses.asdict(data.synthetic))
 
 
-def build_dataset(cfg: RunConfig, split: str) -> VideoDataset:
-    """Dataset of `split` ("train" | "val" | "test") for data.dataset (kinetics | ssv2 | synthetic)."""
+def build_dataset(cfg: RunConfig, split: str, device: "torch.device | str | None" = None) -> VideoDataset:
+    """Dataset of `split` ("train" | "val" | "test") for data.dataset (kinetics | ssv2 | synthetic). `device`: the
+    training device, which data_loader.augment_on (auto) needs; None: the workers augment (as before)."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
     from mvit_video.data.clips import ClipSpec
+    from mvit_video.data.loader import resolve_augment_on
 
     data, aug = cfg.data, cfg.aug
+    on_device = device is not None and resolve_augment_on(cfg.data_loader.augment_on, device) == "device"
     spec = ClipSpec.from_config(data, cfg.test, cfg.data_loader.decoder_threads)
     if data.dataset == "kinetics":
         from mvit_video.data.kinetics import build_kinetics
 
-        return build_kinetics(data, aug, spec, split)
+        return build_kinetics(data, aug, spec, split, augment_on_device=on_device)
     if data.dataset == "ssv2":
         from mvit_video.data.ssv2 import build_ssv2
 
-        return build_ssv2(data, aug, spec, split)
+        return build_ssv2(data, aug, spec, split, augment_on_device=on_device)
     if data.dataset == "synthetic":
         from mvit_video.data.kinetics import build_kinetics
 
         root = str(synthetic_dir(data))
-        return build_kinetics(data, aug, spec, split, data_dir=root, prefix=root)
+        return build_kinetics(data, aug, spec, split, data_dir=root, prefix=root, augment_on_device=on_device)
     raise ConfigError(f"data.dataset: unknown dataset {data.dataset!r}; use kinetics, ssv2 or synthetic")
 

@@ -1,8 +1,11 @@
 """VideoDataset: list of (path, label) -> training clips or multi-view test items, robust to bad files.
 
 Train items: `{"video": [N,3,T,H,W], "label", "index", "bad_paths"}` (one decode, N augmented clips; a bad video is
-replaced by a random other one, at most `max_bad_retries` times). Val/test items: `{"views": [K*S,3,T,c,c], "label",
-"index", "path", "ok"}` with view v = temporal v // S, spatial v % S, all views from one decode.
+replaced by a random other one, at most `max_bad_retries` times). With the augmentation on the training device
+(`augment_on_device`), `{"frames": uint8 [T,H,W,3], "params": N ClipParams, ...}` instead: the frames once, the N
+clips' random draws beside them (data/augment.py), applied batched after the copy to the device. Val/test items:
+`{"views": [K*S,3,T,c,c], "label", "index", "path", "ok"}` with view v = temporal v // S, spatial v % S, all views
+from one decode.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mvit_video.data.augment import TrainAugment
 from mvit_video.data.clips import ClipSpec, open_reader, train_indices, views
 from mvit_video.data.decoding import VideoDecodeError
 from mvit_video.utils.errors import UserError
@@ -73,6 +77,7 @@ class VideoDataset(Dataset):
         max_bad_retries: int = 10,
         class_names: Optional[list[str]] = None,
         num_classes: Optional[int] = None,
+        augment_on_device: bool = False,
     ) -> None:
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be train, val or test, got {split!r}")
@@ -80,6 +85,10 @@ class VideoDataset(Dataset):
             raise ValueError("a training dataset needs a train_transform")
         self.paths, self.full_paths, self.labels = list(paths), list(full_paths), list(labels)
         self.split, self.spec, self.train_transform = split, spec, train_transform
+        if augment_on_device and not isinstance(train_transform, TrainAugment):
+            raise ValueError("augment_on_device needs a TrainAugment as the train_transform")
+        # True: train items carry uint8 frames + ClipParams; the loader's device side applies them (data/loader.py)
+        self.augment_on_device = bool(augment_on_device)
         self.num_sample, self.max_bad_retries = int(num_sample), int(max_bad_retries)
         self.class_names = class_names
         if num_classes is None:
@@ -100,13 +109,21 @@ class VideoDataset(Dataset):
 
     # ------------------------------------------------------------------ train
 
-    def _train_clips(self, path: str) -> torch.Tensor:
+    def _train_clips(self, path: str) -> dict:
         with open_reader(path, self.spec) as reader:
             frames = reader.get_frames(train_indices(self.spec, reader.num_frames, reader.fps))
         # one decode, num_sample independently augmented clips (repeated augmentation)
+        aug = self.train_transform
+        if isinstance(aug, TrainAugment):
+            frames = aug.prepare(frames)  # the per-video work (Kinetics: short side), once for the N clips
+            params = [aug.draw(frames.shape[1], frames.shape[2]) for _ in range(self.num_sample)]
+            if self.augment_on_device:
+                return {"frames": frames, "params": params}
+            return {"video": aug.apply(frames, params)}
+        # any other callable: frames -> one clip [3,T,H,W] (as before TrainAugment; benchmarks pass their own)
         if self.num_sample == 1:
-            return self.train_transform(frames).unsqueeze(0)  # no stack copy
-        return torch.stack([self.train_transform(frames) for _ in range(self.num_sample)])
+            return {"video": self.train_transform(frames).unsqueeze(0)}  # no stack copy
+        return {"video": torch.stack([self.train_transform(frames) for _ in range(self.num_sample)])}
 
     def _train_item(self, index: int, seed_epoch: Optional[tuple[int, int]] = None) -> dict:
         bad: list[str] = []
@@ -118,8 +135,8 @@ class VideoDataset(Dataset):
                     else contextlib.nullcontext())
             try:
                 with rngs:
-                    video = self._train_clips(path)
-                return {"video": video, "label": self.labels[index], "index": index, "bad_paths": bad}
+                    clips = self._train_clips(path)
+                return {**clips, "label": self.labels[index], "index": index, "bad_paths": bad}
             except VideoDecodeError as e:
                 warn_bad_video(path, e)
                 bad.append(path)

@@ -8,7 +8,7 @@ from typing import Optional
 from mvit_video.data.base import VideoDataset
 from mvit_video.data.clips import ClipSpec
 from mvit_video.data.lists import join_prefix, read_class_names, read_list_file
-from mvit_video.data.transforms import build_train_transform
+from mvit_video.data.augment import TrainAugment, build_aug_spec
 from mvit_video.settings import AugConfig, DataConfig
 from mvit_video.utils.errors import ConfigError, UserError
 
@@ -24,9 +24,9 @@ def list_file(data: DataConfig, split: str, data_dir: str) -> str:
 
 
 def build_kinetics(data: DataConfig, aug: AugConfig, spec: ClipSpec, split: str, data_dir: Optional[str] = None,
-                   prefix: Optional[str] = None) -> VideoDataset:
+                   prefix: Optional[str] = None, augment_on_device: bool = False) -> VideoDataset:
     """VideoDataset over `<data_dir>/{split}.csv` (data_dir defaults to data.path_to_data_dir, prefix to
-    data.path_prefix)."""
+    data.path_prefix); `augment_on_device`: train items carry frames + parameters (data/augment.py)."""
     data_dir = data_dir if data_dir is not None else data.path_to_data_dir
     if not data_dir:
         raise ConfigError("data.path_to_data_dir: not set (the folder with train.csv / val.csv / test.csv)")
@@ -49,9 +49,10 @@ def build_kinetics(data: DataConfig, aug: AugConfig, spec: ClipSpec, split: str,
         spec=spec,
         # PySlowFast's Kinetics decoder scales frames to short side TRAIN_JITTER_SCALES[0] before augmentation
         train_transform=(
-            build_train_transform(data, aug, decode_short_side=data.train_jitter_scales[0]) if split == "train"
-            else None
+            TrainAugment(build_aug_spec(data, aug, decode_short_side=data.train_jitter_scales[0]))
+            if split == "train" else None
         ),
+        augment_on_device=augment_on_device and split == "train",
         num_sample=data.num_sample if split == "train" else 1,
         max_bad_retries=data.max_bad_retries,
         class_names=class_names,

@@ -1,4 +1,5 @@
-"""DataLoaders: a resumable distributed sampler for training, exact sharding for val/test, and the collates."""
+"""DataLoaders: a resumable distributed sampler for training, exact sharding for val/test, the collates, and the
+training loader's device side (pinned, non-blocking copies one batch ahead; the batched augmentation)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from mvit_video.settings import LoaderConfig
 from mvit_video.utils.errors import ConfigError
 
 __all__ = ["ResumableDistributedSampler", "ShardSampler", "train_collate", "test_collate", "worker_init_fn",
-           "build_loader", "stop_workers"]
+           "build_loader", "stop_workers", "resolve_augment_on", "DeviceLoader"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +113,124 @@ class ShardSampler(Sampler[int]):
 
 
 def train_collate(items: list[dict]) -> dict:
-    """Flatten num_sample into the batch: video [B*N,3,T,H,W]; label/index [B*N] (clip order: item-major)."""
+    """Flatten num_sample into the batch: video [B*N,3,T,H,W]; label/index [B*N] (clip order: item-major).
+
+    Items augmented on the device (frames + params) batch as `frames` uint8 [B,T,Hmax,Wmax,3] (each video
+    zero-padded at the bottom/right to the batch's largest; Kinetics videos differ in aspect ratio),
+    `frame_sizes` [B,2] (each video's valid H, W), `source` [B*N] (clip -> video) and `params` (B*N ClipParams):
+    the frames travel once for the N clips of a video."""
+    if "frames" in items[0]:
+        return _frames_collate(items)
     videos = torch.cat([it["video"] for it in items])
     n = [it["video"].shape[0] for it in items]
     labels = torch.tensor([it["label"] for it, k in zip(items, n) for _ in range(k)], dtype=torch.long)
     index = torch.tensor([it["index"] for it, k in zip(items, n) for _ in range(k)], dtype=torch.long)
     bad = [p for it in items for p in it["bad_paths"]]
     return {"video": videos, "label": labels, "index": index, "bad_paths": bad}
+
+
+def _frames_collate(items: list[dict]) -> dict:
+    frames = [it["frames"] for it in items]
+    sizes = torch.tensor([f.shape[1:3] for f in frames], dtype=torch.long)
+    if all(f.shape == frames[0].shape for f in frames):
+        batch = torch.stack(frames)
+    else:
+        t = frames[0].shape[0]
+        batch = torch.zeros((len(frames), t, int(sizes[:, 0].max()), int(sizes[:, 1].max()), 3), dtype=torch.uint8)
+        for u, f in enumerate(frames):
+            batch[u, :, : f.shape[1], : f.shape[2]] = f
+    n = [len(it["params"]) for it in items]
+    return {
+        "frames": batch,
+        "frame_sizes": sizes,
+        "source": torch.tensor([u for u, k in enumerate(n) for _ in range(k)], dtype=torch.long),
+        "params": [p for it in items for p in it["params"]],
+        "label": torch.tensor([it["label"] for it, k in zip(items, n) for _ in range(k)], dtype=torch.long),
+        "index": torch.tensor([it["index"] for it, k in zip(items, n) for _ in range(k)], dtype=torch.long),
+        "bad_paths": [p for it in items for p in it["bad_paths"]],
+    }
+
+
+def resolve_augment_on(setting: str, device: "torch.device | str") -> str:
+    """data_loader.augment_on as "workers" or "device": auto is device on CUDA and workers on CPU, where the
+    workers run beside the training step and the main process would do the same work serially (README,
+    Performance: measured)."""
+    if setting not in ("auto", "workers", "device"):
+        raise ConfigError(f"data_loader.augment_on: expected auto, workers or device, got {setting!r}")
+    if setting == "auto":
+        return "device" if torch.device(device).type == "cuda" else "workers"
+    return setting
+
+
+class DeviceLoader:
+    """The training DataLoader seen from the device: iterating yields batches whose "video" and "label" are on
+    `device`, ready to use. On CUDA the next batch is copied (pinned memory, non_blocking) and augmented on a side
+    stream while the current step runs; elsewhere each batch is moved and augmented when asked for. `augment`
+    (a BatchAugment) applies device-side augmentation to batches that carry frames + params (train_collate).
+    len(), .sampler and the other attributes are the DataLoader's."""
+
+    def __init__(self, loader: DataLoader, device: torch.device, augment: Any = None) -> None:
+        self.loader, self.device, self.augment = loader, torch.device(device), augment
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:  # sampler, dataset, batch_size, num_workers ...
+        if name == "loader":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.device.type == "cuda":
+            return _CudaPrefetcher(iter(self.loader), self.device, self._prepare)
+        return (self._prepare(batch) for batch in self.loader)
+
+    def _prepare(self, batch: dict) -> dict:
+        """Move the batch to the device (non-blocking) and augment it there when it carries frames + params."""
+        out = dict(batch)
+        out["label"] = batch["label"].to(self.device, non_blocking=True)
+        if "frames" in batch:
+            if self.augment is None:
+                raise ValueError("a batch of frames + augmentation parameters needs DeviceLoader(augment=...)")
+            frames = batch["frames"].to(self.device, non_blocking=True)
+            # frame_sizes/source/params stay on the host: the augmentation builds its per-clip coefficients there
+            out["video"] = self.augment(frames, batch["frame_sizes"], batch["source"], batch["params"])
+            del out["frames"]
+        else:
+            out["video"] = batch["video"].to(self.device, non_blocking=True)
+        return out
+
+
+class _CudaPrefetcher:
+    """One batch ahead on a side stream: next() hands over the batch prepared during the previous step (the
+    compute stream waits for its copy and augmentation) and queues the following one."""
+
+    def __init__(self, it: Iterator[dict], device: torch.device, prepare: Any) -> None:
+        self.it, self.prepare = it, prepare
+        self.stream = torch.cuda.Stream(device)
+        self.ready = self._queue()
+
+    def _queue(self) -> dict | None:
+        try:
+            batch = next(self.it)
+        except StopIteration:
+            return None
+        with torch.cuda.stream(self.stream):
+            return self.prepare(batch)
+
+    def __iter__(self) -> "_CudaPrefetcher":
+        return self
+
+    def __next__(self) -> dict:
+        batch = self.ready
+        if batch is None:
+            raise StopIteration
+        current = torch.cuda.current_stream(self.stream.device)
+        current.wait_stream(self.stream)
+        for key in ("video", "label"):
+            batch[key].record_stream(current)  # made on the side stream, used and freed on the compute stream
+        self.ready = self._queue()
+        return batch
 
 
 def test_collate(items: list[dict]) -> dict:
@@ -145,10 +257,10 @@ def _die_with_parent() -> None:
 
 
 def _ignore_stop_signals() -> None:
-    """SLURM signals every process of a step (SIGTERM, SIGUSR1 before preemption) and Ctrl-C the whole foreground
+    """SLURM signals every process of a step (SIGTERM, SIGUSR1/USR2 before preemption) and Ctrl-C the whole foreground
     group (SIGINT): a worker must not die of them mid-batch. The main process decides: it finishes the step, saves,
     and ends its workers (stop_workers, on every exit path and at interpreter exit)."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):  # USR2: submitit's preemption
         signal.signal(sig, signal.SIG_IGN)
 
 
@@ -225,11 +337,12 @@ def _warn_oversubscribed(workers: int) -> None:
 
 
 def build_loader(dataset: Dataset, split: str, loader: LoaderConfig, *, batch_size: int, seed: int,
-                 world_size: int = 1, rank: int = 0) -> DataLoader:
+                 world_size: int = 1, rank: int = 0, device: "torch.device | str | None" = None) -> Any:
     """DataLoader of `dataset` for `split` with the data_loader.* settings: `batch_size` is the global batch
     (train.batch_size / test.batch_size; per process = batch_size // world_size), `seed` the run's seed (the
     training order and the workers' base seeds). Train shuffles (resumably) and drops the tail; val/test shard
-    without padding."""
+    without padding. With `device`, the train loader is a DeviceLoader: batches arrive on the device, augmented
+    there when the dataset leaves it to the device (augment_on_device)."""
     workers = loader.num_workers
     if workers < 0:
         raise ConfigError(f"data_loader.num_workers: must be >= 0, got {workers}")
@@ -250,8 +363,17 @@ def build_loader(dataset: Dataset, split: str, loader: LoaderConfig, *, batch_si
         sampler = ResumableDistributedSampler(
             len(dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True, keyed=True,
         )
-        return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=train_collate, drop_last=True,
-                              **common)
+        train = _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=train_collate, drop_last=True,
+                               **common)
+        on_device = bool(getattr(dataset, "augment_on_device", False))
+        if device is None:
+            if on_device:
+                raise ValueError("a dataset augmented on the device needs build_loader(..., device=)")
+            return train
+        from mvit_video.data.augment import BatchAugment
+
+        return DeviceLoader(train, torch.device(device),
+                            BatchAugment(dataset.train_transform.spec) if on_device else None)
     batch = max(1, batch_size // world_size)
     sampler = ShardSampler(len(dataset), num_replicas=world_size, rank=rank)
     return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=test_collate, drop_last=False,

@@ -21,7 +21,7 @@ from mvit_video.data.base import VideoDataset
 from mvit_video.data.clips import ClipSpec
 from mvit_video.data.kinetics import list_file
 from mvit_video.data.lists import join_prefix, read_class_names, read_list_file, read_ssv2_labels, read_ssv2_split
-from mvit_video.data.transforms import build_train_transform
+from mvit_video.data.augment import TrainAugment, build_aug_spec
 from mvit_video.settings import AugConfig, DataConfig
 from mvit_video.utils.errors import ConfigError, UserError
 
@@ -53,9 +53,10 @@ def _check_json_layout(data_dir: str, csv_path: str) -> None:
                         f"which writes test.csv (= the validation videos), or set data.test_list=val.csv")
 
 
-def build_ssv2(data: DataConfig, aug: AugConfig, spec: ClipSpec, split: str) -> VideoDataset:
+def build_ssv2(data: DataConfig, aug: AugConfig, spec: ClipSpec, split: str,
+               augment_on_device: bool = False) -> VideoDataset:
     """SSv2 dataset (spec: the SSv2 protocol, ClipSpec.from_config with data.dataset ssv2); videos at
-    `<data.path_prefix or data.path_to_data_dir>/{id}.webm`."""
+    `<data.path_prefix or data.path_to_data_dir>/{id}.webm`; `augment_on_device` as build_kinetics."""
     data_dir = data.path_to_data_dir
     if not data_dir:
         raise ConfigError("data.path_to_data_dir: not set (the folder with labels.json, train.json, validation.json)")
@@ -77,7 +78,10 @@ def build_ssv2(data: DataConfig, aug: AugConfig, spec: ClipSpec, split: str) -> 
         labels=labels,
         split=split,
         spec=spec,
-        train_transform=build_train_transform(data, aug, random_flip=False) if split == "train" else None,
+        # PySlowFast reads SSv2 frames as BGR (cv2) and hands them to PIL as RGB: RandAugment's grey is swapped
+        train_transform=(TrainAugment(build_aug_spec(data, aug, random_flip=False, bgr_grey=True))
+                         if split == "train" else None),
+        augment_on_device=augment_on_device and split == "train",
         num_sample=data.num_sample if split == "train" else 1,
         max_bad_retries=data.max_bad_retries,
         class_names=class_names,

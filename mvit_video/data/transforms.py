@@ -1,5 +1,9 @@
 """Clip transforms on whole clips (one parameter set per clip), test-time views, and batch-level mixup/cutmix.
 
+The datasets train with data/augment.py (parameters drawn in the workers, applied batched on the training device,
+with PIL's own arithmetic); TrainTransform and its parts below are the earlier per-clip implementation, kept for
+callers that build it directly and as the reference the distribution tests compare the new draws against.
+
 Train, in PySlowFast's order (slowfast/datasets/utils.py aug_frame): [Kinetics: short side to train_jitter_scales[0],
 as its decoder does] -> RandAugment on the full frames (timm rand-m7-n4-mstd0.5-inc1 semantics, fill 128, bicubic)
 -> RandomResizedCrop (or short-side jitter + random crop) -> flip -> normalise -> random erasing (one box for the
@@ -71,7 +75,7 @@ def _pil_affine(video: torch.Tensor, coeffs: Sequence[float], fill: list[float],
     """PIL's Image.transform(AFFINE, coeffs) on uint8 [T,C,H,W]: output pixel centre (x, y) samples the input at
     (a x + b y + c, d x + e y + f); outside the input -> `fill`. torchvision's tensor affine has no bicubic, so
     grid_sample does the sampling (`mode` nearest | bilinear | bicubic; torch's bicubic kernel is a=-0.75, PIL's
-    a=-0.5)."""
+    Image.transform a=-1: data/augment.py affine_sample is the exact one)."""
     t, c, h, w = video.shape
     a, b, cc, d, e, f = (float(v) for v in coeffs)
     ys, xs = torch.meshgrid(

@@ -6,9 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from torch import nn
 from mvit_video.engine import distributed as du
 from mvit_video.engine.ema import ModelEma
 from mvit_video.engine.optim import Schedule, lr_at, set_lr
+from mvit_video.engine.preempt import PreemptionHandler  # noqa: F401 -- its old home: the import path keeps working
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.progress import format_eta
 
@@ -75,67 +74,6 @@ class EpochResult:
     data_wait_frac: float = 0.0  # share of the epoch's wall time spent waiting for the next batch (mean of ranks)
     preempted_by: int | None = None  # signal number when stopped early
     bad_paths: list[str] = field(default_factory=list)
-
-
-class PreemptionHandler:
-    """SIGTERM/SIGUSR1/SIGINT set a flag; the loop finishes the step, saves, then calls `exit()`. A second SIGINT
-    (Ctrl-C twice) raises KeyboardInterrupt at once. A flag, not Python's KeyboardInterrupt, because that one is
-    swallowed when it lands in a finalizer or an at-fork hook (e.g. while a data-loader worker starts)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> "PreemptionHandler":
-        """Install the handlers (main thread only; elsewhere preemption is not caught)."""
-        for sig in self.SIGNALS:
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. some launchers): leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and self.signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        # Only set a flag: logging or saving inside a signal handler could deadlock on locks the step holds.
-        self.signum = signum
-
-    def restore(self) -> None:
-        """Put back the handlers that were there before."""
-        for sig, prev in self._previous.items():
-            signal.signal(sig, prev)
-        self._previous.clear()
-
-    def exit(self) -> None:
-        """Leave after the preemption checkpoint: hand over to submitit, or requeue under SLURM, or exit 128+sig.
-
-        Exit status: 0 after a successful `scontrol requeue` (SLURM restarts the job, which resumes);
-        otherwise 128 + signal number (143 for SIGTERM, 138 for SIGUSR1), as a shell reports a killed process."""
-        signum = self.signum or signal.SIGTERM
-        previous = self._previous.get(signum)
-        self.restore()
-        if signum == signal.SIGINT:  # a person stopping the run: no requeue
-            raise SystemExit(128 + int(signum))
-        if callable(previous):
-            # submitit installs its own handler: it pickles the job and requeues it (then exits itself).
-            previous(signum, None)
-        elif "SLURM_JOB_ID" in os.environ and du.is_main() and _scontrol_requeue(os.environ["SLURM_JOB_ID"]):
-            logger.info("requeued SLURM job %s; it resumes from the preemption checkpoint", os.environ["SLURM_JOB_ID"])
-            raise SystemExit(0)
-        raise SystemExit(128 + int(signum))
-
-
-def _scontrol_requeue(job_id: str) -> bool:
-    """Ask SLURM to requeue this job (needs `#SBATCH --requeue`); True on success."""
-    try:
-        subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, timeout=60)
-        return True
-    except (OSError, subprocess.SubprocessError) as e:
-        logger.warning("scontrol requeue %s failed: %s", job_id, e)
-        return False
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

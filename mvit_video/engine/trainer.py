@@ -18,9 +18,11 @@ from mvit_video import checkpoint as ck
 from mvit_video.engine import distributed as du
 from mvit_video.engine import throughput
 from mvit_video.engine.ema import ModelEma
-from mvit_video.engine.loop import (EpochResult, LoopSettings, PreemptionHandler, TrainState, TrainingDiverged,
-                                    interactive, params_finite, train_one_epoch)
+from mvit_video.engine.loop import (EpochResult, LoopSettings, TrainState, TrainingDiverged, interactive,
+                                    params_finite, train_one_epoch)
+from mvit_video.engine.memory import check_fits
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
+from mvit_video.engine.preempt import PreemptionHandler
 from mvit_video.engine.resume import ResumePoint, check_resumable, requeued, restore, truncate_metrics
 from mvit_video.settings import RunConfig
 from mvit_video.utils.errors import ConfigError
@@ -85,13 +87,13 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
     logger.info("experiment %s -> %s (%d process%s on %s)", cfg.name, output_dir, world, "es" if world > 1 else "",
                 device)
 
-    train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    train_set, val_set = build_dataset(cfg, "train", device=device), build_dataset(cfg, "val")
     # Label problems fail here, not after an epoch (val) or at the end (the test, a checkpoint's class names).
     test_sets = {cfg.test.split: build_dataset(cfg, cfg.test.split)} if cfg.test.enable else {}
     check_labels(cfg.model.num_classes, {"train": train_set, "val": val_set, **test_sets})
     loader = cfg.data_loader
     train_loader = build_loader(train_set, "train", loader, batch_size=cfg.train.batch_size, seed=cfg.seed,
-                                world_size=world, rank=rank)
+                                world_size=world, rank=rank, device=device)  # batches arrive on the device
     val_loader = build_loader(val_set, "val", loader, batch_size=cfg.test.batch_size, seed=cfg.seed,
                               world_size=world, rank=rank)
     iters_per_epoch = len(train_loader)
@@ -99,7 +101,13 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
         raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} is larger than the training set "
                           f"({len(train_set)} videos)")
 
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model)
+    # Before anything big is allocated: a configuration that cannot fit is refused in one line (engine/memory.py).
+    need = check_fits(cfg, device, world, amp_dtype is not None, sum(p.numel() for p in model.parameters()))
+    if need is not None:
+        logger.info("memory: a training step needs at least %.2f GiB per process (activations %.2f GiB)",
+                    sum(need.values()) / 2**30, need["activations"] / 2**30)
+    model = model.to(device)
     logger.info("model: MViTv2 depth %d dim %d, %.2f M parameters, %d classes", cfg.model.depth,
                 cfg.model.embed_dim, sum(p.numel() for p in model.parameters()) / 1e6, cfg.model.num_classes)
     schedule = Schedule.from_config(cfg.solver, cfg.num_shards)
@@ -194,9 +202,11 @@ def save(run: Run, epochs_done: int, batches_done: int, path: Path, partial: dic
     du.barrier()
 
 
-def fit(run: Run, on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def fit(run: Run, on_step: Callable[[int, int], None] | None = None, *,
+        preempt: PreemptionHandler | None = None) -> dict[str, Any]:
     """Train from run.start to solver.max_epoch (validating and checkpointing on their periods), then test.
-    A preemption signal saves and exits. Returns the last train/val/test records."""
+    A preemption signal saves and exits. Returns the last train/val/test records. `preempt`: an installed handler
+    (train() installs one before build_run); by default fit installs its own for the training."""
     cfg, start, out = run.cfg, run.start, run.output_dir
     max_epoch = cfg.solver.max_epoch
     writer = None
@@ -205,11 +215,14 @@ def fit(run: Run, on_step: Callable[[int, int], None] | None = None) -> dict[str
 
         writer = SummaryWriter(str(out / "tensorboard"))
         truncate_metrics(run.metrics_path, start.epoch)
-    preempt = PreemptionHandler().install()
+    owned = preempt is None
+    if preempt is None:
+        preempt = PreemptionHandler(cfg.train.stop_grace_s).install()
     last: dict[str, Any] = {}
     finished_before = start.epoch >= max_epoch
     if finished_before:
         logger.info("training already finished (%d epochs); nothing to train", start.epoch)
+    preempt.checkpointable = True  # from here a stop signal saves the position before the run ends
     try:
         if start.rng is not None:
             # The loaders draw their worker seeds from their own generators and the items seed their own
@@ -252,7 +265,9 @@ def fit(run: Run, on_step: Callable[[int, int], None] | None = None) -> dict[str
                         preempt.signum or signal.SIGTERM)
             preempt.exit()
     finally:
-        preempt.restore()
+        preempt.checkpointable = False  # the final test: a stop signal ends the run at once (nothing to save)
+        if owned:
+            preempt.restore()
         if writer is not None:
             writer.close()
     if cfg.test.enable:

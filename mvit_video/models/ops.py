@@ -48,6 +48,12 @@ class DepthwiseConv3dFn(torch.autograd.Function):
                 )[1]
             else:  # bf16/fp16: oneDNN's half-precision weight gradient is 2-20x slower than the multiply-reduce
                 grad_w = _depthwise_weight_grad(grad, x, weight.shape, stride, padding)
+            if grad_w.stride() != weight.stride():
+                # oneDNN returns the weight gradient channels-last ((C,1,...) strides (27, 1, 9, 3, 1) against the
+                # parameter's (27, 27, 9, 3, 1)): DDP's gradient buckets are laid out like the parameters and warn
+                # "Grad strides do not match bucket view strides" (and copy) for every such grad. A tiny copy here.
+                grad_w = torch.empty_strided(weight.shape, weight.stride(), dtype=grad_w.dtype,
+                                             device=grad_w.device).copy_(grad_w)
         return grad_x, grad_w, None, None
 
 

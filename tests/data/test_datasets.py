@@ -170,6 +170,7 @@ def test_ssv2_official_json(video_dir, tmp_path):
     assert train.labels == [0, 1] and train.num_classes == 2
     assert train.class_names == ["Pushing something from left to right", "Pushing something from right to left"]
     assert train.train_transform.flip is None and train.spec.segment_sampling
+    assert train.train_transform.spec.bgr_grey  # PySlowFast's BGR frames: RandAugment's grey weights swapped
     assert train[0]["video"].shape == (1, 3, T, CROP, CROP)
     val = build_dataset(cfg, "val")
     assert val.paths == ["12.webm", "11.webm"] and val.labels == [1, 0]

@@ -32,11 +32,16 @@ def _assert_same_weights(a: Path, b: Path, epoch: int) -> None:
 
 
 @pytest.mark.slow
-def test_resume_with_two_workers_is_bit_identical(tiny) -> None:
+@pytest.mark.parametrize("augment_on", ["auto", "device"])
+def test_resume_with_two_workers_is_bit_identical(tiny, augment_on: str) -> None:
     """Kill after an epoch, then SIGTERM mid-epoch, resume each time: the weights of an unbroken run, with the
-    default persistent workers and mixup (before: workers' RNG streams restarted, |dweight| ~1e-3)."""
+    default persistent workers and mixup (before: workers' RNG streams restarted, |dweight| ~1e-3); with the
+    augmentation in the workers (auto on CPU) and in the training process (device: workers send frames + draws,
+    the training process applies them, erasing noise from the clips' seeds)."""
     extra = ("data_loader.num_workers=2", "train.batch_size=1", "train.eval_period=2", "mixup.enable=true",
-             "solver.max_epoch=2")  # 4 iterations per epoch
+             "solver.max_epoch=2", f"data_loader.augment_on={augment_on}")  # 4 iterations per epoch
+    if augment_on == "device":
+        extra += ("aug.enable=true", "aug.re_prob=1.0")  # every draw in play: RandAugment, erasing
     reference = tiny("straight", *extra)
     train(reference)
 
