@@ -77,10 +77,10 @@ def test_os_and_torch_failures_become_one_line() -> None:
 def test_a_training_step_that_cannot_fit_is_refused_before_it_starts(tiny, monkeypatch) -> None:
     """A 1000-px crop needs more than the memory offered: refused in one line naming the keys, before the model
     is built or anything trained. (The issue's run -- the default first run with data.train_crop_size=1000, which
-    grew past 16 GB -- is estimated at about 30 GiB.)"""
+    grew past 16 GB at the batch of 8 it had then -- is estimated at about 30 GiB.)"""
     from mvit_video.engine import memory
 
-    issue = build_config(compose(["data.train_crop_size=1000"]))
+    issue = build_config(compose(["data.train_crop_size=1000", "train.batch_size=8"]))
     assert sum(memory.step_bytes(issue, 1, amp=False).values()) > 16.6 * 2**30
     monkeypatch.setattr(memory, "available_bytes", lambda device: 2**30)  # a machine with 1 GiB free
     cfg = tiny("huge", "data.train_crop_size=1000", "data.train_jitter_scales=[1000,1000]")
