@@ -55,6 +55,11 @@ def distinct_block_shapes(model: nn.Module) -> int:
     configs = getattr(model, "block_configs", None)
     if configs is None:
         return len(list(_blocks(model)))
+    return count_block_shapes(configs)
+
+
+def count_block_shapes(configs: Iterable[Any]) -> int:
+    """distinct_block_shapes from the block configs (models.config.block_configs) alone."""
     # drop_path is a tensor input, not part of the graph: blocks that differ only in it share their code.
     keys = {(b.dim_in, b.dim_out, b.num_heads, tuple(b.input_size), tuple(b.kernel_q or ()), tuple(b.stride_q),
              tuple(b.kernel_kv or ()), tuple(b.stride_kv), b.drop_path > 0) for b in configs}
