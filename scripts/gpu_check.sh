@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU check in one go (about 12 minutes, at most 13), for a machine with one CUDA GPU and only torch +
+# The whole GPU check in one go (about 10 minutes; its timeouts add up to under 13), for a machine with one CUDA GPU and only torch +
 # torchvision installed:
 #   bash scripts/gpu_check.sh [OUTDIR]
 # 1. bench: scripts/benchmark_gpu.py --quick (issue 21: S eager and compiled, B and L compiled, compile times; <= 5 min);
@@ -43,7 +43,7 @@ if [[ $parts == *bench* ]]; then
     else
         bench_args=(--budget-s "${BENCH_BUDGET:-285}")
     fi
-    timeout "${BENCH_TIMEOUT:-330}" $py scripts/benchmark_gpu.py --quick "${bench_args[@]}" \
+    timeout "${BENCH_TIMEOUT:-320}" $py scripts/benchmark_gpu.py --quick "${bench_args[@]}" \
         --out "$out/bench.jsonl" > "$out/bench.txt" 2> "$out/bench.err"
     echo "benchmark exit $?"
     cat "$out/bench.txt"
@@ -63,7 +63,7 @@ if [[ $parts == *data* ]]; then
     else
         data_args=(--recipe-videos 4 --recipe-batches 5 --rounds 1)
     fi
-    timeout "${DATA_TIMEOUT:-75}" $py scripts/benchmark_data.py --recipe --workers "${video_args[@]}" \
+    timeout "${DATA_TIMEOUT:-70}" $py scripts/benchmark_data.py --recipe --workers "${video_args[@]}" \
         --cache-dir "$videos" "${data_args[@]}" > "$out/data.txt" 2> "$out/data.err"
     echo "data benchmark exit $?"
     cat "$out/data.txt"
@@ -101,7 +101,7 @@ EOF
         read -r exp batch <<< "$run"
         dir="$out/train_$exp"
         rm -rf "$dir"
-        timeout "${TRAIN_TIMEOUT:-130}" $py -m mvit_video.train +experiment="$exp" data.path_to_data_dir="$lists" \
+        timeout "${TRAIN_TIMEOUT:-110}" $py -m mvit_video.train +experiment="$exp" data.path_to_data_dir="$lists" \
             model.num_classes=4 train.batch_size="$batch" solver.max_epoch=1 train.compile=false \
             test.enable=false train.auto_resume=false output_dir="$dir" "${extra[@]}" \
             > "$out/train_$exp.txt" 2>&1

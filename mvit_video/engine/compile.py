@@ -47,6 +47,8 @@ class RegionallyCompiled(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
+            if name == "_orig_mod":  # not set yet (during construction or copying): no recursion
+                raise
             return getattr(self._orig_mod, name)
 
 
