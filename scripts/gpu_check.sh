@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole GPU check in one go (about 10 minutes; its timeouts add up to under 13), for a machine with one CUDA GPU and only torch +
-# torchvision installed:
+# The whole GPU check in one go (about 10 minutes; its timeouts add up to under 13), for a machine with one CUDA GPU
+# and only torch + torchvision installed:
 #   bash scripts/gpu_check.sh [OUTDIR]
 # 1. bench: scripts/benchmark_gpu.py --quick (issue 21: S eager and compiled, B and L compiled, compile times; <= 5 min);
 # 2. data:  scripts/benchmark_data.py --recipe: the k400_b_32x3 recipe's worker CPU-s per video and the device
