@@ -192,3 +192,23 @@ def test_cache_artifacts_let_a_restarted_process_skip_code_generation(tmp_path) 
     assert second["loaded"]
     assert second["inductor"].get("fxgraph_cache_hit", 0) > 0, second
     assert second["inductor"].get("fxgraph_cache_miss", 0) == 0, second
+
+
+@pytest.mark.slow
+def test_resumed_compiled_run_compiles_nothing_new(tiny, monkeypatch) -> None:
+    """train.compile=true (regional): a run that resumes (same process, the next epoch) reuses every graph of the
+    first: train step and val forward of each block shape."""
+    from mvit_video.train import train
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="aot_eager", **kw))
+    torch._dynamo.reset()
+    first = tiny("resume", "train.compile=true", "solver.max_epoch=1")
+    train(first)
+    graphs = _graphs()
+    assert graphs >= 2  # train and eval graphs of at least one block shape
+    train(tiny("resume", "train.compile=true", "solver.max_epoch=2"))  # auto_resume from epoch 1
+    assert _graphs() == graphs
+    lines = [json.loads(x) for x in (Path(first.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines if m["split"] == "train"] == [1, 2]
+    torch._dynamo.reset()
