@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from tiny import indexed_frames
 
 from mvit_video.data.encode import write_video
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(1)  # tiny tensors on a (shared) 2-core machine: two OpenMP threads spin and run slower
 
 # name, frames, fps: mp4 (h264) and webm (vp9) of several lengths and rates; the seed of a video is its row
 VIDEOS = [("a.mp4", 60, 30.0), ("b.mp4", 90, 25.0), ("c.webm", 48, 30.0), ("short.mp4", 10, 30.0)]
@@ -60,3 +59,31 @@ def kinetics_list_dir(video_dir, tmp_path_factory) -> Path:
     for split in ("train", "val", "test"):
         (d / f"{split}.csv").write_text("\n".join(lines) + "\n")
     return d
+
+
+# Parametrized families whose every case composes a Hydra config or builds a preset (~0.1 s of CPU each, two
+# dozen cases for some): the quick loop (`pytest -m "not slow"`) runs the first N cases of each, the full suite
+# all of them. Keyed by test function name (one such family per name).
+FAST_LOOP_CASES = {
+    "test_bad_value_is_named": 2,
+    "test_config_error_names_the_key": 2,
+    "test_experiment_composes_with_official_recipe": 1,
+    "test_unknown_key_or_choice_is_named": 2,
+    "test_config_mistakes_get_a_suggestion": 2,
+    "test_block_plan_b_and_l": 1,
+    "test_malformed_line_names_file_and_line": 2,
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the marks
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark the cases of FAST_LOOP_CASES's families beyond the first N `slow`."""
+    seen: dict[str, int] = {}
+    for item in items:
+        keep = FAST_LOOP_CASES.get(getattr(item, "originalname", ""))
+        if keep is None or getattr(item, "callspec", None) is None:
+            continue
+        family = item.nodeid.split("[", 1)[0]
+        seen[family] = seen.get(family, 0) + 1
+        if seen[family] > keep:
+            item.add_marker(pytest.mark.slow)

@@ -211,6 +211,7 @@ class _Net(nn.Module):
         self.head.projection = nn.Linear(8, classes)
 
 
+@pytest.mark.slow
 def test_load_pretrained_reinitialises_a_head_of_another_size(tmp_path: Path, caplog) -> None:
     src = _Net(400)
     torch.save({f"module.{k}": v for k, v in src.state_dict().items()}, tmp_path / "k400.pyth")  # saved from DDP
@@ -267,6 +268,7 @@ def _tiny_mvit(yaml_text: str, seed: int = 0):
     return MViT(config).eval(), config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset, reverse, flipped", [("ssv2", False, True), ("ssv2", True, False),
                                                        ("kinetics", False, False)])  # fmt: skip
 def test_load_pretrained_converts_pyslowfast_checkpoints(tmp_path: Path, dataset, reverse, flipped) -> None:
@@ -289,6 +291,7 @@ def test_load_pretrained_converts_pyslowfast_checkpoints(tmp_path: Path, dataset
         ck.load_pretrained(dst, tmp_path / "nocfg.pyth")
 
 
+@pytest.mark.slow
 def test_load_pretrained_converts_torchvision_weights(tmp_path: Path) -> None:
     from mvit_video.models.convert import torchvision_mvit
 

@@ -70,7 +70,7 @@ def test_pip_install_e_installs_the_entry_points(tmp_path: Path):
     probe = ("import importlib.metadata as m, json; d = m.distribution('mvit_video'); "
              "print(json.dumps({e.name: e.value for e in d.entry_points if e.group == 'console_scripts'}))")
     installed = json.loads(subprocess.run([bin_dir / "python", "-c", probe], capture_output=True, text=True,
-                                          env=env, check=True).stdout)
+                                          env=env, cwd=tmp_path, check=True).stdout)  # no egg-info of a checkout
     assert installed == SCRIPTS
     for name in SCRIPTS:
         proc = subprocess.run([bin_dir / name, "--help"], capture_output=True, text=True, env=env, cwd=tmp_path,

@@ -203,6 +203,7 @@ def test_cli_help_and_hydra_flags_give_one_line(tmp_path: Path) -> None:
     assert r.returncode == 0 and "num_frames: 4" in r.stdout
 
 
+@pytest.mark.slow
 def test_a_checkpoint_holding_code_is_refused_as_such(tmp_path: Path) -> None:
     from mvit_video.checkpoint import torch_load
 
@@ -215,6 +216,7 @@ def test_a_checkpoint_holding_code_is_refused_as_such(tmp_path: Path) -> None:
         torch_load(tmp_path / "code.pyth")
 
 
+@pytest.mark.slow
 def test_bad_list_and_class_files_are_one_line(kinetics_list_dir, tmp_path: Path) -> None:
     from mvit_video.data import build_dataset
 
@@ -240,6 +242,7 @@ def _truncated_webm(tmp_path: Path) -> Path:
     return tmp_path / "cut.webm"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["decord", "pyav"])
 def test_truncated_webm_is_undecodable_and_decord_stays_quiet(decoder: str, tmp_path: Path, capfd) -> None:
     from mvit_video.data.decoding import VideoDecodeError
@@ -300,6 +303,7 @@ def test_list_keys_bom_and_missing_prefix_hint(kinetics_list_dir, video_dir, tmp
     assert check_dataset.main([str(data / "train_clean.csv"), "--workers", "0", "--prefix", str(video_dir)]) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_more_workers_than_cores_warns_once(kinetics_list_dir, tmp_path: Path, caplog) -> None:
     from mvit_video.data import build_dataset, build_loader, loader
@@ -338,6 +342,7 @@ def test_bad_videos_reported_once_and_val_without_videos_is_null(kinetics_list_d
 # -------------------------------------------------------------------------------------------- 7. rotated videos
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("degrees", [90, 180, 270])
 def test_decoders_agree_on_rotated_videos(degrees: int, tmp_path: Path) -> None:
     frames = np.zeros((12, 64, 80, 3), np.uint8)
@@ -363,6 +368,7 @@ def test_decoders_agree_on_rotated_videos(degrees: int, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ 8. shareable files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_written_files_respect_the_umask(umask: int, mode: int, tmp_path: Path) -> None:
     from mvit_video import checkpoint as ck

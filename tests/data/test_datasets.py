@@ -66,6 +66,7 @@ def test_missing_list_and_classes_check(tmp_path):
         build_dataset(_cfg(tmp_path), "test")
 
 
+@pytest.mark.slow
 def test_train_item_repeated_augmentation(kinetics_list_dir):
     torch.manual_seed(0)
     ds = build_dataset(_cfg(kinetics_list_dir, "kinetics", "mvitv2", **{"data.num_sample": 2}), "train")
@@ -83,6 +84,7 @@ def test_kinetics_train_frames_go_to_the_first_jitter_scale(kinetics_list_dir):
     assert ds.train_transform.decode_short_side == 32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crops, decoder", [(1, "decord"), (3, "decord"), (3, "pyav")])
 def test_test_views_decode_once_equals_per_view(kinetics_list_dir, crops, decoder):
     over = {"test.num_ensemble_views": 3, "test.num_spatial_crops": crops, "data.decoder": decoder}

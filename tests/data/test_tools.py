@@ -245,6 +245,7 @@ def test_prepare_ssv2(tmp_path: Path, capsys) -> None:
     assert code == 2 and "Dancing with something" in err and "entry 0" in err
 
 
+@pytest.mark.slow
 def test_prepare_ssv2_extract_frames_gives_the_webm_grid(tmp_path: Path, capsys) -> None:
     """--extract-frames writes PySlowFast's layout {id}/{id}_%06d.jpg at 30 fps; data.dataset=ssv2 reads a folder
     as one video, with the frames the 30 fps grid of the webm gives."""

@@ -128,6 +128,7 @@ def test_uniform_crop_center_index():
     assert uniform_crop(video, 40, 1).shape[-2:] == (40, 40)
 
 
+@pytest.mark.slow
 def test_mixup_targets():
     torch.manual_seed(0)
     random.seed(0)

@@ -180,7 +180,7 @@ _FILL_AFTER_EPOCH_1 = textwrap.dedent("""
                     pass
             print("disk filled", flush=True)
 
-    import mvit_video.train as t
+    import mvit_video.engine.trainer as t  # train() imports fit from here when it runs
     real = t.fit
     t.fit = lambda run, on_step=None, **kw: real(run, fill, **kw)
     sys.argv = [sys.argv[0], *sys.argv[2:]]

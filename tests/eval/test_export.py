@@ -90,6 +90,7 @@ def test_export_needs_pt2_name(export, tmp_path, tiny_checkpoint, capsys):
                                                     "other names)")
 
 
+@pytest.mark.slow
 def test_onnx_without_the_packages_is_one_line(export, tmp_path, tiny_checkpoint, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(SystemExit) as exit_info:

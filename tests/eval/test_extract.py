@@ -30,6 +30,7 @@ def single(tmp_path_factory, eval_data, tiny_checkpoint) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_extract_matches_predictor_features(single, eval_data, tiny_checkpoint, capsys):
     from mvit_video import Predictor
 

@@ -247,6 +247,7 @@ def test_stats_cli_bad_key_is_one_line_error(capsys):
     assert "mvit.depht" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_stats_cli_depth_disagreeing_with_depths_is_one_line_error(capsys):
     with pytest.raises(SystemExit) as exc:
         stats_main(["mvit.depth=4"])
