@@ -115,7 +115,7 @@ def compile_ours(args: argparse.Namespace, model: torch.nn.Module) -> Callable:
 
 def compile_units(args: argparse.Namespace, config: MViTConfig) -> int:
     """What compile time scales with: distinct block shapes (regional) or blocks (one graph of the whole net)."""
-    return count_block_shapes(block_configs(config)) if args.compile_mode == "regional" else config.depth
+    return count_block_shapes(block_configs(config)) if args.compile_mode != "full" else config.depth
 
 
 def fresh(device: torch.device) -> None:
@@ -293,7 +293,7 @@ def main() -> None:
     parser.add_argument("--compile-s-per-unit", "--compile-s-per-block", type=float, default=9.0,
                         help="assumed compile seconds per distinct block shape (regional) or per block (full), "
                              "until the S row measured it")
-    parser.add_argument("--compile-mode", choices=["regional", "full"], default="regional",
+    parser.add_argument("--compile-mode", choices=["regional", "full", "nested"], default="regional",
                         help="how ours is compiled (train.compile_mode)")
     parser.add_argument("--quick", action="store_true",
                         help="issue 21's rows within --budget-s (default 300): S eager and compiled, B and L "

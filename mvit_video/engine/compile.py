@@ -26,7 +26,7 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-COMPILE_MODES = ("regional", "full")
+COMPILE_MODES = ("regional", "full", "nested")
 
 
 class RegionallyCompiled(nn.Module):
@@ -89,12 +89,25 @@ def compile_model(model: nn.Module, mode: str = "regional", **compile_kwargs: An
     """The compiled callable of `model` for train steps and val/test (same object: eval reuses the regions).
 
     mode "regional": each block compiled (`nn.Module.compile`, in place), returned in a RegionallyCompiled;
-    "full": torch.compile of the whole network (one graph; compiles for minutes on the large presets).
+    "full": torch.compile of the whole network (one graph; compiles for minutes on the large presets);
+    "nested": the whole network in one graph, each block a `torch.compiler.nested_compile_region` (traced once per
+    shape and stamped out); experimental, for comparison on a GPU; "regional" where the torch lacks it.
     compile_kwargs go to torch.compile (tests pass backend="aot_eager").
     """
     if mode == "full":
         allow_custom_function_caching()
         return torch.compile(model, **compile_kwargs)
+    if mode == "nested" and hasattr(torch.compiler, "nested_compile_region") and list(_blocks(model)):
+        allow_custom_function_caching()
+        region = torch.compiler.nested_compile_region(type(next(iter(_blocks(model)))).forward)
+        for block in _blocks(model):
+            block.forward = region.__get__(block)  # one marked function shared by every block
+        compile_kwargs.setdefault("dynamic", False)
+        return torch.compile(model, **compile_kwargs)
+    if mode == "nested":
+        logger.info("torch.compiler.nested_compile_region is not in torch %s: compiling regionally",
+                    torch.__version__)
+        mode = "regional"
     if mode != "regional":
         raise ValueError(f"compile mode {mode!r}: expected one of {COMPILE_MODES}")
     blocks = list(_blocks(model))

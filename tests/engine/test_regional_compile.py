@@ -131,6 +131,7 @@ def test_compile_mode_is_a_config_key(tiny) -> None:
     assert build_config(tiny("mode", "train.compile_mode=full")).train.compile_mode == "full"
     with pytest.raises(ConfigError, match="compile_mode"):
         build_config(tiny("mode", "train.compile_mode=blocks"))
+    assert build_config(tiny("mode", "train.compile_mode=nested")).train.compile_mode == "nested"
 
 
 def test_cache_from_another_torch_or_device_is_ignored_with_one_line(tmp_path, caplog) -> None:
@@ -211,4 +212,27 @@ def test_resumed_compiled_run_compiles_nothing_new(tiny, monkeypatch) -> None:
     assert _graphs() == graphs
     lines = [json.loads(x) for x in (Path(first.output_dir) / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines if m["split"] == "train"] == [1, 2]
+    torch._dynamo.reset()
+
+
+@pytest.mark.slow
+def test_nested_mode_matches_eager_logits_and_grads() -> None:
+    """train.compile_mode=nested (one graph, blocks as nested compile regions) gives eager's logits and gradients."""
+    if not hasattr(torch.compiler, "nested_compile_region"):
+        pytest.skip(f"torch {torch.__version__} has no torch.compiler.nested_compile_region")
+    torch._dynamo.reset()
+    eager, compiled = _stage_model(), _stage_model()
+    forward = comp.compile_model(compiled, "nested", backend="aot_eager")
+    assert is_compiled(forward)
+    x = torch.randn(2, 3, 4, 32, 32)
+    out = []
+    for net, fn in ((eager, eager), (compiled, forward)):
+        net.train()
+        torch.manual_seed(1)
+        logits = fn(x)
+        logits.square().sum().backward()
+        out.append((logits, {n: p.grad for n, p in net.named_parameters()}))
+    torch.testing.assert_close(out[1][0], out[0][0])
+    for name, grad in out[0][1].items():
+        torch.testing.assert_close(out[1][1][name], grad, msg=name)
     torch._dynamo.reset()
