@@ -138,6 +138,7 @@ class TrainConfig:
     amp_dtype: str = _f(choices=("bf16", "fp16"))
     grad_accum_steps: int = _f(min=1)
     compile: Union[bool, str] = _f(choices=(True, False, "auto"))
+    compile_mode: str = _f(choices=("regional", "full", "nested"))  # regional: each block compiled (engine/compile.py)
     peak_tflops: Union[float, None] = _f(min=0.0, strict_min=True)
     stop_grace_s: Union[float, None] = _f(min=0.0)  # after a stop signal, end the process at the latest then
     keep_checkpoints: Union[int, None] = _f(min=0)  # latest epoch checkpoints kept; 0 / None: all

@@ -10,9 +10,13 @@ Rows, all in bf16 autocast, one train step = forward + backward + fused AdamW st
   multiply-add x 3 for forward + backward, x 4 with activation checkpointing; peak: the GPU's dense bf16 figure);
 - inference clips/s (eval, no grad) of the B preset, eager and compiled;
 - a short CUDA-kernel profile of ours (S, eager) to explain what the step spends its time on.
-A section whose compile would overrun --budget-s is skipped and says so. Prints one table and one JSON line.
+Ours is compiled as training compiles it (--compile-mode, default regional: each block, engine/compile.py);
+torchvision's as one graph. A section whose compile would overrun --budget-s is skipped and says so. Prints one
+table and one JSON line.
 
     python scripts/benchmark_gpu.py                 # on a GPU; about 5-6 minutes, compiles included
+    python scripts/benchmark_gpu.py --quick         # issue 21's rows in <= 5 min: S eager + compiled, B and L
+                                                    #   compiled (train, B inference), compile times; no profile
     python scripts/benchmark_gpu.py --smoke --device cpu   # tiny sizes: checks the script itself in seconds
 """
 
@@ -31,7 +35,9 @@ import torch.nn.functional as F
 
 from mvit_video.config import build_config, compose
 from mvit_video.engine import throughput
+from mvit_video.engine.compile import compile_model, count_block_shapes
 from mvit_video.models import MViT, MViTConfig
+from mvit_video.models.config import block_configs
 from mvit_video.models.convert import from_torchvision, torchvision_config, torchvision_mvit
 
 RESULTS: list[dict[str, Any]] = []
@@ -102,6 +108,16 @@ def forward_gflops(config: MViTConfig, device: torch.device) -> float | None:
         return None
 
 
+def compile_ours(args: argparse.Namespace, model: torch.nn.Module) -> Callable:
+    """Ours compiled as training compiles it (train.compile_mode)."""
+    return compile_model(model, args.compile_mode, backend=args.compile_backend)
+
+
+def compile_units(args: argparse.Namespace, config: MViTConfig) -> int:
+    """What compile time scales with: distinct block shapes (regional) or blocks (one graph of the whole net)."""
+    return count_block_shapes(block_configs(config)) if args.compile_mode != "full" else config.depth
+
+
 def fresh(device: torch.device) -> None:
     import gc
 
@@ -118,8 +134,10 @@ def compare_with_torchvision(args: argparse.Namespace, device: torch.device, amp
     config = dataclasses.replace(torchvision_config(frames, crop), droppath_rate=0.0, dropout_rate=0.0)
     x = torch.randn(batch, 3, frames, crop, crop, device=device)
     y = torch.randint(0, 400, (batch,), device=device)
-    for name in ("torchvision", "ours"):
-        if compiled and time.perf_counter() + args.compile_s_per_block * config.depth > deadline:
+    names = ("ours", "torchvision") if compiled and args.quick else ("torchvision", "ours")
+    for name in names:
+        units = config.depth if name == "torchvision" else compile_units(args, config)
+        if compiled and time.perf_counter() + args.compile_s_per_unit * units > deadline:
             record({"row": f"S {frames}x{crop}^2 b{batch}", "model": name, "compiled": True,
                     "skipped": "time budget"}, args.out)
             continue
@@ -132,13 +150,19 @@ def compare_with_torchvision(args: argparse.Namespace, device: torch.device, amp
             model.load_state_dict(from_torchvision(tv.state_dict()))
         del tv
         model = model.to(device).train()
-        forward = torch.compile(model, backend=args.compile_backend) if compiled else model
+        if not compiled:
+            forward = model
+        elif name == "ours":
+            forward = compile_ours(args, model)
+        else:
+            forward = torch.compile(model, backend=args.compile_backend)
         first, med, peak = time_step(make_step(model, forward, x, y, amp), device, args.warmup, args.steps)
         record({"row": f"S {frames}x{crop}^2 b{batch}", "model": name, "compiled": compiled,
+                "compile_mode": (args.compile_mode if name == "ours" else "full") if compiled else None,
                 "step_s": round(med, 4), "clips_per_s": round(batch / med, 2), "peak_gib": round(peak, 2),
                 "first_step_s": round(first, 1)}, args.out)
         if compiled and name == "ours":  # what compiling really took here decides whether B and L fit the budget
-            args.compile_s_per_block = first / config.depth
+            args.compile_s_per_unit = first / units
         del model, forward
 
 
@@ -152,7 +176,10 @@ def preset_rows(args: argparse.Namespace, device: torch.device, amp: torch.dtype
             overrides += ["data.num_frames=4", "data.train_crop_size=32", "mvit.depths=[1,2]", "mvit.embed_dim=16"]
             batch = 2
         config = build_config(compose(overrides)).model
-        if compiled and time.perf_counter() + args.compile_s_per_block * config.depth > deadline:
+        if not compiled and args.quick:
+            continue  # --quick: B and L compiled only
+        units = compile_units(args, config)
+        if compiled and time.perf_counter() + args.compile_s_per_unit * units > deadline:
             record({"row": label, "model": "ours", "compiled": True, "skipped": "time budget"}, args.out)
             continue
         gflops = forward_gflops(config, device)
@@ -161,18 +188,22 @@ def preset_rows(args: argparse.Namespace, device: torch.device, amp: torch.dtype
         fresh(device)
         torch.manual_seed(0)
         model = MViT(config).to(device).train()
-        forward = torch.compile(model, backend=args.compile_backend) if compiled else model
+        forward = compile_ours(args, model) if compiled else model
         x = torch.randn(shape, device=device)
         y = torch.randint(0, config.num_classes, (batch,), device=device)
         first, med, peak = time_step(make_step(model, forward, x, y, amp), device, args.warmup, args.steps)
         clips = batch / med
         mfu = throughput.mfu(clips, flops_per_clip, peak_flops)
         record({"row": label, "model": "ours", "compiled": compiled, "batch": batch,
+                "compile_mode": args.compile_mode if compiled else None,
                 "act_checkpoint": ckpt, "step_s": round(med, 4), "clips_per_s": round(clips, 2),
                 "peak_gib": round(peak, 2), "gflops_fwd": gflops and round(gflops, 1),
                 "mfu": mfu and round(mfu, 4), "first_step_s": round(first, 1)}, args.out)
         if experiment == "k400_b_32x3" and not (compiled and time.perf_counter() + 60 > deadline):
             inference(args, model, forward, shape, device, amp, label, compiled)
+        elif experiment == "k400_b_32x3":
+            record({"row": f"{label} inference", "model": "ours", "compiled": True, "skipped": "time budget"},
+                   args.out)
         del model, forward
 
 
@@ -219,7 +250,7 @@ def profile_ours(args: argparse.Namespace, device: torch.device, amp: torch.dtyp
 
 def print_table() -> None:
     print(f"\n{'row':<24} {'model':<12} {'compiled':<9} {'step s':>8} {'clips/s':>9} {'peak GiB':>9} "
-          f"{'MFU':>7} {'first s':>8}")
+          f"{'MFU':>7} {'first s':>8}   (first s: the first step, compile included)")
     for r in RESULTS:
         if "skipped" in r:
             print(f"{r['row']:<24} {r.get('model', 'ours'):<12} {'yes':<9} skipped: {r['skipped']}")
@@ -257,17 +288,28 @@ def main() -> None:
     parser.add_argument("--l-batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--budget-s", type=float, default=330.0, help="skip compiled rows that would overrun this")
-    parser.add_argument("--compile-s-per-block", type=float, default=9.0,
-                        help="assumed torch.compile seconds per block (S: 16 blocks, B: 24, L: 48)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="skip compiled rows that would overrun this (default 330 s; 300 with --quick)")
+    parser.add_argument("--compile-s-per-unit", "--compile-s-per-block", type=float, default=9.0,
+                        help="assumed compile seconds per distinct block shape (regional) or per block (full), "
+                             "until the S row measured it")
+    parser.add_argument("--compile-mode", choices=["regional", "full", "nested"], default="regional",
+                        help="how ours is compiled (train.compile_mode)")
+    parser.add_argument("--quick", action="store_true",
+                        help="issue 21's rows within --budget-s (default 300): S eager and compiled, B and L "
+                             "compiled, compile times; skips the B/L eager rows and the profile")
     parser.add_argument("--peak-tflops", type=float, default=None, help="GPU dense bf16 peak (default: datasheet)")
     parser.add_argument("--sections", default="s,presets,profile")
     parser.add_argument("--out", help="also append each row as a JSON line to this file")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (checks the script on any device)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: quick check)")
     args = parser.parse_args()
+    if args.budget_s is None:
+        args.budget_s = 300.0 if args.quick else 330.0
     if args.smoke:
         args.steps, args.warmup = 2, 1
+    elif args.quick:
+        args.steps, args.warmup = min(args.steps, 6), min(args.warmup, 2)
     device = torch.device(args.device)
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[args.amp]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -277,6 +319,10 @@ def main() -> None:
     start = time.perf_counter()
     deadline = start + args.budget_s
     sections = set(args.sections.split(","))
+    if args.quick:
+        sections.discard("profile")
+        log("--quick: skipping the B and L eager rows, B eager inference and the kernel profile (run without "
+            "--quick for them); compiled rows that would overrun the budget are skipped and listed")
     # Eager rows and the profile first (quick), then the compiled rows as far as the budget goes. A failing section
     # is reported and the others still run.
     plan = [("s", compare_with_torchvision, False), ("presets", preset_rows, False), ("profile", None, False),
@@ -297,6 +343,11 @@ def main() -> None:
         r.setdefault("device", name)
     print(f"\n{name}, torch {torch.__version__}, amp {args.amp}; total {time.perf_counter() - start:.0f} s")
     print_table()
+    skipped = [f"{r['row']} {r.get('model', '')}{' compiled' if r.get('compiled') else ''}: {r['skipped']}"
+               for r in RESULTS if "skipped" in r]
+    if args.quick:
+        skipped += ["B 32x3 eager, L 40x3@312 eager, B inference eager, kernel profile: --quick"]
+    print("skipped:", "; ".join(skipped) if skipped else "nothing")
 
 
 if __name__ == "__main__":

@@ -124,9 +124,13 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
     if compiled:
         # Compiled once, wrapped by DDP (which then all-reduces after the compiled backward). Train steps have one
         # shape (drop_last); val/test chunks are padded to one shape (mean_view_outputs): no recompilation.
-        eval_forward = state.forward = torch.compile(model)
-        logger.info("torch.compile on (train.compile=%s): compilation happens in the first train step and the "
-                    "first val/test batch", cfg.train.compile)
+        # Regional (default): one graph per distinct block shape, shared by train and eval (engine/compile.py).
+        from mvit_video.engine import compile as comp
+
+        comp.load_cache_artifacts(output_dir, device)  # a resumed/requeued run: reuse what the last one compiled
+        eval_forward = state.forward = comp.compile_model(model, cfg.train.compile_mode)
+        logger.info("torch.compile on (train.compile=%s, %s): compilation happens in the first train step and the "
+                    "first val/test batch", cfg.train.compile, cfg.train.compile_mode)
     if world > 1:
         state.forward = nn.parallel.DistributedDataParallel(
             state.forward, device_ids=[device.index] if device.type == "cuda" else None)
@@ -199,6 +203,10 @@ def save(run: Run, epochs_done: int, batches_done: int, path: Path, partial: dic
     rngs = du.all_gather_object(ck.get_rng_state())
     if du.is_main():
         ck.save(checkpoint_state(run, epochs_done, batches_done, rngs, partial), path)
+        if run.settings.compiled:  # what was compiled so far, for the resumed/requeued process (engine/compile.py)
+            from mvit_video.engine.compile import save_cache_artifacts
+
+            save_cache_artifacts(run.output_dir, run.device)
     du.barrier()
 
 

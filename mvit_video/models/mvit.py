@@ -32,9 +32,12 @@ logger = logging.getLogger(__name__)
 LAYER_NORM_EPS = 1e-6
 
 
-def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
-    """Stochastic depth: zero the whole residual branch for a random subset of samples, rescale the rest."""
-    if p == 0.0 or not training:
+def drop_path(x: Tensor, p: float | Tensor | None, training: bool) -> Tensor:
+    """Stochastic depth: zero the whole residual branch for a random subset of samples, rescale the rest.
+
+    p: the drop probability, a float or a 0-d tensor (None: no drop path).
+    """
+    if p is None or not training or (isinstance(p, float) and p == 0.0):
         return x
     keep = 1.0 - p
     mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
@@ -227,6 +230,10 @@ class MultiScaleBlock(nn.Module):
         self.dim_mul_in_att = config.dim_mul_in_att
         self.has_cls = config.cls_embed_on
         self.drop_path_rate = block.drop_path
+        # The rate is a 0-d buffer, not a Python float: torch.compile guards on a float attribute's value, so each
+        # block's rate (linear in depth) would compile the block anew; a tensor is an input (engine/compile.py).
+        self.register_buffer("drop_prob", torch.tensor(block.drop_path) if block.drop_path > 0 else None,
+                             persistent=False)
         att_dim = block.attn_dim
         self.norm1 = nn.LayerNorm(self.dim, eps=LAYER_NORM_EPS)
         self.attn = MultiScaleAttention(block, config)
@@ -251,12 +258,12 @@ class MultiScaleBlock(nn.Module):
             x = self.proj(x_norm)
         if self.pool_skip is not None:
             x, _ = pool_tokens(x, self.pool_skip, thw, self.has_cls)
-        x = x + drop_path(x_block, self.drop_path_rate, self.training)
+        x = x + drop_path(x_block, self.drop_prob, self.training)
         x_norm = self.norm2(x)
         x_mlp = self.mlp(x_norm)
         if not self.dim_mul_in_att and self.dim != self.dim_out:
             x = self.proj(x_norm)
-        return x + drop_path(x_mlp, self.drop_path_rate, self.training), thw_new
+        return x + drop_path(x_mlp, self.drop_prob, self.training), thw_new
 
 
 class PatchEmbed(nn.Module):
