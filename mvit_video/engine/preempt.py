@@ -51,8 +51,23 @@ def exit_code(signum: int) -> int:
 
 
 # Forked children (data-loader workers) inherit the wakeup fd: a signal there would write into our pipe and count
-# as a second signal here. Register once per process; it acts only while a handler is installed.
+# as a second signal here. The stop signals are blocked across the fork, so one sent to the whole process group
+# (as SLURM does) while a worker starts stays pending in the child until it has dropped the wakeup fd. Registered
+# once per process; it acts only while a handler is installed.
 _INSTALLED: list["PreemptionHandler"] = []
+_BLOCKED: list[set[int]] = []  # the signals blocked in `_before_fork`, for the two after-fork hooks
+
+
+def _before_fork() -> None:
+    if _INSTALLED:
+        caught = set(_INSTALLED[-1].signals())
+        signal.pthread_sigmask(signal.SIG_BLOCK, caught)
+        _BLOCKED.append(caught)
+
+
+def _after_fork_in_parent() -> None:
+    if _BLOCKED:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED.pop())
 
 
 def _after_fork_in_child() -> None:
@@ -62,9 +77,11 @@ def _after_fork_in_child() -> None:
         except (ValueError, OSError):
             pass
         _INSTALLED.clear()
+    if _BLOCKED:  # pending stop signals reach the child's own handlers now, not our pipe
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED.pop())
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
 class PreemptionHandler:

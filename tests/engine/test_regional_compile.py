@@ -41,7 +41,17 @@ def _stage_model(drop_path: float = 0.2):
 @pytest.mark.slow
 def test_blocks_of_one_shape_share_one_graph_and_nothing_recompiles(caplog) -> None:
     """One graph per distinct block shape in training and one more per shape in eval; further train steps, eval
-    chunks (padded to one shape), a second model (a resumed run's) add none, and no recompile is logged."""
+    chunks (padded to one shape), a second model (a resumed run's) add none, and no recompile is logged.
+
+    Run in a fresh interpreter: after the in-process whole-model compiles of test_compile_throughput.py, the second
+    train step here recompiled every block (not understood yet; alone, and in a fresh process, it does not)."""
+    if os.environ.get("MVIT_FRESH_DYNAMO") != "1":
+        name = "test_blocks_of_one_shape_share_one_graph_and_nothing_recompiles"
+        inner = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{name}"],
+                               env={**os.environ, "MVIT_FRESH_DYNAMO": "1"}, cwd=ROOT, capture_output=True, text=True,
+                               timeout=600)
+        assert inner.returncode == 0 and "1 passed" in inner.stdout, inner.stdout[-3000:]
+        return
     torch._dynamo.reset()
     model = _stage_model()
     rates = [float(b.drop_prob) if b.drop_prob is not None else 0.0 for b in model.blocks]
