@@ -95,21 +95,7 @@ def test_blocks_of_one_shape_share_one_graph_and_nothing_recompiles(caplog) -> N
 @pytest.mark.slow
 def test_regional_matches_eager_logits_and_grads() -> None:
     """Compiled blocks (with drop path drawing the same random mask) give eager's logits and gradients."""
-    torch._dynamo.reset()
-    eager, compiled = _stage_model(), _stage_model()
-    forward = comp.compile_model(compiled, "regional", backend="aot_eager")
-    x = torch.randn(2, 3, 4, 32, 32)
-    out = []
-    for net, fn in ((eager, eager), (compiled, forward)):
-        net.train()
-        torch.manual_seed(1)
-        logits = fn(x)
-        logits.square().sum().backward()
-        out.append((logits, {n: p.grad for n, p in net.named_parameters()}))
-    torch.testing.assert_close(out[1][0], out[0][0])
-    for name, grad in out[0][1].items():
-        torch.testing.assert_close(out[1][1][name], grad, msg=name)
-    torch._dynamo.reset()
+    _assert_compiled_matches_eager("regional")
 
 
 def test_drop_path_rate_is_a_tensor_outside_the_state_dict() -> None:
@@ -231,9 +217,15 @@ def test_nested_mode_matches_eager_logits_and_grads() -> None:
     """train.compile_mode=nested (one graph, blocks as nested compile regions) gives eager's logits and gradients."""
     if not hasattr(torch.compiler, "nested_compile_region"):
         pytest.skip(f"torch {torch.__version__} has no torch.compiler.nested_compile_region")
+    _assert_compiled_matches_eager("nested")
+
+
+def _assert_compiled_matches_eager(mode: str) -> None:
+    """The stage model compiled in `mode` (drop path drawing the same random mask) gives eager's logits and
+    gradients."""
     torch._dynamo.reset()
     eager, compiled = _stage_model(), _stage_model()
-    forward = comp.compile_model(compiled, "nested", backend="aot_eager")
+    forward = comp.compile_model(compiled, mode, backend="aot_eager")
     assert is_compiled(forward)
     x = torch.randn(2, 3, 4, 32, 32)
     out = []
