@@ -79,15 +79,20 @@ def default_views(data_config: Mapping[str, Any]) -> tuple[int, int]:
     return (1, 3) if data_config.get("dataset") == "ssv2" else (5, 1)
 
 
+def _positive_number(value: object, what: str, unit: str = "") -> float:
+    """`value` as a finite float > 0, else a one-line UserError naming `what` (and the `unit`, e.g. " of seconds")."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be a number{unit}, got {value!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise UserError(f"{what} must be a positive, finite number{unit}, got {value!r}")
+    return number
+
+
 def check_window(window: float) -> float:
     """A window length in seconds must be finite and > 0 (UserError otherwise)."""
-    try:
-        window = float(window)
-    except (TypeError, ValueError):
-        raise UserError(f"window must be a number of seconds, got {window!r}") from None
-    if not (math.isfinite(window) and window > 0):
-        raise UserError(f"window must be a positive, finite number of seconds, got {window}")
-    return window
+    return _positive_number(window, "window", " of seconds")
 
 
 @dataclass
@@ -356,13 +361,7 @@ def _video_name(video: VideoInput, reader: VideoReader) -> str:
 def _check_fps(fps: float | None) -> float:
     if fps is None:
         raise UserError("decoded frames need their frame rate: predict(frames, fps=30.0)")
-    try:
-        value = float(fps)
-    except (TypeError, ValueError):
-        raise UserError(f"fps must be a number, got {fps!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise UserError(f"fps must be a positive, finite number, got {fps!r}")
-    return value
+    return _positive_number(fps, "fps")
 
 
 def _as_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
