@@ -107,3 +107,24 @@ def make_cfg(data: str = "synthetic", aug: str = "none", overrides: Optional[dic
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=isinstance(value, dict))
     return build_config(cfg)
+
+
+def kinetics_cfg(list_dir: Path, aug: str = "none", **overrides: Any) -> RunConfig:
+    """Typed settings of a tiny Kinetics-format run over `list_dir`: 4x2 clips at 32 px, 2 clips per video, batch 4,
+    2x1 test views, loading in the process (the data tests' common base; `overrides` win)."""
+    base = {
+        "data.path_to_data_dir": str(list_dir),
+        "data.num_frames": 4,
+        "data.sampling_rate": 2,
+        "data.train_crop_size": 32,
+        "data.test_crop_size": 32,
+        "data.train_jitter_scales": [32, 40],
+        "data.num_sample": 2,
+        "train.batch_size": 4,
+        "test.batch_size": 3,
+        "test.num_ensemble_views": 2,
+        "test.num_spatial_crops": 1,
+        "data_loader.num_workers": 0,
+        **overrides,
+    }
+    return make_cfg("kinetics", aug, base)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageOps
-from tiny import make_cfg
+from tiny import kinetics_cfg, make_cfg
 from torchvision.transforms import v2
 
 from mvit_video.data import build_dataset, build_loader, resolve_augment_on
@@ -351,19 +351,7 @@ def test_ks_erasing_box_matches_the_old_random_erasing():
 
 
 def _cfg(list_dir, **over):
-    base = {
-        "data.path_to_data_dir": str(list_dir),
-        "data.num_frames": 4,
-        "data.sampling_rate": 2,
-        "data.train_crop_size": 32,
-        "data.test_crop_size": 32,
-        "data.train_jitter_scales": [48, 60],
-        "data.num_sample": 2,
-        "train.batch_size": 4,
-        "data_loader.num_workers": 0,
-    }
-    base.update(over)
-    return make_cfg("kinetics", "mvitv2", base)
+    return kinetics_cfg(list_dir, "mvitv2", **{"data.train_jitter_scales": [48, 60], **over})
 
 
 def _batches(cfg, augment_on: str, workers: int = 0) -> list[dict]:

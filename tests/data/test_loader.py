@@ -6,7 +6,7 @@ import signal
 
 import pytest
 import torch
-from tiny import make_cfg
+from tiny import kinetics_cfg
 from torch.utils.data import Dataset
 
 from mvit_video.data import build_dataset, build_loader
@@ -59,22 +59,7 @@ def test_test_sharding_has_no_duplicates():
 
 
 def _cfg(list_dir, **over):
-    base = {
-        "data.path_to_data_dir": str(list_dir),
-        "data.num_frames": 4,
-        "data.sampling_rate": 2,
-        "data.train_crop_size": 32,
-        "data.test_crop_size": 32,
-        "data.train_jitter_scales": [32, 40],
-        "data.num_sample": 2,
-        "train.batch_size": 4,
-        "test.batch_size": 3,
-        "test.num_ensemble_views": 2,
-        "test.num_spatial_crops": 1,
-        "data_loader.num_workers": 0,
-    }
-    base.update(over)
-    return make_cfg("kinetics", "none", base)
+    return kinetics_cfg(list_dir, **over)
 
 
 def _loader(cfg, split, dataset, world_size=1, rank=0):
