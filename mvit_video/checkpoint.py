@@ -4,7 +4,7 @@
 {"format": "mvit_video/1",
  "model": state_dict,                 # weights of the network as trained
  "model_config": asdict(MViTConfig),  # enough to rebuild the network without any config file
- "data_config": {...},                # how inputs are sampled, sized, normalised and tested (data_config)
+ "data_config": {...},                # how inputs are sampled, sized, normalised and tested (settings.CheckpointData)
  "class_names": list[str] | None,
  ...}                                 # training adds epoch, optimizer, scheduler, scaler, ema, rng, sampler, cfg
 ```
@@ -21,6 +21,7 @@ import os
 import pickle
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -29,21 +30,17 @@ import torch
 from torch import nn
 
 from mvit_video.models.mvit import MViT, MViTConfig
+from mvit_video.settings import CHECKPOINT_TEST_KEYS, CheckpointData
+from mvit_video.utils.deprecation import moved
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_torch_save
 
 if TYPE_CHECKING:
-    from mvit_video.settings import DataConfig, RunConfig
+    from mvit_video.settings import RunConfig
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "mvit_video/1"
-
-# data_config: the data.<key> values a checkpoint carries (how its inputs are sampled, sized and normalised),
-# then the test.<key> values of the multi-view test it was trained for (infer.py uses them).
-DATA_CONFIG_KEYS = ("num_frames", "sampling_rate", "target_fps", "train_crop_size", "test_crop_size", "mean", "std",
-                    "dataset", "use_offset_sampling", "train_jitter_scales", "frame_grid_fps")
-TEST_CONFIG_KEYS = ("num_ensemble_views", "num_spatial_crops")
 
 # Prefixes that wrappers add to parameter names: DDP, torch.compile, FSDP/activation-checkpoint wrappers.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -60,49 +57,25 @@ def plain(value: Any) -> Any:
 
 
 def data_config(run: RunConfig) -> dict:
-    """The data settings a checkpoint carries (data.<key> for DATA_CONFIG_KEYS, test.<key> for TEST_CONFIG_KEYS)."""
-    return {**{key: plain(getattr(run.data, key)) for key in DATA_CONFIG_KEYS},
-            **{key: plain(getattr(run.test, key)) for key in TEST_CONFIG_KEYS}}
+    """Deprecated: the typed record is mvit_video.settings.CheckpointData; this is its `from_run(run).to_dict()`."""
+    warnings.warn("mvit_video.checkpoint.data_config is deprecated and will be removed in the next release; use "
+                  "mvit_video.settings.CheckpointData.from_run(run).to_dict()", DeprecationWarning, stacklevel=2)
+    return CheckpointData.from_run(run).to_dict()
 
 
-# How a test clip is sampled and shaped: taken from the checkpoint unless set on the command line.
-CLIP_KEYS = ("num_frames", "sampling_rate", "target_fps", "test_crop_size", "train_jitter_scales",
-             "use_offset_sampling", "mean", "std")
+# Moved (#22 items 6, 8): the data_config keys are CheckpointData's fields, evaluate's clip policy is predict's.
+_MOVED = {"clip_settings": "mvit_video.predict:clip_settings", "CLIP_KEYS": "mvit_video.predict:CLIP_KEYS"}
 
 
-def clip_settings(data: DataConfig, data_config: Mapping[str, Any] | None, path: Path,
-                  explicit: Sequence[str] = ()) -> dict[str, Any]:
-    """The checkpoint's clip settings (CLIP_KEYS of its data_config) that differ from `data`, as {key: value} to
-    adopt, except for keys set on the command line (`explicit`: data.<key> names), which win with a warning.
-    Logs what is adopted and what is kept."""
-    if not data_config:
-        return {}
-    explicit = {e.lstrip("+~") for e in explicit}
-    adopted: dict[str, Any] = {}
-    kept = []
-    for key in CLIP_KEYS:
-        if key not in data_config or not hasattr(data, key):
-            continue
-        ours, theirs = _as_list(getattr(data, key)), _as_list(data_config[key])
-        if ours == theirs:
-            continue
-        if f"data.{key}" in explicit:
-            kept.append(f"data.{key}={ours} (checkpoint: {theirs})")
-        else:
-            adopted[key] = theirs
-    if adopted:
-        logger.info("clip settings from the checkpoint %s: %s (set them on the command line to override)", path,
-                    ", ".join(f"data.{k}={v}" for k, v in adopted.items()))
-    if kept:
-        logger.warning("testing with settings that differ from how %s was trained, as set on the command line: %s",
-                       path, ", ".join(kept))
-    return adopted
-
-
-
-def _as_list(value: Any) -> Any:
-    """Lists and tuples alike as lists, so that (32, 40) from the settings equals [32, 40] from a checkpoint."""
-    return list(value) if isinstance(value, (list, tuple)) else value
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return moved(f"mvit_video.checkpoint.{name}", _MOVED[name])
+    if name in ("DATA_CONFIG_KEYS", "TEST_CONFIG_KEYS"):
+        warnings.warn(f"mvit_video.checkpoint.{name} is deprecated and will be removed in the next release; use "
+                      f"mvit_video.settings.CheckpointData.keys()", DeprecationWarning, stacklevel=2)
+        keys = CheckpointData.keys()
+        return keys[:-len(CHECKPOINT_TEST_KEYS)] if name == "DATA_CONFIG_KEYS" else keys[-len(CHECKPOINT_TEST_KEYS):]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_checkpoint(

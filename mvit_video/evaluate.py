@@ -2,7 +2,7 @@
 
 Other settings as overrides, e.g. `test.num_ensemble_views=5 test.num_spatial_crops=3 test.split=val`; without
 test.checkpoint (or with `latest`) the latest intact checkpoint of `<output_dir>/checkpoints` is tested, with
-`test.checkpoint=best` its best-by-validation one. The clip settings (CLIP_KEYS:
+`test.checkpoint=best` its best-by-validation one. The clip settings (predict.CLIP_KEYS:
 frames, sampling rate, fps, crop, short side, mean/std) are the checkpoint's unless set on the command line; the
 log says which were taken. `evaluate --config-path RUN --config-name config` re-tests a training run folder with
 its saved config.yaml (output_dir = RUN, its latest checkpoint). Under torchrun every rank scores its shard.
@@ -53,13 +53,14 @@ def run(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict[str, Any]:
     # Imported here: `mvit-evaluate --help` and a wrong key answer without loading torch and the data stack.
     from omegaconf import open_dict
 
-    from mvit_video.checkpoint import clip_settings, load_checkpoint_info, load_model, resolve_checkpoint
+    from mvit_video.checkpoint import load_checkpoint_info, load_model, resolve_checkpoint
     from mvit_video.config import build_config
     from mvit_video.data.loader import stop_workers
     from mvit_video.engine import distributed
     from mvit_video.engine.runlock import describe_holder, live_holder
     from mvit_video.eval.reports import EVAL, eval_dir, summary_text
     from mvit_video.eval.testing import test
+    from mvit_video.predict import clip_settings
 
     rank, world, local_rank, _ = distributed.env_ranks()
     cli.setup_logging(None, rank)

@@ -11,9 +11,11 @@
     predictor.predict(open("clip.mp4", "rb").read())         # an encoded file in memory (decoded with PyAV)
 
 Views are the test views of `evaluate` (REFERENCE §4-5, §8): `data.clips.views` samples, decodes and crops them
-under the checkpoint dataset's protocol (`ClipSpec.for_dataset`: Kinetics-style, or SSv2's segment sampling, 30 fps
-frame grid and left/top crop), so a video scores here as it does in evaluate. Clip settings (num_frames,
-sampling_rate, crop, views) come from the checkpoint's data_config unless overridden.
+under the checkpoint dataset's protocol (`ClipSpec.for_dataset` with the registered dataset's ClipProtocol:
+Kinetics-style, or SSv2's segment sampling, 30 fps frame grid and left/top crop), so a video scores here as it does
+in evaluate. Clip settings (num_frames, sampling_rate, crop, views) come from the checkpoint's data_config (read as
+settings.CheckpointData) unless overridden. `clip_settings` is evaluate's side of the same policy: which of the
+checkpoint's clip settings a test adopts.
 
 Memory stays bounded on large inputs (4K, 8K): frames are decoded a few at a time and resized to the test short side
 at once, before the next ones are decoded (the same resize evaluate applies, so the views are identical).
@@ -38,11 +40,13 @@ from mvit_video.data.clips import ClipSpec
 from mvit_video.data.decoding import FrameGridReader, FramesReader, VideoReader, open_video_bytes
 from mvit_video.data.transforms import short_side_resize
 from mvit_video.eval.multiview import mean_view_features, mean_view_probs
+from mvit_video.settings import CheckpointData, DataConfig
 from mvit_video.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Predictor", "Prediction", "WindowPrediction", "parse_views", "default_views", "MAX_TEMPORAL_VIEWS"]
+__all__ = ["Predictor", "Prediction", "WindowPrediction", "parse_views", "default_views", "clip_settings",
+           "CLIP_KEYS", "MAX_TEMPORAL_VIEWS"]
 
 # More temporal views than this only repeat frames and cost time and memory linearly ("2000x1" ran 2 minutes in
 # 1.5 GB); the papers use at most 10 (x3 crops), and 30x3 views of 16x224^2 are already 0.9 GB of floats.
@@ -72,11 +76,50 @@ def parse_views(views: str | Sequence[int]) -> tuple[int, int]:
     return k, s
 
 
-def default_views(data_config: Mapping[str, Any]) -> tuple[int, int]:
-    """The checkpoint's test views when it records them, else the paper's: 1x3 for SSv2, 5x1 otherwise."""
-    if "num_ensemble_views" in data_config and "num_spatial_crops" in data_config:
-        return int(data_config["num_ensemble_views"]), int(data_config["num_spatial_crops"])
-    return (1, 3) if data_config.get("dataset") == "ssv2" else (5, 1)
+def default_views(data_config: CheckpointData | Mapping[str, Any] | None) -> tuple[int, int]:
+    """The checkpoint's test views when it records them, else the paper's of its dataset (CheckpointData)."""
+    record = CheckpointData.from_dict(data_config)
+    return int(record.num_ensemble_views), int(record.num_spatial_crops)  # type: ignore[arg-type]
+
+
+# How a test clip is sampled and shaped: evaluate takes these from the checkpoint unless set on the command line.
+CLIP_KEYS = ("num_frames", "sampling_rate", "target_fps", "test_crop_size", "train_jitter_scales",
+             "use_offset_sampling", "mean", "std")
+
+
+def clip_settings(data: DataConfig, data_config: CheckpointData | Mapping[str, Any] | None, path: str | os.PathLike,
+                  explicit: Sequence[str] = ()) -> dict[str, Any]:
+    """Evaluate's policy: the clip settings (CLIP_KEYS) the checkpoint records that differ from `data`, as
+    {key: value} to adopt, except for keys set on the command line (`explicit`: data.<key> names), which win with
+    a warning. A key the checkpoint does not record is left as `data` has it. Logs what is adopted and kept."""
+    if not data_config:
+        return {}
+    record = CheckpointData.from_dict(data_config, source=str(path))
+    explicit = {e.lstrip("+~") for e in explicit}
+    adopted: dict[str, Any] = {}
+    kept = []
+    for key in CLIP_KEYS:
+        if key not in record.recorded:
+            continue
+        ours, theirs = _as_list(getattr(data, key)), _as_list(getattr(record, key))
+        if ours == theirs:
+            continue
+        if f"data.{key}" in explicit:
+            kept.append(f"data.{key}={ours} (checkpoint: {theirs})")
+        else:
+            adopted[key] = theirs
+    if adopted:
+        logger.info("clip settings from the checkpoint %s: %s (set them on the command line to override)", path,
+                    ", ".join(f"data.{k}={v}" for k, v in adopted.items()))
+    if kept:
+        logger.warning("testing with settings that differ from how %s was trained, as set on the command line: %s",
+                       path, ", ".join(kept))
+    return adopted
+
+
+def _as_list(value: Any) -> Any:
+    """Lists and tuples alike as lists, so that (32, 40) from the settings equals [32, 40] from a checkpoint."""
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _positive_number(value: object, what: str, unit: str = "") -> float:
@@ -142,7 +185,7 @@ class Predictor:
     def __init__(
         self,
         model: nn.Module,
-        data_config: Mapping[str, Any],
+        data_config: CheckpointData | Mapping[str, Any],
         class_names: Sequence[str] | None = None,
         *,
         device: torch.device | str = "cpu",
@@ -155,22 +198,21 @@ class Predictor:
         max_views_per_forward: int = 16,
         source: str = "",
     ) -> None:
-        missing = [k for k in ("num_frames", "sampling_rate", "target_fps", "test_crop_size", "mean", "std")
-                   if k not in data_config]
+        dc = CheckpointData.from_dict(data_config, source=source or "data_config")
+        missing = dc.lacking(("num_frames", "sampling_rate", "target_fps", "test_crop_size", "mean", "std"))
         if missing:
             raise UserError(f"{source or 'data_config'}: data_config lacks {', '.join(missing)}; cannot sample views")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.data_config = dict(data_config)
+        self.data_config = dc  # the checkpoint's, typed: its missing keys filled in with their defaults
         self.class_names = list(class_names) if class_names else None
         self.decoder, self.amp_dtype = decoder, amp_dtype
         self.max_views_per_forward = int(max_views_per_forward)
         self.source = source
-        dc = self.data_config
         given = {"num_frames": num_frames, "sampling_rate": sampling_rate, "crop_size": crop_size,
                  "views": None if views is None else parse_views(views)}
-        checkpoint = {"num_frames": int(dc["num_frames"]), "sampling_rate": int(dc["sampling_rate"]),
-                      "crop_size": int(dc["test_crop_size"]), "views": default_views(dc)}
+        checkpoint = {"num_frames": dc.num_frames, "sampling_rate": dc.sampling_rate, "crop_size": dc.test_crop_size,
+                      "views": default_views(dc)}
         self.settings = {k: (given[k] if given[k] is not None else checkpoint[k]) for k in checkpoint}
         self.overridden = sorted(k for k, v in given.items() if v is not None and v != checkpoint[k])
         for key in ("num_frames", "sampling_rate", "crop_size"):
@@ -211,32 +253,32 @@ class Predictor:
         s = self.settings
         k, v = s["views"]
         where = f"overridden: {', '.join(self.overridden)}" if self.overridden else "all from the checkpoint"
-        if "views" not in self.overridden and "num_ensemble_views" not in self.data_config:
+        if "views" not in self.overridden and "num_ensemble_views" not in self.data_config.recorded:
             # the checkpoint does not record test views: the paper's for its dataset
             where += "; views: not recorded in the checkpoint, the paper's default (SSv2 1x3, else 5x1)"
-        return (f"clips of {s['num_frames']} frames every {s['sampling_rate']} (at {self.data_config['target_fps']} "
+        return (f"clips of {s['num_frames']} frames every {s['sampling_rate']} (at {self.data_config.target_fps} "
                 f"fps), crop {s['crop_size']}, {k}x{v} views ({where})")
 
     def spec(self, views: str | Sequence[int] | None = None) -> ClipSpec:
         """The test ClipSpec of these settings (views: "KxS" for this call, default the predictor's)."""
         k, s = parse_views(views) if views is not None else self.settings["views"]
         dc, crop = self.data_config, int(self.settings["crop_size"])
-        dataset = str(dc.get("dataset") or "kinetics")
         spec = ClipSpec.for_dataset(
-            dataset,
-            train_short_side=int((dc.get("train_jitter_scales") or [crop])[0]),
-            # SSv2: PySlowFast's 30 fps frame grid (conf/data/ssv2.yaml) when the checkpoint does not record it
-            frame_grid_fps=float(dc.get("frame_grid_fps", 30.0 if dataset == "ssv2" else 0.0)),
+            dc.dataset,
+            # a checkpoint that does not record the jitter scales: the 1-crop short side is the crop
+            train_short_side=int(dc.train_jitter_scales[0]) if dc.train_jitter_scales else crop,
+            frame_grid_fps=float(dc.frame_grid_fps),  # type: ignore[arg-type]
             num_frames=int(self.settings["num_frames"]),
             sampling_rate=int(self.settings["sampling_rate"]),
-            target_fps=float(dc["target_fps"]),
-            use_offset_sampling=bool(dc.get("use_offset_sampling", True)),
+            target_fps=float(dc.target_fps),  # type: ignore[arg-type]
+            use_offset_sampling=dc.use_offset_sampling,
             num_ensemble_views=k,
             num_spatial_crops=s,
             test_crop_size=crop,
-            mean=tuple(dc["mean"]),
-            std=tuple(dc["std"]),
+            mean=tuple(dc.mean),  # type: ignore[arg-type]
+            std=tuple(dc.std),  # type: ignore[arg-type]
             decoder=self.decoder,
+            decoder_threads=1,  # one decoding thread per video (as each data-loader worker has by default)
         )
         if spec.test_short_side < crop:
             raise UserError(f"crop {crop} is larger than the 1-crop short side {spec.test_short_side} "

@@ -5,19 +5,25 @@ Each section is a frozen dataclass whose field names are the config keys (`data.
 DictConfig. Field types and the bounds in each field's metadata are checked when a section is built from a
 mapping (`from_mapping`), so a wrong value fails in one line that names its key. The defaults live in one place,
 conf/config.yaml: these classes have none.
+
+Also here, because the config names them and must be checked without torch: the dataset registry (`DATASETS`,
+`register_dataset`: a name -> its builder and its `ClipProtocol`), and `CheckpointData`, the typed `data_config`
+record a checkpoint carries, with the one copy of the defaults for what an older checkpoint does not record.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
 
 from mvit_video.models.config import MViTConfig
-from mvit_video.utils.errors import ConfigError
+from mvit_video.utils.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +33,89 @@ def _f(**rules: Any) -> Any:
     """A field with validation rules: min, max, strict_min, choices, length, positive. No default: the defaults
     live in conf/config.yaml only."""
     return field(metadata=rules)
+
+
+# ------------------------------------------------------------------------------------------- datasets
+
+@dataclass(frozen=True)
+class ClipProtocol:
+    """How a dataset's clips are sampled and its test views shaped beyond the data.* / test.* values (REFERENCE
+    §4-5, §8): what `data.clips.ClipSpec.for_dataset` applies. The defaults are Kinetics' (PySlowFast's
+    slowfast/datasets/kinetics.py)."""
+
+    segment_sampling: bool = False  # one frame from each of num_frames segments (data.sampling_rate unused)
+    short_side_is_crop: bool = False  # test short side = the crop; else the crop with 3 crops, jitter min with 1
+    one_crop_index: int = 1  # the crop of a 1-crop test view: 1 = center, 0 = left/top
+    frame_grid: bool = False  # data.frame_grid_fps resamples the videos by timestamp; else each keeps its rate
+    frame_folders: bool = False  # a list path that is a folder of JPEG frames is one video
+    # What a checkpoint that does not record them (an older one) is tested with: the paper's test views (K, S)
+    # and frame grid. tests/data/test_registry.py keeps them equal to conf/test/*.yaml and conf/data/ssv2.yaml.
+    paper_views: tuple[int, int] = (5, 1)
+    paper_frame_grid_fps: float = 0.0
+
+
+# PySlowFast's slowfast/datasets/ssv2.py: segment sampling of JPEGs extracted at 30 fps (a folder per video), test
+# short side = TEST_CROP_SIZE, the 1-crop view the left/top one; the paper tests 1 clip x 3 crops.
+SSV2_PROTOCOL = ClipProtocol(segment_sampling=True, short_side_is_crop=True, one_crop_index=0, frame_grid=True,
+                             frame_folders=True, paper_views=(1, 3), paper_frame_grid_fps=30.0)
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset. `builder(data, aug, spec, split, *, augment_on_device) -> data.base.VideoDataset`
+    builds one split (data.build_dataset calls it with the run's DataConfig, AugConfig and the ClipSpec of
+    `protocol`); a string "module:function" names it without importing it (see `register_dataset`)."""
+
+    name: str
+    builder: Union[Callable[..., Any], str]
+    protocol: ClipProtocol
+
+    def load_builder(self) -> Callable[..., Any]:
+        """The builder function (imported now when given as "module:function")."""
+        if callable(self.builder):
+            return self.builder
+        module, _, function = self.builder.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
+# data.dataset -> its entry: the one place a dataset is added. DataConfig.dataset accepts exactly these names.
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, builder: Union[Callable[..., Any], str],
+                     protocol: ClipProtocol = ClipProtocol()) -> DatasetEntry:
+    """Make `data.dataset=name` a dataset: its builder (see DatasetEntry; data.base.list_dataset assembles a
+    VideoDataset from paths and labels) and its clip protocol. A conf/data/<name>.yaml group is optional (preset
+    values); `data=kinetics data.dataset=name` works without one. The built-in builders are named by strings:
+    this module is read to check a config, which must not import torch (`--help`, config errors)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"dataset name {name!r}: lower case letters, digits and _ only")
+    if name in DATASETS:
+        raise ValueError(f"dataset {name!r} is already registered")
+    if not (callable(builder) or (isinstance(builder, str) and ":" in builder)):
+        raise ValueError(f"dataset {name!r}: builder must be a function or 'module:function', got {builder!r}")
+    DATASETS[name] = DatasetEntry(name, builder, protocol)
+    return DATASETS[name]
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """The registered dataset `name` (ConfigError naming data.dataset and the registered names otherwise)."""
+    if name not in DATASETS:
+        raise ConfigError(f"config key 'data.dataset': unknown dataset {name!r}; registered: {', '.join(DATASETS)} "
+                          f"(mvit_video.settings.register_dataset adds one)")
+    return DATASETS[name]
+
+
+def clip_protocol(name: str) -> ClipProtocol:
+    """The clip protocol of dataset `name`. A name that is not registered (a converted PySlowFast checkpoint
+    names its own, e.g. charades) is sampled as Kinetics, the default protocol."""
+    entry = DATASETS.get(name)
+    return entry.protocol if entry is not None else ClipProtocol()
+
+
+register_dataset("kinetics", "mvit_video.data.kinetics:build_kinetics")  # any list of `path label` lines
+register_dataset("ssv2", "mvit_video.data.ssv2:build_ssv2", SSV2_PROTOCOL)
+register_dataset("synthetic", "mvit_video.data.kinetics:build_synthetic")  # generated, then read as Kinetics
 
 
 @dataclass(frozen=True)
@@ -48,7 +137,7 @@ class SyntheticConfig:
 class DataConfig:
     """data.*: which videos, how clips are sampled, sized and normalised."""
 
-    dataset: str = _f(choices=("kinetics", "ssv2", "synthetic"))
+    dataset: str = _f(choices=DATASETS)  # the registered names, as they are when a config is checked
     path_to_data_dir: str
     path_prefix: str
     train_list: str
@@ -233,6 +322,100 @@ MODEL_FIELD_KEYS = {"num_classes": "model.num_classes", "dropout_rate": "model.d
 def model_key(field_name: str) -> str:
     """The config key of an MViTConfig field, as users write it (mvit.depth, model.num_classes, ...)."""
     return MODEL_FIELD_KEYS.get(field_name, f"mvit.{field_name}")
+
+
+# ------------------------------------------------------------------------------------------- checkpoint data
+
+# The fields of CheckpointData that are test.<key> values; the others are data.<key> values.
+CHECKPOINT_TEST_KEYS = ("num_ensemble_views", "num_spatial_crops")
+
+
+@dataclass(frozen=True)
+class CheckpointData:
+    """A checkpoint's `data_config`: how its inputs were sampled, sized and normalised (data.<key>) and the
+    multi-view test it was trained for (test.<key>). Written into checkpoints as a plain dict (`to_dict`, keys in
+    field order), read back with `from_dict`.
+
+    An older checkpoint may lack keys (or the whole data_config). The defaults for them live here and only here:
+    the field defaults, and for the frame grid and the test views the dataset's ClipProtocol (the paper's SSv2
+    1x3 at 30 fps, else 5x1 at the videos' own rate), filled in on construction. Keys with no sensible default
+    (num_frames, sampling_rate, target_fps, the crops, mean, std) stay None: `lacking` names them. `recorded`
+    holds the keys the checkpoint itself gave, so that evaluate adopts only those (predict.clip_settings).
+    """
+
+    num_frames: Union[int, None] = None
+    sampling_rate: Union[int, None] = None
+    target_fps: Union[float, None] = None
+    train_crop_size: Union[int, None] = None
+    test_crop_size: Union[int, None] = None
+    mean: Union[tuple[float, ...], None] = None
+    std: Union[tuple[float, ...], None] = None
+    dataset: str = "kinetics"
+    use_offset_sampling: bool = True
+    train_jitter_scales: tuple[int, ...] = ()  # (): not recorded (a 1-crop test view's short side is the crop)
+    frame_grid_fps: Union[float, None] = None  # None: the dataset protocol's
+    num_ensemble_views: Union[int, None] = None  # None (either view count): the dataset protocol's paper views
+    num_spatial_crops: Union[int, None] = None
+    recorded: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        protocol = clip_protocol(self.dataset)
+        if self.frame_grid_fps is None:
+            object.__setattr__(self, "frame_grid_fps", protocol.paper_frame_grid_fps)
+        if self.num_ensemble_views is None or self.num_spatial_crops is None:  # both recorded, or the paper's
+            object.__setattr__(self, "num_ensemble_views", protocol.paper_views[0])
+            object.__setattr__(self, "num_spatial_crops", protocol.paper_views[1])
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The data_config keys, in the order a checkpoint holds them."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "recorded")
+
+    @classmethod
+    def from_run(cls, run: RunConfig) -> "CheckpointData":
+        """What a checkpoint of `run` records: every key, from run.data and run.test."""
+        values = {key: getattr(run.test if key in CHECKPOINT_TEST_KEYS else run.data, key) for key in cls.keys()}
+        return cls(**values, recorded=frozenset(values))
+
+    @classmethod
+    def from_dict(cls, values: "Mapping[str, Any] | CheckpointData | None",
+                  source: str = "data_config") -> "CheckpointData":
+        """The record of a checkpoint's data_config (None or {}: an old checkpoint without one). Keys of newer
+        versions are ignored; a value of the wrong type is a UserError naming `source` and the key."""
+        if isinstance(values, CheckpointData):
+            return values
+        if values is None:
+            values = {}
+        if not isinstance(values, Mapping):
+            raise UserError(f"{source}: data_config is a {type(values).__name__}, not a mapping")
+        hints = typing.get_type_hints(cls)
+        given: dict[str, Any] = {}
+        for key in cls.keys():
+            if key not in values:
+                continue
+            kind = hints[key]
+            if typing.get_origin(kind) is Union:  # X | None: None is what a missing key gives, not a value
+                kind = next(k for k in typing.get_args(kind) if k is not type(None))
+            ok, value = _as(kind, values[key])
+            if not ok:
+                raise UserError(f"{source}: data_config.{key} is {values[key]!r}, expected {_type_name(kind)}")
+            given[key] = value
+        if not all(key in given for key in CHECKPOINT_TEST_KEYS):  # one view count alone is not a protocol
+            given = {k: v for k, v in given.items() if k not in CHECKPOINT_TEST_KEYS}
+        return cls(**given, recorded=frozenset(given))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recorded keys as plain python (tuples as lists, so torch.load(weights_only=True) reads them)."""
+        out = {}
+        for key in self.keys():
+            if key in self.recorded:
+                value = getattr(self, key)
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def lacking(self, keys: typing.Iterable[str]) -> list[str]:
+        """Those of `keys` the checkpoint did not record and that have no default."""
+        return [key for key in keys if getattr(self, key) is None]
 
 
 # ------------------------------------------------------------------------------------------- from a mapping

@@ -74,10 +74,10 @@ def main() -> None:
                                 "data.dataset=kinetics", "data.num_frames=16", "data.sampling_rate=4",
                                 "data.train_crop_size=224", "data.test_crop_size=224",
                                 "data.train_jitter_scales=[256,320]", "model.num_classes=3"]))
-    from mvit_video.checkpoint import data_config
+    from mvit_video.settings import CheckpointData
 
     ckpt = tmp / "model.pyth"
-    atomic_torch_save(make_checkpoint(build_model(run.model), run.model, data_config(run), None), ckpt)
+    atomic_torch_save(make_checkpoint(build_model(run.model), run.model, CheckpointData.from_run(run).to_dict(), None), ckpt)
     peaks = {}
     variants = (("full-size decode", "1"), ("resize while decoding", "0"))
     for name, full in variants[1:] if args.skip_full_size else variants:

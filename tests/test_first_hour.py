@@ -94,13 +94,14 @@ def _tiny_checkpoint(kinetics_list_dir: Path, out: Path, *extra: str, nan: bool 
     from mvit_video import checkpoint as ck
     from mvit_video.config import build_config
     from mvit_video.models import build_model
+    from mvit_video.settings import CheckpointData
 
     run = build_config(compose(tiny_overrides(kinetics_list_dir, out, *extra)))
     model = build_model(run.model)
     if nan:
         with torch.no_grad():
             model.head.projection.weight[0, 0] = float("nan")
-    data = ck.make_checkpoint(model, run.model, ck.data_config(run), None)
+    data = ck.make_checkpoint(model, run.model, CheckpointData.from_run(run).to_dict(), None)
     data["cfg"] = run.yaml
     path = ck.epoch_checkpoint_path(out, 1)
     ck.save(data, path)

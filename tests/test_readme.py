@@ -158,17 +158,19 @@ def test_python_examples_run_as_written(tmp_path: Path, monkeypatch):
     import torch
     from tiny import CLIPS, NETWORK, indexed_frames
 
-    from mvit_video.checkpoint import data_config, make_checkpoint
+    from mvit_video.checkpoint import make_checkpoint
     from mvit_video.config import build_config, compose
     from mvit_video.data.encode import write_video
     from mvit_video.models import build_model
+    from mvit_video.settings import CheckpointData
     from mvit_video.utils.io import atomic_torch_save
 
     blocks = code_blocks("python")
     paths = sorted(set(re.findall(r'"([^"]+\.(?:pyth|mp4))"', "\n".join(blocks))))
     run = build_config(compose([*NETWORK, *CLIPS, "model.num_classes=3", "test.num_ensemble_views=2"]))
     torch.manual_seed(0)
-    checkpoint = make_checkpoint(build_model(run.model), run.model, data_config(run), ["left", "right", "up"])
+    checkpoint = make_checkpoint(build_model(run.model), run.model, CheckpointData.from_run(run).to_dict(),
+                                 ["left", "right", "up"])
     for i, name in enumerate(paths):
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Video data: datasets (Kinetics, SSv2, synthetic), decoding, sampling, transforms and loaders.
+"""Video data: datasets (Kinetics, SSv2, synthetic; the registry of names is settings.DATASETS), decoding,
+sampling, transforms and loaders.
 
 Everything here takes the typed settings (mvit_video.settings: RunConfig and its sections), never a DictConfig.
 """
@@ -9,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mvit_video.utils.errors import ConfigError
+from mvit_video.settings import dataset_entry
 
 if TYPE_CHECKING:
     import torch
@@ -47,28 +48,17 @@ def synthetic_dir(data: DataConfig) -> Path:
 
 
 def build_dataset(cfg: RunConfig, split: str, device: "torch.device | str | None" = None) -> VideoDataset:
-    """Dataset of `split` ("train" | "val" | "test") for data.dataset (kinetics | ssv2 | synthetic). `device`: the
+    """Dataset of `split` ("train" | "val" | "test") for data.dataset, by its registered builder (settings.DATASETS:
+    kinetics | ssv2 | synthetic, and any `register_dataset` added) with the ClipSpec of its protocol. `device`: the
     training device, which data_loader.augment_on (auto) needs; None: the workers augment (as before)."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
+    # Imported here: this package's __init__ stays light (see __getattr__ above)
     from mvit_video.data.clips import ClipSpec
     from mvit_video.data.loader import resolve_augment_on
 
     data, aug = cfg.data, cfg.aug
+    builder = dataset_entry(data.dataset).load_builder()
     on_device = device is not None and resolve_augment_on(cfg.data_loader.augment_on, device) == "device"
     spec = ClipSpec.from_config(data, cfg.test, cfg.data_loader.decoder_threads)
-    if data.dataset == "kinetics":
-        from mvit_video.data.kinetics import build_kinetics
-
-        return build_kinetics(data, aug, spec, split, augment_on_device=on_device)
-    if data.dataset == "ssv2":
-        from mvit_video.data.ssv2 import build_ssv2
-
-        return build_ssv2(data, aug, spec, split, augment_on_device=on_device)
-    if data.dataset == "synthetic":
-        from mvit_video.data.kinetics import build_kinetics
-
-        root = str(synthetic_dir(data))
-        return build_kinetics(data, aug, spec, split, data_dir=root, prefix=root, augment_on_device=on_device)
-    raise ConfigError(f"data.dataset: unknown dataset {data.dataset!r}; use kinetics, ssv2 or synthetic")
-
+    return builder(data, aug, spec, split, augment_on_device=on_device)

@@ -15,15 +15,17 @@ import hashlib
 import logging
 import random
 import struct
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mvit_video.data.augment import TrainAugment
+from mvit_video.data.augment import TrainAugment, build_aug_spec
 from mvit_video.data.clips import ClipSpec, open_reader, train_indices, views
 from mvit_video.data.decoding import VideoDecodeError
+from mvit_video.data.lists import check_label_range, join_prefix
+from mvit_video.settings import AugConfig, DataConfig
 from mvit_video.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -164,3 +166,29 @@ class VideoDataset(Dataset):
             item_views = torch.empty(0, 3, s.num_frames, s.test_crop_size, s.test_crop_size)
             ok = False
         return {"views": item_views, "label": self.labels[index], "index": index, "path": self.paths[index], "ok": ok}
+
+
+def list_dataset(data: DataConfig, aug: AugConfig, spec: ClipSpec, split: str, *, list_path: str,
+                 paths: Sequence[str], labels: Sequence[int], prefix: str, class_names: Optional[list[str]],
+                 classes_file: str, augment_on_device: bool = False, **aug_options: Any) -> VideoDataset:
+    """The VideoDataset of a dataset's list (`list_path`, for errors), as every builder assembles it: videos at
+    `prefix`/path, labels checked against the `class_names` read from `classes_file` (when there are any), the
+    training augmentation of data.* and aug.* (`aug_options`: the dataset's build_aug_spec arguments), num_sample
+    clips per training item."""
+    if class_names is not None:
+        check_label_range(labels, len(class_names), listed=list_path, paths=paths,
+                          classes=f"{classes_file} has {len(class_names)} classes", error=UserError)
+    train = split == "train"
+    return VideoDataset(
+        paths=list(paths),
+        full_paths=[join_prefix(prefix, p) for p in paths],
+        labels=list(labels),
+        split=split,
+        spec=spec,
+        train_transform=TrainAugment(build_aug_spec(data, aug, **aug_options)) if train else None,
+        augment_on_device=augment_on_device and train,
+        num_sample=data.num_sample if train else 1,
+        max_bad_retries=data.max_bad_retries,
+        class_names=class_names,
+        num_classes=len(class_names) if class_names else max(labels) + 1,
+    )

@@ -8,7 +8,7 @@ opens, the frame indices of a training clip, and `views`, the K x S test views o
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -16,48 +16,53 @@ import torch
 from mvit_video.data import sampling
 from mvit_video.data.decoding import FrameFolderReader, FrameGridReader, VideoReader, open_video
 from mvit_video.data.transforms import eval_short_side, multi_view_crops
-from mvit_video.settings import DataConfig, TestConfig
+from mvit_video.settings import DataConfig, TestConfig, clip_protocol
 
 __all__ = ["ClipSpec", "open_reader", "train_indices", "view_indices", "views", "views_of_frames"]
 
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """How clips are sampled and shaped. Build it with `ClipSpec.for_dataset`, which applies the dataset's
-    protocol (Kinetics-style or SSv2); the fields are the resolved values."""
+    """How clips are sampled and shaped. Build it with `ClipSpec.for_dataset` (or `from_config`), which applies
+    the dataset's clip protocol (settings.ClipProtocol, from the dataset registry); the fields are the resolved
+    values, none with a default of its own: the data.* / test.* values come from the config (conf/config.yaml)
+    or a checkpoint's data_config, the rest from the protocol."""
 
     num_frames: int
     sampling_rate: int
-    target_fps: float = 30.0
-    segment_sampling: bool = False  # SSv2: one frame per segment, sampling_rate ignored
-    use_offset_sampling: bool = True
-    num_ensemble_views: int = 1
-    num_spatial_crops: int = 1
-    test_crop_size: int = 224
-    test_short_side: int = 224
-    one_crop_index: int = 1  # the crop of a 1-crop test view: 1 = center; PySlowFast's SSv2 takes 0 (left/top)
-    mean: Sequence[float] = field(default_factory=lambda: (0.45, 0.45, 0.45))
-    std: Sequence[float] = field(default_factory=lambda: (0.225, 0.225, 0.225))
-    decoder: str = "decord"
-    decoder_threads: int = 1
-    frame_grid_fps: float = 0.0  # > 0: videos resampled to this rate by timestamp (SSv2's 30 fps JPEG grid)
-    frame_folders: bool = False  # a path that is a folder is a video of JPEG frames (SSv2's extracted layout)
+    target_fps: float
+    segment_sampling: bool  # one frame per segment, sampling_rate ignored (SSv2)
+    use_offset_sampling: bool
+    num_ensemble_views: int
+    num_spatial_crops: int
+    test_crop_size: int
+    test_short_side: int
+    one_crop_index: int  # the crop of a 1-crop test view: 1 = center, 0 = left/top (PySlowFast's SSv2)
+    mean: Sequence[float]
+    std: Sequence[float]
+    decoder: str
+    decoder_threads: int
+    frame_grid_fps: float  # > 0: videos resampled to this rate by timestamp (SSv2's 30 fps JPEG grid)
+    frame_folders: bool  # a path that is a folder is a video of JPEG frames (SSv2's extracted layout)
 
     @classmethod
     def for_dataset(cls, dataset: str, *, train_short_side: int, frame_grid_fps: float = 0.0,
                     **fields) -> "ClipSpec":
-        """The spec of `dataset`'s test protocol; `fields` are the ClipSpec fields every dataset shares.
+        """The spec of `dataset`'s test protocol (settings.clip_protocol: a registered dataset's, Kinetics' for
+        any other name); `fields` are the ClipSpec fields every dataset shares.
 
-        Kinetics (and the synthetic set): test short side = the crop with 3 crops, `train_short_side`
-        (data.train_jitter_scales[0]) with 1; center crop. SSv2 (PySlowFast's slowfast/datasets/ssv2.py): segment
-        sampling, short side = the crop for 1 and 3 crops, the 1-crop view is the left/top one, frames on the
-        `frame_grid_fps` grid, and a folder of JPEG frames is one video."""
+        The test short side is the crop when the protocol says so (SSv2, PySlowFast's slowfast/datasets/ssv2.py),
+        else (Kinetics, the synthetic set) the crop with 3 crops and `train_short_side`
+        (data.train_jitter_scales[0]) with 1. `frame_grid_fps` (data.frame_grid_fps) applies to a protocol with a
+        frame grid only (SSv2's 30 fps JPEGs)."""
+        protocol = clip_protocol(dataset)
         crop = int(fields["test_crop_size"])
-        if dataset == "ssv2":
-            return cls(**fields, segment_sampling=True, test_short_side=crop, one_crop_index=0,
-                       frame_grid_fps=float(frame_grid_fps), frame_folders=True)
-        return cls(**fields, test_short_side=eval_short_side(crop, int(fields["num_spatial_crops"]),
-                                                             [train_short_side]))
+        short_side = crop if protocol.short_side_is_crop else eval_short_side(
+            crop, int(fields["num_spatial_crops"]), [train_short_side])
+        return cls(**fields, segment_sampling=protocol.segment_sampling, test_short_side=short_side,
+                   one_crop_index=protocol.one_crop_index,
+                   frame_grid_fps=float(frame_grid_fps) if protocol.frame_grid else 0.0,
+                   frame_folders=protocol.frame_folders)
 
     @classmethod
     def from_config(cls, data: DataConfig, test: TestConfig, decoder_threads: int = 1) -> "ClipSpec":

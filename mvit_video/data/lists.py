@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
-from mvit_video.utils.errors import UserError
+from mvit_video.utils.errors import ConfigError, UserError
 
 __all__ = [
     "open_text",
     "join_prefix",
     "read_list_file",
     "read_class_names",
+    "check_label_range",
     "template_to_class",
     "read_ssv2_labels",
     "read_ssv2_split",
@@ -130,6 +131,20 @@ def read_class_names(path: str | os.PathLike, *, required: bool = True,
 
 
 # ---------------------------------------------------------------- Something-Something-v2 official files
+
+
+def check_label_range(labels: Sequence[int], num_classes: int, *, listed: str, classes: str,
+                      paths: Optional[Sequence[str]] = None, error: type[UserError] = ConfigError) -> None:
+    """The one label-range check: every label of a list must be < num_classes. Otherwise `error` naming the
+    list (`listed`: its file, or "the val list"), its largest label with the first video holding it, and where
+    the count comes from (`classes`, e.g. "model.num_classes is 2", "classes.txt has 5 classes")."""
+    if not labels:
+        return
+    top = max(labels)
+    if top < num_classes:
+        return
+    video = f" ({paths[list(labels).index(top)]})" if paths else ""
+    raise error(f"{listed} has label {top}{video} but {classes}: labels must be in [0, {num_classes - 1}]")
 
 
 def template_to_class(template: str) -> str:

@@ -8,8 +8,8 @@ own ~12 fps: data.frame_grid_fps (30) resamples each decoded video to that grid 
 indices land on the same frames. Frame folders `{id}/{id}_%06d.jpg` at 30 fps (PySlowFast's layout, written by
 `scripts/prepare_ssv2.py --extract-frames`) are read as they are: a list path that is a directory is one video.
 Its test views take the short side to TEST_CROP_SIZE and, with one crop, the left/top crop (spatial index
-view % NUM_SPATIAL_CROPS = 0), slowfast/datasets/ssv2.py. All of this is the SSv2 protocol of
-`ClipSpec.for_dataset` (data/clips.py), which `Predictor` applies to SSv2 checkpoints too.
+view % NUM_SPATIAL_CROPS = 0), slowfast/datasets/ssv2.py. All of this is `settings.SSV2_PROTOCOL`, registered
+with this builder; `ClipSpec.for_dataset` (data/clips.py) applies it, here and for SSv2 checkpoints in `Predictor`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from __future__ import annotations
 import logging
 import os
 
-from mvit_video.data.base import VideoDataset
+from mvit_video.data.base import VideoDataset, list_dataset
 from mvit_video.data.clips import ClipSpec
 from mvit_video.data.kinetics import list_file
 from mvit_video.data.lists import join_prefix, read_class_names, read_list_file, read_ssv2_labels, read_ssv2_split
-from mvit_video.data.augment import TrainAugment, build_aug_spec
 from mvit_video.settings import AugConfig, DataConfig
 from mvit_video.utils.errors import ConfigError, UserError
 
@@ -62,28 +61,21 @@ def build_ssv2(data: DataConfig, aug: AugConfig, spec: ClipSpec, split: str,
         raise ConfigError("data.path_to_data_dir: not set (the folder with labels.json, train.json, validation.json)")
     csv_path = list_file(data, split, data_dir)
     if data.list_file(split) or ("://" not in csv_path and os.path.exists(csv_path)):
+        list_path, classes_file = csv_path, join_prefix(data_dir, "classes.txt")
         paths, labels = read_list_file(csv_path, data.path_label_separator)
-        class_names = read_class_names(join_prefix(data_dir, "classes.txt"), required=False)
+        class_names = read_class_names(classes_file, required=False)
         prefix = data.path_prefix
     else:
         _check_json_layout(data_dir, csv_path)
+        list_path, classes_file = join_prefix(data_dir, _SPLIT_FILES[split]), join_prefix(data_dir, "labels.json")
         ids, labels, class_names = read_ssv2_annotations(data_dir, split)
         paths = [f"{i}.webm" for i in ids]
         prefix = data.path_prefix or data_dir
     if data.random_flip:
         logger.warning("data.random_flip is ignored for SSv2: its labels name directions (left to right)")
-    return VideoDataset(
-        paths=paths,
-        full_paths=[join_prefix(prefix, p) for p in paths],
-        labels=labels,
-        split=split,
-        spec=spec,
+    return list_dataset(
+        data, aug, spec, split, list_path=list_path, paths=paths, labels=labels, prefix=prefix,
+        class_names=class_names, classes_file=classes_file, augment_on_device=augment_on_device,
         # PySlowFast reads SSv2 frames as BGR (cv2) and hands them to PIL as RGB: RandAugment's grey is swapped
-        train_transform=(TrainAugment(build_aug_spec(data, aug, random_flip=False, bgr_grey=True))
-                         if split == "train" else None),
-        augment_on_device=augment_on_device and split == "train",
-        num_sample=data.num_sample if split == "train" else 1,
-        max_bad_retries=data.max_bad_retries,
-        class_names=class_names,
-        num_classes=len(class_names) if class_names else max(labels) + 1,
+        random_flip=False, bgr_grey=True,
     )

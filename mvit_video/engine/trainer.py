@@ -24,7 +24,8 @@ from mvit_video.engine.memory import check_fits
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
 from mvit_video.engine.preempt import PreemptionHandler
 from mvit_video.engine.resume import ResumePoint, check_resumable, requeued, restore, truncate_metrics
-from mvit_video.settings import RunConfig
+from mvit_video.data.lists import check_label_range
+from mvit_video.settings import CheckpointData, RunConfig
 from mvit_video.utils.errors import ConfigError
 from mvit_video.utils.io import append_jsonl, atomic_write_text, read_jsonl
 
@@ -180,7 +181,7 @@ def checkpoint_state(run: Run, epochs_done: int, batches_done: int, rngs: list[d
     """The checkpoint after `epochs_done` epochs and `batches_done` global batches of the next one."""
     state, cfg = run.state, run.cfg
     return {
-        **ck.make_checkpoint(state.model, cfg.model, ck.data_config(cfg), run.class_names),
+        **ck.make_checkpoint(state.model, cfg.model, CheckpointData.from_run(cfg).to_dict(), run.class_names),
         "epoch": epochs_done,
         "optimizer": state.optimizer.state_dict(),
         "scheduler": {"step": state.step},  # optimizer steps: the LR is a function of them
@@ -412,11 +413,8 @@ def check_labels(num_classes: int, datasets: dict[str, Any]) -> None:
         if names and len(names) != num_classes:
             raise ConfigError(f"config key 'model.num_classes' is {num_classes} but the dataset's class list "
                               f"(classes.txt / labels.json in data.path_to_data_dir) has {len(names)} classes")
-        labels = getattr(ds, "labels", None) or []
-        if labels and max(labels) >= num_classes:
-            i = labels.index(max(labels))
-            raise ConfigError(f"the {split} list has label {max(labels)} ({ds.paths[i]}) but model.num_classes is "
-                              f"{num_classes}: labels must be in [0, {num_classes - 1}]")
+        check_label_range(getattr(ds, "labels", None) or [], num_classes, listed=f"the {split} list",
+                          classes=f"model.num_classes is {num_classes}", paths=getattr(ds, "paths", None))
 
 
 def compile_enabled(setting: bool | str, device: torch.device) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mvit_video.data.lists import check_label_range
 from mvit_video.engine import distributed
 from mvit_video.eval import reports
 from mvit_video.eval.metrics import summarize
@@ -35,13 +36,10 @@ def score(forward: nn.Module, loader: Iterable[dict[str, Any]], *, device: torch
           log_every: int = 10) -> tuple[MultiViewResult, dict[str, Any]]:
     """Every video of `loader` (a test loader: K x S views per video) scored through `forward` and gathered over
     ranks, and its metrics (eval.metrics.summarize; NaN figures when nothing decoded). `split` names the list in
-    the progress line and in errors."""
+    the progress line. The labels are checked against the head before (trainer.check_labels for the val list,
+    _check_classes for a test), not after the whole list has been scored."""
     result = run_multiview(forward, loader, device=device, amp_dtype=amp_dtype,
                            max_views_per_forward=max_views_per_forward, progress=split, log_every=log_every)
-    num_classes = result.probs.shape[1] if len(result) else 0
-    if len(result) and int(result.labels.max()) >= num_classes:
-        raise ConfigError(f"the {split} list has label {int(result.labels.max())} but the model has {num_classes} "
-                          f"classes (model.num_classes / the checkpoint's head)")
     return result, summarize(result.labels, result.probs)
 
 
@@ -190,10 +188,10 @@ def _check_classes(dataset: Any, model: nn.Module, class_names: Sequence[str] | 
                               f"({_preview(names)}){hint if len(names) < head else ''}")
         logger.warning("test.allow_class_subset: the %d classes of the %s list are taken as the first %d of the "
                        "model's %d (no class names to match them by)", len(names), split, len(names), head)
-    labels = list(getattr(dataset, "labels", []) or [])
-    if head is not None and labels and max(labels) >= head:
-        raise ConfigError(f"the {split} list has label {max(labels)} but {what} has {head} classes"
-                          " (model.num_classes / the checkpoint's head)")
+    if head is not None:
+        check_label_range(list(getattr(dataset, "labels", []) or []), head, listed=f"the {split} list",
+                          classes=f"{what} has {head} classes (model.num_classes / the checkpoint's head)",
+                          paths=getattr(dataset, "paths", None))
     return ours or names
 
 

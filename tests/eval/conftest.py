@@ -62,14 +62,15 @@ def eval_overrides(eval_data) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, eval_overrides) -> Path:
     """An mvit_video checkpoint of a randomly initialised tiny network with class names."""
-    from mvit_video.checkpoint import data_config, make_checkpoint
+    from mvit_video.checkpoint import make_checkpoint
     from mvit_video.config import build_config, compose
     from mvit_video.models import build_model
+    from mvit_video.settings import CheckpointData
     from mvit_video.utils.io import atomic_torch_save
 
     run = build_config(compose(eval_overrides))
     torch.manual_seed(0)
     model = build_model(run.model)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pyth"
-    atomic_torch_save(make_checkpoint(model, run.model, data_config(run), CLASS_NAMES), path)
+    atomic_torch_save(make_checkpoint(model, run.model, CheckpointData.from_run(run).to_dict(), CLASS_NAMES), path)
     return path

@@ -217,7 +217,7 @@ def test_a_list_where_nothing_decodes_is_reported(tmp_path, eval_data, eval_over
 
 
 def test_clip_settings_from_the_checkpoint_unless_explicit(eval_overrides, caplog):
-    from mvit_video.checkpoint import clip_settings
+    from mvit_video.predict import clip_settings
 
     data = build_config(compose(eval_overrides)).data  # 4 frames, jitter [32, 40]
     same = {"num_frames": 4, "train_jitter_scales": [32, 40], "target_fps": 30, "mean": list(data.mean)}

@@ -104,9 +104,10 @@ def test_ssv2_checkpoint_samples_with_the_ssv2_protocol(tmp_path, eval_overrides
     import numpy as np
 
     from mvit_video import Predictor
-    from mvit_video.checkpoint import data_config, load_model
+    from mvit_video.checkpoint import load_model
     from mvit_video.data import build_dataset
     from mvit_video.data.encode import write_video
+    from mvit_video.settings import CheckpointData
 
     frames = np.zeros((20, 40, 56, 3), np.uint8)
     frames[:] = np.arange(56, dtype=np.uint8).reshape(1, 1, 56, 1) * 4  # x in the pixels: crops can be told apart
@@ -119,7 +120,7 @@ def test_ssv2_checkpoint_samples_with_the_ssv2_protocol(tmp_path, eval_overrides
         f"data.path_prefix={tmp_path}", "test.num_ensemble_views=1", "test.num_spatial_crops=1"]))
     expected = build_dataset(cfg, "test")[0]["views"]
     model = load_model(tiny_checkpoint)
-    checkpoint_data = data_config(cfg)  # what the checkpoint of this run records: dataset ssv2, 1x1 views
+    checkpoint_data = CheckpointData.from_run(cfg).to_dict()  # what the checkpoint of this run records: dataset ssv2, 1x1 views
     predictor = Predictor(model, checkpoint_data, device="cpu")
     old = {k: v for k, v in checkpoint_data.items() if k not in ("frame_grid_fps", "num_ensemble_views",
                                                                  "num_spatial_crops")}
