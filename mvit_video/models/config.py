@@ -29,6 +29,11 @@ class MViTConfig:
     `depth` is then sum(depths). PySlowFast's explicit per-block lists (pool_q_stride, dim_mul, head_mul) are
     accepted too: each one that is set (not None) overrides what depths would give; without depths they are the
     whole plan, with `depth` set (a None list is then empty).
+
+    The defaults are conf/config.yaml's (model.*, mvit.*, data.num_frames / data.train_crop_size), where they live;
+    runs always pass every field. They are repeated here only so that Python users can build `MViTConfig()`
+    without Hydra: tests/models/test_model_config.py::test_config_yaml_defaults_equal_dataclass_defaults keeps the
+    two equal, field by field.
     """
 
     # MODEL.*

@@ -1,0 +1,111 @@
+"""A checkpoint's data_config as the typed record settings.CheckpointData (#22 item 6): the same plain dict in the
+file, the defaults for what older checkpoints lack in one place, and evaluate's clip policy (predict.clip_settings)
+reading only what a checkpoint records."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from tiny import make_cfg
+
+from mvit_video.settings import CheckpointData
+from mvit_video.utils.errors import UserError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+# What a checkpoint of the ssv2_b_32x3 experiment held before the record (checkpoint.data_config of bbd7fd2).
+SSV2_B = {"num_frames": 32, "sampling_rate": 3, "target_fps": 30.0, "train_crop_size": 224, "test_crop_size": 224,
+          "mean": [0.45, 0.45, 0.45], "std": [0.225, 0.225, 0.225], "dataset": "ssv2", "use_offset_sampling": True,
+          "train_jitter_scales": [256, 320], "frame_grid_fps": 30.0, "num_ensemble_views": 1, "num_spatial_crops": 3}
+
+
+@pytest.fixture(scope="module")
+def ssv2_run():
+    from mvit_video.config import build_config, compose
+
+    return build_config(compose(["+experiment=ssv2_b_32x3"]))
+
+
+@pytest.mark.slow
+def test_the_record_writes_the_dict_checkpoints_always_held(ssv2_run):
+    written = CheckpointData.from_run(ssv2_run).to_dict()
+    assert written == SSV2_B and list(written) == list(SSV2_B)  # keys, order, values
+    assert type(written["mean"]) is list and type(written["train_jitter_scales"]) is list  # weights_only loads
+    assert CheckpointData.from_dict(written) == CheckpointData.from_run(ssv2_run)  # and reads back the same
+    with pytest.warns(DeprecationWarning, match="mvit_video.checkpoint.data_config is deprecated"):
+        from mvit_video.checkpoint import data_config
+
+        assert data_config(ssv2_run) == written
+
+
+def test_older_checkpoints_get_the_defaults_of_one_place():
+    nothing = CheckpointData.from_dict(None)  # a checkpoint without data_config
+    assert nothing == CheckpointData.from_dict({}) and nothing.recorded == frozenset()
+    assert (nothing.dataset, nothing.use_offset_sampling, nothing.frame_grid_fps) == ("kinetics", True, 0.0)
+    assert (nothing.num_ensemble_views, nothing.num_spatial_crops) == (5, 1)  # Kinetics' paper views
+    assert nothing.lacking(["num_frames", "mean", "dataset"]) == ["num_frames", "mean"]
+    # SSv2 before frame_grid_fps and the test views were recorded: its protocol's 30 fps grid and 1x3 views
+    old = CheckpointData.from_dict({k: v for k, v in SSV2_B.items()
+                                    if k not in ("frame_grid_fps", "num_ensemble_views", "num_spatial_crops")})
+    assert (old.frame_grid_fps, old.num_ensemble_views, old.num_spatial_crops) == (30.0, 1, 3)
+    assert old.to_dict() == {k: v for k, v in SSV2_B.items() if k in old.recorded}  # only what it recorded
+    # one view count alone is not a test protocol: the paper's pair
+    assert CheckpointData.from_dict({"dataset": "ssv2", "num_ensemble_views": 4}).num_ensemble_views == 1
+    # converted checkpoints write ints where we write floats, and newer versions may add keys
+    converted = CheckpointData.from_dict({"target_fps": 30, "mean": [0, 0, 0], "future_key": 1})
+    assert converted.target_fps == 30.0 and converted.mean == (0.0, 0.0, 0.0)
+
+
+def test_a_wrong_value_names_the_checkpoint_and_the_key():
+    with pytest.raises(UserError, match=r"^c.pyth: data_config.num_frames is '16', expected an integer$"):
+        CheckpointData.from_dict({"num_frames": "16"}, source="c.pyth")
+    with pytest.raises(UserError, match="data_config.use_offset_sampling is 'yes', expected true/false"):
+        CheckpointData.from_dict({"use_offset_sampling": "yes"})
+    with pytest.raises(UserError, match="c.pyth: data_config is a list, not a mapping"):
+        CheckpointData.from_dict([1, 2], source="c.pyth")
+
+
+@pytest.mark.slow
+def test_evaluate_adopts_only_what_the_checkpoint_records(kinetics_list_dir, caplog):
+    from mvit_video.predict import clip_settings
+
+    data = make_cfg("kinetics", overrides={"data.path_to_data_dir": str(kinetics_list_dir),
+                                           "data.use_offset_sampling": False}).data
+    # an old checkpoint without use_offset_sampling: the user's false stays (not the record's default true)
+    old = {"num_frames": 8, "sampling_rate": data.sampling_rate}
+    with caplog.at_level("INFO"):
+        assert clip_settings(data, old, "old.pyth") == {"num_frames": 8}
+    assert "clip settings from the checkpoint old.pyth: data.num_frames=8" in caplog.text
+    recorded = {**old, "use_offset_sampling": True}
+    assert clip_settings(data, CheckpointData.from_dict(recorded), "new.pyth") == {"num_frames": 8,
+                                                                                  "use_offset_sampling": True}
+    with pytest.warns(DeprecationWarning, match="mvit_video.checkpoint.clip_settings is deprecated"):
+        from mvit_video.checkpoint import clip_settings as old_name
+    assert old_name is clip_settings
+
+
+def test_python_api_defaults_equal_the_config_defaults():
+    """Predictor(decoder=...) is a Python API default that config.yaml also sets (data.decoder): this keeps them
+    equal (MViTConfig's are kept by tests/models/test_model_config.py)."""
+    from mvit_video.predict import Predictor
+
+    config = OmegaConf.load(CONF / "config.yaml")
+    assert inspect.signature(Predictor).parameters["decoder"].default == config.data.decoder
+
+
+def test_old_checkpoint_names_still_import():
+    from mvit_video import checkpoint as ck
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the current names warn nothing
+        assert CheckpointData.keys()[-2:] == ("num_ensemble_views", "num_spatial_crops")
+    with pytest.warns(DeprecationWarning, match="DATA_CONFIG_KEYS is deprecated"):
+        assert (*ck.DATA_CONFIG_KEYS, "num_ensemble_views", "num_spatial_crops") == CheckpointData.keys()
+    with pytest.warns(DeprecationWarning, match="TEST_CONFIG_KEYS is deprecated"):
+        assert ck.TEST_CONFIG_KEYS == ("num_ensemble_views", "num_spatial_crops")
+    with pytest.raises(AttributeError):
+        ck.no_such_name  # noqa: B018
