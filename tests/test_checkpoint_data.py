@@ -12,6 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 from tiny import make_cfg
 
+from mvit_video.data.synthetic import DEFAULTS, SET_SIZES
+from mvit_video.predict import Predictor, clip_settings
 from mvit_video.settings import CheckpointData
 from mvit_video.utils.errors import UserError
 
@@ -71,8 +73,6 @@ def test_a_wrong_value_names_the_checkpoint_and_the_key():
 
 @pytest.mark.slow
 def test_evaluate_adopts_only_what_the_checkpoint_records(kinetics_list_dir, caplog):
-    from mvit_video.predict import clip_settings
-
     data = make_cfg("kinetics", overrides={"data.path_to_data_dir": str(kinetics_list_dir),
                                            "data.use_offset_sampling": False}).data
     # an old checkpoint without use_offset_sampling: the user's false stays (not the record's default true)
@@ -89,12 +89,13 @@ def test_evaluate_adopts_only_what_the_checkpoint_records(kinetics_list_dir, cap
 
 
 def test_python_api_defaults_equal_the_config_defaults():
-    """Predictor(decoder=...) is a Python API default that config.yaml also sets (data.decoder): this keeps them
-    equal (MViTConfig's are kept by tests/models/test_model_config.py)."""
-    from mvit_video.predict import Predictor
-
+    """Python API defaults that config.yaml also sets, for callers without a config: Predictor(decoder=...)
+    (data.decoder) and the synthetic set's rendering (data.synthetic.*). This keeps them equal (MViTConfig's are
+    kept by tests/models/test_model_config.py)."""
     config = OmegaConf.load(CONF / "config.yaml")
     assert inspect.signature(Predictor).parameters["decoder"].default == config.data.decoder
+    synthetic = OmegaConf.to_container(config.data.synthetic)
+    assert DEFAULTS == {k: v for k, v in synthetic.items() if k not in SET_SIZES}
 
 
 def test_old_checkpoint_names_still_import():

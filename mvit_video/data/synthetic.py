@@ -32,7 +32,8 @@ __all__ = ["CLASSES", "DEFAULTS", "SET_SIZES", "default_root", "dataset_key", "r
 
 CLASSES = ["moving right", "moving left", "moving down", "moving up", "growing", "shrinking"]
 
-# How the videos are rendered, when a caller does not say (the run passes every data.synthetic setting).
+# How the videos are rendered, when a caller does not say (the run passes every data.synthetic setting): a copy
+# of config.yaml's data.synthetic for Python callers, kept equal by tests/test_checkpoint_data.py.
 DEFAULTS: dict[str, Any] = {
     "num_classes": 6,
     "num_frames": 30,
