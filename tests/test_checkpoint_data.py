@@ -110,3 +110,35 @@ def test_old_checkpoint_names_still_import():
         assert ck.TEST_CONFIG_KEYS == ("num_ensemble_views", "num_spatial_crops")
     with pytest.raises(AttributeError):
         ck.no_such_name  # noqa: B018
+
+
+@pytest.mark.slow
+def test_an_older_checkpoint_file_loads_with_the_defaults(tmp_path):
+    """A checkpoint written before frame_grid_fps, the test views, use_offset_sampling and the jitter scales were
+    recorded: Predictor tests it with the defaults (and says the views are the paper's); one without the clip
+    sizes is refused in one line naming what it lacks; one without data_config cannot give views."""
+    import torch
+    from tiny import tiny_config
+
+    from mvit_video.checkpoint import make_checkpoint
+    from mvit_video.models import build_model
+    from mvit_video.utils.io import atomic_torch_save
+
+    config = tiny_config()
+    model = build_model(config)
+    old = {"num_frames": 4, "sampling_rate": 2, "target_fps": 30, "test_crop_size": 32, "mean": [0.45] * 3,
+           "std": [0.225] * 3, "dataset": "kinetics"}
+    for name, data_config in (("old", old), ("sizeless", {"dataset": "kinetics"}), ("none", None)):
+        ckpt = make_checkpoint(model, config, {}, None)
+        ckpt["data_config"] = data_config
+        atomic_torch_save(ckpt, tmp_path / f"{name}.pyth")
+    predictor = Predictor.from_checkpoint(tmp_path / "old.pyth", device="cpu")
+    spec = predictor.spec()
+    assert predictor.settings["views"] == (5, 1) and "not recorded in the checkpoint" in predictor.describe()
+    assert spec.use_offset_sampling and spec.test_short_side == 32 and spec.frame_grid_fps == 0.0
+    assert predictor.predict(torch.zeros(20, 36, 40, 3, dtype=torch.uint8), fps=30.0).probs.shape == (2,)
+    with pytest.raises(UserError, match=r"sizeless.pyth: data_config lacks num_frames, sampling_rate, target_fps, "
+                                        r"test_crop_size, mean, std; cannot sample views"):
+        Predictor.from_checkpoint(tmp_path / "sizeless.pyth", device="cpu")
+    with pytest.raises(UserError, match="none.pyth: the checkpoint has no data_config"):
+        Predictor.from_checkpoint(tmp_path / "none.pyth", device="cpu")
