@@ -79,7 +79,7 @@ def parse_views(views: str | Sequence[int]) -> tuple[int, int]:
 def default_views(data_config: CheckpointData | Mapping[str, Any] | None) -> tuple[int, int]:
     """The checkpoint's test views when it records them, else the paper's of its dataset (CheckpointData)."""
     record = CheckpointData.from_dict(data_config)
-    return int(record.num_ensemble_views), int(record.num_spatial_crops)  # type: ignore[arg-type]
+    return int(record.num_ensemble_views), int(record.num_spatial_crops)
 
 
 # How a test clip is sampled and shaped: evaluate takes these from the checkpoint unless set on the command line.
@@ -125,7 +125,7 @@ def _as_list(value: Any) -> Any:
 def _positive_number(value: object, what: str, unit: str = "") -> float:
     """`value` as a finite float > 0, else a one-line UserError naming `what` (and the `unit`, e.g. " of seconds")."""
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError):
         raise UserError(f"{what} must be a number{unit}, got {value!r}") from None
     if not (math.isfinite(number) and number > 0):
@@ -267,18 +267,18 @@ class Predictor:
             dc.dataset,
             # a checkpoint that does not record the jitter scales: the 1-crop short side is the crop
             train_short_side=int(dc.train_jitter_scales[0]) if dc.train_jitter_scales else crop,
-            frame_grid_fps=float(dc.frame_grid_fps),  # type: ignore[arg-type]
+            frame_grid_fps=float(dc.frame_grid_fps),
             num_frames=int(self.settings["num_frames"]),
             sampling_rate=int(self.settings["sampling_rate"]),
-            target_fps=float(dc.target_fps),  # type: ignore[arg-type]
+            target_fps=float(dc.target_fps),
             use_offset_sampling=dc.use_offset_sampling,
             num_ensemble_views=k,
             num_spatial_crops=s,
             test_crop_size=crop,
-            mean=tuple(dc.mean),  # type: ignore[arg-type]
-            std=tuple(dc.std),  # type: ignore[arg-type]
+            mean=tuple(dc.mean),
+            std=tuple(dc.std),
             decoder=self.decoder,
-            decoder_threads=1,  # one decoding thread per video (as each data-loader worker has by default)
+            decoder_threads=1,  # videos are decoded in the caller's process, one at a time
         )
         if spec.test_short_side < crop:
             raise UserError(f"crop {crop} is larger than the 1-crop short side {spec.test_short_side} "
