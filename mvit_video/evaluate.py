@@ -56,7 +56,7 @@ def run(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict[str, Any]:
     from mvit_video.checkpoint import clip_settings, load_checkpoint_info, load_model, resolve_checkpoint
     from mvit_video.config import build_config
     from mvit_video.data.loader import stop_workers
-    from mvit_video.engine import distributed
+    from mvit_video.utils import distributed
     from mvit_video.engine.runlock import describe_holder, live_holder
     from mvit_video.eval.reports import EVAL, eval_dir, summary_text
     from mvit_video.eval.testing import test

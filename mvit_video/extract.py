@@ -41,7 +41,7 @@ def extract(predictor: Predictor, dataset: VideoDataset, *, batch_size: int = 8,
     holds the [N, D] embeddings (mean over views of forward_features), sorted by dataset index. `progress`: on
     rank 0, as train and evaluate show it: a bar in a terminal, else a log line every 10 batches or 30 s."""
     from mvit_video.data.loader import build_loader
-    from mvit_video.engine import distributed
+    from mvit_video.utils import distributed
     from mvit_video.eval.multiview import mean_view_features, run_multiview
     from mvit_video.settings import LoaderConfig
 
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from mvit_video.data.lists import join_prefix, read_list_file
-    from mvit_video.engine import distributed
+    from mvit_video.utils import distributed
     from mvit_video.predict import Predictor, parse_views
 
     if args.views is not None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import yaml
 
-from mvit_video.engine import distributed as du
+from mvit_video.utils import distributed as du
 from mvit_video.engine.loop import TrainState
 from mvit_video.models.config import MViTConfig, per_block_lists
 from mvit_video.settings import RunConfig, model_key

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mvit_video.engine import distributed
+from mvit_video.utils import distributed
 from mvit_video.eval import reports
 from mvit_video.eval.metrics import summarize
 from mvit_video.eval.multiview import MultiViewResult, run_multiview
