@@ -99,7 +99,7 @@ def _run_dir_args(args: list[str]) -> list[str]:
     """`--config-path RUN --config-name config` re-tests a training run from its saved config.yaml: RUN is made
     absolute (Hydra would read it relative to this file), output_dir defaults to RUN, and Hydra writes no
     outputs/<date>/ folder or log of its own (the saved config has no hydra section)."""
-    from mvit_video.config import split_hydra_args
+    from mvit_video.config import split_hydra_args  # here: config imports omegaconf, which `--help` never needs
 
     overrides, flags = split_hydra_args(args)
     run_dir = flags.get("--config-path", flags.get("-cp"))

@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mvit_video import cli
 from mvit_video.utils.errors import UserError, cli_errors
+from mvit_video.utils.helptext import from_docstring
 from mvit_video.utils.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -86,8 +88,6 @@ def write_outputs(result: MultiViewResult, out: Path) -> list[Path]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from mvit_video.utils.helptext import from_docstring
-
     p = argparse.ArgumentParser(**from_docstring("extract", __doc__))
     p.add_argument("--checkpoint", required=True, help="an mvit_video checkpoint (ours, or converted)")
     p.add_argument("--list", required=True, dest="list_file", help="videos, one per line: path [label]")
@@ -130,8 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
     rank, _, local_rank = distributed.init_distributed(device)
-    from mvit_video import cli
-
     cli.setup_logging(None, rank)  # train's format and handler (log lines above a terminal's bar)
     try:
         paths, labels = read_list_file(args.list_file, args.separator, labels_optional=True, missing_hint="")

@@ -29,6 +29,7 @@ import torch
 import yaml
 
 from mvit_video.models.config import MViTConfig, block_configs, stage_lists
+from mvit_video.utils.deprecation import moved
 from mvit_video.utils.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
@@ -662,8 +663,6 @@ _MOVED = {"named_checkpoint": "mvit_video.checkpoint:named_checkpoint"}
 
 def __getattr__(name: str) -> Any:
     if name in _MOVED:
-        from mvit_video.utils.deprecation import moved
-
         value = moved(f"mvit_video.models.convert.{name}", _MOVED[name])
         globals()[name] = value  # one warning per process
         return value
