@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import dataclasses
 import logging
 import os
 import re
