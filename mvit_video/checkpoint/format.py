@@ -46,6 +46,7 @@ DATA_CONFIG_KEYS = ("num_frames", "sampling_rate", "target_fps", "train_crop_siz
                     "dataset", "use_offset_sampling", "train_jitter_scales", "frame_grid_fps")
 TEST_CONFIG_KEYS = ("num_ensemble_views", "num_spatial_crops")
 
+
 def plain(value: Any) -> Any:
     """Tuples -> lists, mappings -> dicts (recursively), so the value survives torch.load(weights_only=True)."""
     if isinstance(value, (list, tuple)):
