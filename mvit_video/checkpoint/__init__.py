@@ -12,13 +12,13 @@ Every name is importable from here (`mvit_video.checkpoint.load_model`, as docum
 
 from __future__ import annotations
 
+from typing import Any
+
+from mvit_video.checkpoint import format
 from mvit_video.checkpoint.format import (
     BEST_NAME,
-    CLIP_KEYS,
-    DATA_CONFIG_KEYS,
     FORMAT,
     PREEMPT_NAME,
-    TEST_CONFIG_KEYS,
     batches_done,
     best_checkpoint_path,
     build_from_checkpoint,
@@ -28,8 +28,6 @@ from mvit_video.checkpoint.format import (
     check_state_dict,
     checkpoint_dir,
     checkpoint_epoch,
-    clip_settings,
-    data_config,
     epoch_checkpoint_path,
     epoch_checkpoints,
     is_new_best,
@@ -69,3 +67,14 @@ __all__ = [
     "pretrained_state_dict", "prune_checkpoints", "remove_orphan_tmp", "resolve_checkpoint", "save",
     "set_rng_state", "strip_wrapper_prefixes", "torch_load",
 ]  # fmt: skip
+
+# The data settings a checkpoint carries (data_config) and the evaluation policy built on them (clip_settings) move
+# next to evaluate/predict in #22 (items 6, 8). They are read from format.py when used, not imported above, so that
+# wherever they go (leaving a deprecation shim) importing this package stays free of warnings.
+_FORWARDED = ("CLIP_KEYS", "DATA_CONFIG_KEYS", "TEST_CONFIG_KEYS", "clip_settings", "data_config")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FORWARDED:
+        return getattr(format, name)
+    raise AttributeError(f"module 'mvit_video.checkpoint' has no attribute {name!r}")
