@@ -28,7 +28,7 @@ them up a layer: models.load_model & co. and models.convert.named_checkpoint, no
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -105,9 +105,8 @@ def imported_names(source: str, module: str, is_package: bool) -> list[tuple[str
     return found
 
 
-def resolve(name: str, modules: Iterable[str]) -> str | None:
+def resolve(name: str, modules: Container[str]) -> str | None:
     """The module an imported dotted name runs: the longest prefix of `name` that is a module of ours."""
-    modules = set(modules)
     while name:
         if name in modules:
             return name
