@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from mvit_video import checkpoint as ck
-from mvit_video.engine import distributed as du
+from mvit_video.data.lists import check_label_range
+from mvit_video.utils import distributed as du
 from mvit_video.engine import throughput
 from mvit_video.engine.ema import ModelEma
 from mvit_video.engine.loop import (EpochResult, LoopSettings, TrainState, TrainingDiverged, interactive,
@@ -24,7 +25,6 @@ from mvit_video.engine.memory import check_fits
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
 from mvit_video.engine.preempt import PreemptionHandler
 from mvit_video.engine.resume import ResumePoint, check_resumable, requeued, restore, truncate_metrics
-from mvit_video.data.lists import check_label_range
 from mvit_video.settings import CheckpointData, RunConfig
 from mvit_video.utils.errors import ConfigError
 from mvit_video.utils.io import append_jsonl, atomic_write_text, read_jsonl
