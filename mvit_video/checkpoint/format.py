@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 FORMAT = "mvit_video/1"
 
 
-
 def plain(value: Any) -> Any:
     """Tuples -> lists, mappings -> dicts (recursively), so the value survives torch.load(weights_only=True)."""
     if isinstance(value, (list, tuple)):
