@@ -192,20 +192,28 @@ def rel_pos_score_mod(terms: list[Tensor], axes: str, k_shape: Size3, has_cls: b
 
 
 _COMPILED_FLEX: Callable[..., Tensor] | None = None
+_CPU_FLEX: Callable[..., Tensor] | None = None
 
 
 def _flex_kernel(q: Tensor) -> Callable[..., Tensor]:
-    """torch's flex_attention, compiled once for eager callers on a GPU.
+    """torch's flex_attention as this call should run it.
 
-    Called eagerly, torch runs FlexAttention as an unfused reference that materialises every logit; compiled it
-    generates one fused kernel. Inside a torch.compile'd model (train.compile) the call is traced as it is. On the
-    CPU (forward only, see `flex_attention`) the eager reference is used: compiling it would cost seconds per shape.
+    GPU: called eagerly, torch runs FlexAttention as an unfused reference that materialises every logit; compiled it
+    generates one fused kernel, so eager callers get it compiled once (dynamic shapes after a first recompile), and
+    inside a torch.compile'd model (train.compile) it is traced as it is.
+    CPU (forward only): torch's eager reference, kept out of any enclosing graph (a graph break): inductor's CPU
+    FlexAttention kernel cannot read tables computed in the same graph (torch 2.14: "All the buffers in the score
+    and mask subgraph should be in kernel_group.args.input_buffers"), and compiling per shape costs seconds.
     The import is here because torch.nn.attention.flex_attention costs ~0.4 s and only this path needs it.
     """
-    global _COMPILED_FLEX
+    global _COMPILED_FLEX, _CPU_FLEX
     from torch.nn.attention.flex_attention import flex_attention as torch_flex
 
-    if q.device.type == "cpu" or torch.compiler.is_compiling():
+    if q.device.type == "cpu":
+        if _CPU_FLEX is None:
+            _CPU_FLEX = torch.compiler.disable(torch_flex)
+        return _CPU_FLEX
+    if torch.compiler.is_compiling():
         return torch_flex
     if _COMPILED_FLEX is None:
         _COMPILED_FLEX = torch.compile(torch_flex)
@@ -226,21 +234,21 @@ def flex_attention(
     """Same function as `plain_attention`, through torch's FlexAttention with the rel-pos bias as a score_mod.
 
     The q.R tables are computed once per call ([B, heads, Nq, k_len] per axis, as `plain_attention` computes them);
-    q, k and v are not copied or widened. torch has no FlexAttention backward on the CPU, so training there is
-    refused with a ConfigError (fused and plain compute the same function with the same parameters).
+    q, k and v are not copied or widened. torch (2.14) has no FlexAttention backward on the CPU: training there
+    becomes a ConfigError (fused and plain compute the same function with the same parameters).
     """
-    if q.device.type == "cpu" and torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (q, k, v, rel_t, rel_h, rel_w)
-    ):
+    kernel = _flex_kernel(q)
+    axes = "".join(ax for ax, t in zip("thw", (rel_t, rel_h, rel_w)) if t is not None)
+    score_mod = None
+    if axes:
+        terms = rel_pos_terms(q[:, :, int(has_cls):], q_shape, k_shape, rel_t, rel_h, rel_w)
+        score_mod = rel_pos_score_mod(terms, axes, k_shape, has_cls)
+    try:
+        return kernel(q, k, v, score_mod=score_mod)
+    except NotImplementedError as e:
+        if "backward on CPU" not in str(e):
+            raise
         raise ConfigError(
             f"model.attention=flex: torch {torch.__version__} has no FlexAttention backward on the CPU; train "
             "there with model.attention=fused (the same function and parameters, checkpoints interchangeable)"
-        )
-    kernel = _flex_kernel(q)
-    axes = "".join(ax for ax, t in zip("thw", (rel_t, rel_h, rel_w)) if t is not None)
-    if not axes:
-        return kernel(q, k, v)
-    s = 1 if has_cls else 0
-    terms = rel_pos_terms(q[:, :, s:], q_shape, k_shape, rel_t, rel_h, rel_w)
-    return kernel(q, k, v, score_mod=rel_pos_score_mod(terms, axes, k_shape, has_cls))
-
+        ) from e
