@@ -243,7 +243,9 @@ def flex_attention(
     if axes:
         terms = rel_pos_terms(q[:, :, int(has_cls):], q_shape, k_shape, rel_t, rel_h, rel_w)
         score_mod = rel_pos_score_mod(terms, axes, k_shape, has_cls)
-    try:
+    if q.device.type != "cpu":
+        return kernel(q, k, v, score_mod=score_mod)
+    try:  # only here: no exception handling in the graphs the GPU path is traced into
         return kernel(q, k, v, score_mod=score_mod)
     except NotImplementedError as e:
         if "backward on CPU" not in str(e):
