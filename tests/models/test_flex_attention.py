@@ -172,7 +172,8 @@ def test_flop_count_and_export_switch_flex_off(tiny):
             return MViT(tiny(attention=kind))
 
     flex = meta("flex")
-    assert count_gflops_meta(flex, (1, 3, 8, 32, 32)) == pytest.approx(count_gflops_meta(meta("plain"), (1, 3, 8, 32, 32)))
+    shape = (1, 3, 8, 32, 32)
+    assert count_gflops_meta(flex, shape) == pytest.approx(count_gflops_meta(meta("plain"), shape))
     blocks = [m for m in flex.modules() if isinstance(m, MultiScaleAttention)]
     assert all(m.flex and not m.fused for m in blocks)
     set_attention(flex, "fused")
