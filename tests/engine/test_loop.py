@@ -140,3 +140,14 @@ def test_accumulation_groups_end_at_the_epoch_end() -> None:
     assert [accumulation_group_size(i, 3, 7) for i in range(7)] == [3, 3, 3, 3, 3, 3, 1]
     assert [accumulation_group_size(i, 4, 6) for i in range(6)] == [4, 4, 4, 4, 2, 2]
     assert [accumulation_group_size(i, 1, 3) for i in range(3)] == [1, 1, 1]
+
+
+def test_interactive_has_one_home() -> None:
+    """utils.progress.interactive is the one definition; the loop's old name still imports, with a warning."""
+    import mvit_video.engine.loop as loop
+    from mvit_video.utils.progress import interactive
+
+    with pytest.warns(DeprecationWarning, match="use mvit_video.utils.progress.interactive"):
+        assert loop.interactive is interactive
+    with pytest.raises(AttributeError):
+        loop.no_such_name  # noqa: B018
