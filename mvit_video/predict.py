@@ -265,8 +265,7 @@ class Predictor:
         dc, crop = self.data_config, int(self.settings["crop_size"])
         spec = ClipSpec.for_dataset(
             dc.dataset,
-            # a checkpoint that does not record the jitter scales: the 1-crop short side is the crop
-            train_short_side=int(dc.train_jitter_scales[0]) if dc.train_jitter_scales else crop,
+            train_short_side=dc.one_crop_short_side(crop),
             frame_grid_fps=float(dc.frame_grid_fps),
             num_frames=int(self.settings["num_frames"]),
             sampling_rate=int(self.settings["sampling_rate"]),

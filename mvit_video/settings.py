@@ -352,7 +352,7 @@ class CheckpointData:
     std: Union[tuple[float, ...], None] = None
     dataset: str = "kinetics"
     use_offset_sampling: bool = True
-    train_jitter_scales: tuple[int, ...] = ()  # (): not recorded (a 1-crop test view's short side is the crop)
+    train_jitter_scales: tuple[int, ...] = ()  # (): not recorded (see one_crop_short_side)
     frame_grid_fps: Union[float, None] = None  # None: the dataset protocol's
     num_ensemble_views: Union[int, None] = None  # None (either view count): the dataset protocol's paper views
     num_spatial_crops: Union[int, None] = None
@@ -412,6 +412,10 @@ class CheckpointData:
                 value = getattr(self, key)
                 out[key] = list(value) if isinstance(value, tuple) else value
         return out
+
+    def one_crop_short_side(self, crop: int) -> int:
+        """train_jitter_scales[0], the short side of a Kinetics-style 1-crop test view; `crop` when not recorded."""
+        return int(self.train_jitter_scales[0]) if self.train_jitter_scales else int(crop)
 
     def lacking(self, keys: typing.Iterable[str]) -> list[str]:
         """Those of `keys` the checkpoint did not record and that have no default."""
