@@ -1,5 +1,6 @@
-"""DataLoaders: a resumable distributed sampler for training, exact sharding for val/test, the collates, and the
-training loader's device side (pinned, non-blocking copies one batch ahead; the batched augmentation)."""
+"""DataLoaders: a resumable distributed sampler for training, exact sharding for val/test, the collates, the
+training loader's device side (pinned, non-blocking copies one batch ahead; the batched augmentation), and the
+workers' lifetime (`LoaderWorkers`: a `with` block that ends the worker processes started inside it)."""
 
 from __future__ import annotations
 
@@ -305,6 +306,7 @@ class _WorkerInit:
 # `with` belong to the process-wide owner, made (and ended at interpreter exit) when the first such worker starts.
 _ACTIVE: list["LoaderWorkers"] = []
 _PROCESS_OWNER: "LoaderWorkers | None" = None
+_exit_hook = False  # _stop_all registered with atexit
 
 
 class LoaderWorkers:
@@ -349,19 +351,21 @@ class LoaderWorkers:
     def stop(self) -> None:
         """End the owned workers now (main thread): release them, wait up to grace_s, SIGKILL the rest, reap."""
         alive = self.processes
-        for _ in alive:
-            self._release.release()
-        deadline = time.monotonic() + self.grace_s
-        for proc in alive:
-            proc.join(timeout=max(0.0, deadline - time.monotonic()))
-        left = [p for p in alive if _running(p)]
-        if left:
-            logger.warning("%d data-loader worker(s) did not stop within %g s: killed", len(left), self.grace_s)
-            try:
-                _kill(left)
-            except RuntimeError as e:  # torch's SIGCHLD check, when their iterator is still registered
-                logger.debug("after killing data-loader workers: %s", e)
-        self._procs = []
+        try:
+            for _ in alive:
+                self._release.release()
+            deadline = time.monotonic() + self.grace_s
+            for proc in alive:
+                proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        finally:  # also when a second Ctrl-C interrupts the wait: no worker outlives the block
+            left = [p for p in alive if _running(p)]
+            if left:
+                logger.warning("%d data-loader worker(s) did not stop within %g s: killed", len(left), self.grace_s)
+                try:
+                    _kill(left)
+                except RuntimeError as e:  # torch's SIGCHLD check, when their iterator is still registered
+                    logger.debug("after killing data-loader workers: %s", e)
+            self._procs = []
 
     def kill(self) -> None:
         """SIGKILL the owned workers and reap them: safe from any thread (no queue, no lock of the loader's), at most
@@ -392,14 +396,18 @@ def _kill(procs: list[multiprocessing.process.BaseProcess]) -> None:
 
 def _owner() -> LoaderWorkers:
     """The owner of workers that start now: the innermost `with LoaderWorkers()`, else the process-wide one."""
-    global _PROCESS_OWNER
+    global _PROCESS_OWNER, _exit_hook
+    if not _exit_hook:
+        # Registered when the first workers start, not at import, and after multiprocessing.util's exit handler
+        # (imported above): atexit runs last-registered first, so the workers of the process-wide owner (and of a
+        # block never left, e.g. in a suspended generator) end before that handler would SIGTERM them (ignored)
+        # and wait for them forever.
+        atexit.register(_stop_all)
+        _exit_hook = True
     if _ACTIVE:
         return _ACTIVE[-1]
     if _PROCESS_OWNER is None:
         _PROCESS_OWNER = LoaderWorkers()
-        # Registered now, not at import, and after multiprocessing.util's exit handler (imported above): atexit runs
-        # last-registered first, so the workers end before that handler would SIGTERM them (ignored) and wait.
-        atexit.register(_stop_all)
     return _PROCESS_OWNER
 
 
@@ -430,17 +438,26 @@ class _OwnedLoader(DataLoader):
     """A DataLoader whose worker processes belong to the LoaderWorkers active when they start. Only public API:
     `__iter__` and multiprocessing's list of this process's children, before and after the workers start."""
 
+    _workers: tuple[multiprocessing.process.BaseProcess, ...] = ()  # the persistent workers started last
+
     def __iter__(self) -> Any:
         init = self.worker_init_fn
         if self.num_workers == 0 or not isinstance(init, _WorkerInit):
             return super().__iter__()
+        if self.persistent_workers and self._workers and not any(_running(p) for p in self._workers):
+            # torch would reuse its iterator and, after a 5 s timeout, report the workers as crashed
+            raise RuntimeError("this DataLoader's persistent workers were ended when the `with LoaderWorkers()` block "
+                               "they started in was left; build a new loader")
         owner = _owner()
         init.release = owner._semaphore(self.multiprocessing_context or multiprocessing.get_context())
         before = set(multiprocessing.active_children())
         try:
             return super().__iter__()  # starts the workers (first time, or each time without persistent_workers)
         finally:  # also when starting failed half-way: the ones started are ours to end
-            owner._adopt([p for p in multiprocessing.active_children() if p not in before and p.daemon])
+            started = [p for p in multiprocessing.active_children() if p not in before and p.daemon]
+            owner._adopt(started)
+            if started and self.persistent_workers:
+                self._workers = tuple(started)
 
 
 _warned_workers = False

@@ -15,7 +15,7 @@ import pytest
 from tiny import kinetics_cfg
 
 from mvit_video.data import build_dataset, build_loader
-from mvit_video.data.loader import LoaderWorkers
+from mvit_video.data.loader import LoaderWorkers, stop_workers
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mvit_video"
 TESTS = Path(__file__).resolve().parents[1]
@@ -41,6 +41,7 @@ def _train_loader(list_dir: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # e.g. an error in torch's __del__
 def test_leaving_by_an_exception_ends_the_workers(kinetics_list_dir) -> None:
     before = _children(os.getpid())
     loader = _train_loader(kinetics_list_dir)
@@ -54,6 +55,8 @@ def test_leaving_by_an_exception_ends_the_workers(kinetics_list_dir) -> None:
     # The loader and its iterator are still referenced (as an exception's traceback would keep them); the workers
     # are not: ended and reaped when the block was left.
     assert it is not None and not workers & _children(os.getpid())
+    with LoaderWorkers(), pytest.raises(RuntimeError, match="build a new loader"):
+        iter(loader)  # its persistent workers are gone: said at once, not after torch's 5 s timeout
     # Another block starts workers of its own and iterates a whole epoch; torch's own shutdown of the first
     # iterator (dropped here) finds its workers gone and raises nothing.
     del it, loader
@@ -147,3 +150,8 @@ def test_importing_registers_no_exit_or_fork_hooks() -> None:
     r = subprocess.run([sys.executable, "-c", _IMPORT_ONLY], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]"
+
+
+def test_stop_workers_still_works_and_says_what_replaces_it() -> None:
+    with pytest.warns(DeprecationWarning, match="LoaderWorkers"):
+        stop_workers()
