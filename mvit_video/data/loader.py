@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 import warnings
+import weakref
 from typing import Any, Iterator
 
 import numpy as np
@@ -317,14 +318,16 @@ class LoaderWorkers:
     iterators -- and so their workers -- alive until interpreter exit, where multiprocessing's exit handler
     SIGTERMs them (ignored) and then waits for them forever.
 
-    Public API only: the multiprocessing handles of the processes our loaders start, and our worker_init_fn. Each
-    worker waits on this owner's semaphore in a thread and exits with status 0 when released; a worker still alive
-    `grace_s` seconds later (its thread held off, e.g. by a C call holding the GIL) is SIGKILLed."""
+    Public API: the multiprocessing handles of the processes our loaders start, and our worker_init_fn. Each worker
+    waits on this owner's semaphore in a thread and exits with status 0 when released; a worker still alive
+    `grace_s` seconds later (its thread held off, e.g. by a C call holding the GIL) is SIGKILLed. The one exception:
+    an iterator with a pin-memory thread (CUDA) is first shut down by torch itself (`_shutdown_pinned` says why)."""
 
     def __init__(self, grace_s: float = 5.0) -> None:
         self.grace_s = grace_s
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._release: Any = None  # multiprocessing Semaphore, made in the context of the first loader
+        self._pinned: "weakref.WeakSet[Any]" = weakref.WeakSet()  # iterators with a pin-memory thread (CUDA)
 
     def __enter__(self) -> "LoaderWorkers":
         _ACTIVE.append(self)
@@ -350,6 +353,9 @@ class LoaderWorkers:
 
     def stop(self) -> None:
         """End the owned workers now (main thread): release them, wait up to grace_s, SIGKILL the rest, reap."""
+        for iterator in list(self._pinned):
+            _shutdown_pinned(iterator)
+        self._pinned = weakref.WeakSet()
         alive = self.processes
         try:
             for _ in alive:
@@ -371,6 +377,33 @@ class LoaderWorkers:
         """SIGKILL the owned workers and reap them: safe from any thread (no queue, no lock of the loader's), at most
         2 s. For a hard exit, where the main thread may be stuck in a long op."""
         _kill(list(self._procs))
+
+
+def _torch_minor() -> tuple[int, int]:
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+def _shutdown_pinned(iterator: Any) -> bool:
+    """End a live multi-worker iterator that has a pin-memory thread (CUDA) in torch's own order; True when done.
+
+    The one use of private torch API in the loader, because no public call can do it: DataLoader has no close(),
+    and its last reference cannot be dropped while an exception's traceback holds it. Ending such workers ourselves
+    is not safe: torch's pin-memory thread keeps reading their result pipe, and a worker that exits in the middle
+    of writing a batch leaves a partial message on which that thread -- and torch's shutdown, which joins it without
+    a timeout, at the latest at interpreter exit -- would block forever. `_shutdown_workers` stops that thread
+    first, then lets the workers exit between messages. Its code was read in torch 2.14.1 (the method and that order
+    are older than 2.4); on a torch outside 2.4-2.14 (pyproject.toml's range), or without the method, False: the
+    caller ends the workers itself (released, then killed)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if not (2, 4) <= _torch_minor() <= (2, 14) or not callable(shutdown):
+        return False
+    try:
+        shutdown()
+    except Exception as e:  # noqa: BLE001 -- on the way out; the caller still ends whatever is left
+        logger.debug("data-loader shutdown failed: %s", e)
+        return False
+    return True
 
 
 def _running(proc: multiprocessing.process.BaseProcess) -> bool:
@@ -452,7 +485,10 @@ class _OwnedLoader(DataLoader):
         init.release = owner._semaphore(self.multiprocessing_context or multiprocessing.get_context())
         before = set(multiprocessing.active_children())
         try:
-            return super().__iter__()  # starts the workers (first time, or each time without persistent_workers)
+            iterator = super().__iter__()  # starts the workers (first time, or each time without persistent_workers)
+            if self.pin_memory:
+                owner._pinned.add(iterator)
+            return iterator
         finally:  # also when starting failed half-way: the ones started are ours to end
             started = [p for p in multiprocessing.active_children() if p not in before and p.daemon]
             owner._adopt(started)
