@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from mvit_video.utils.errors import UserError, cli_errors
 from mvit_video.utils.helptext import from_docstring
+from mvit_video.utils.io import atomic_torch_save  # torch only when called
 
 if TYPE_CHECKING:
     from mvit_video.models.mvit import MViT
@@ -157,7 +158,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from mvit_video.checkpoint import load_model, make_checkpoint
     from mvit_video.models.convert import torchvision_class_names
-    from mvit_video.utils.io import atomic_torch_save
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # stderr: errors only
     if args.config is not None and args.source != "slowfast":

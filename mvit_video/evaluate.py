@@ -56,7 +56,7 @@ def run(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict[str, Any]:
     from mvit_video.checkpoint import clip_settings, load_checkpoint_info, load_model, resolve_checkpoint
     from mvit_video.config import build_config
     from mvit_video.data.loader import LoaderWorkers
-    from mvit_video.engine import distributed
+    from mvit_video.utils import distributed
     from mvit_video.engine.runlock import describe_holder, live_holder
     from mvit_video.eval.reports import EVAL, eval_dir, summary_text
     from mvit_video.eval.testing import test
@@ -99,7 +99,7 @@ def _run_dir_args(args: list[str]) -> list[str]:
     """`--config-path RUN --config-name config` re-tests a training run from its saved config.yaml: RUN is made
     absolute (Hydra would read it relative to this file), output_dir defaults to RUN, and Hydra writes no
     outputs/<date>/ folder or log of its own (the saved config has no hydra section)."""
-    from mvit_video.config import split_hydra_args
+    from mvit_video.config import split_hydra_args  # here: config imports omegaconf, which `--help` never needs
 
     overrides, flags = split_hydra_args(args)
     run_dir = flags.get("--config-path", flags.get("-cp"))

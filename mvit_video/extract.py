@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mvit_video import cli
 from mvit_video.utils.errors import UserError, cli_errors
+from mvit_video.utils.helptext import from_docstring
 from mvit_video.utils.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -41,7 +43,7 @@ def extract(predictor: Predictor, dataset: VideoDataset, *, batch_size: int = 8,
     holds the [N, D] embeddings (mean over views of forward_features), sorted by dataset index. `progress`: on
     rank 0, as train and evaluate show it: a bar in a terminal, else a log line every 10 batches or 30 s."""
     from mvit_video.data.loader import LoaderWorkers, build_loader
-    from mvit_video.engine import distributed
+    from mvit_video.utils import distributed
     from mvit_video.eval.multiview import mean_view_features, run_multiview
     from mvit_video.settings import LoaderConfig
 
@@ -87,8 +89,6 @@ def write_outputs(result: MultiViewResult, out: Path) -> list[Path]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from mvit_video.utils.helptext import from_docstring
-
     p = argparse.ArgumentParser(**from_docstring("extract", __doc__))
     p.add_argument("--checkpoint", required=True, help="an mvit_video checkpoint (ours, or converted)")
     p.add_argument("--list", required=True, dest="list_file", help="videos, one per line: path [label]")
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from mvit_video.data.lists import join_prefix, read_list_file
-    from mvit_video.engine import distributed
+    from mvit_video.utils import distributed
     from mvit_video.predict import Predictor, parse_views
 
     if args.views is not None:
@@ -131,8 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
     rank, _, local_rank = distributed.init_distributed(device)
-    from mvit_video import cli
-
     cli.setup_logging(None, rank)  # train's format and handler (log lines above a terminal's bar)
     try:
         paths, labels = read_list_file(args.list_file, args.separator, labels_optional=True, missing_hint="")

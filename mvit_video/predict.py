@@ -183,7 +183,7 @@ class Predictor:
                         use_ema: bool = False, **overrides: Any) -> "Predictor":
         """Load one of our checkpoints, or named weights ("torchvision:mvit_v2_s": torchvision's Kinetics-400
         weights, fetched and converted); device default: cuda when available; overrides as in `Predictor`."""
-        from mvit_video.checkpoint import build_from_checkpoint, load_checkpoint_info, load_model
+        from mvit_video.checkpoint import build_from_checkpoint, load_checkpoint_info, load_model, named_checkpoint
         from mvit_video.models import convert
 
         if device is None:
@@ -193,7 +193,7 @@ class Predictor:
         if convert.is_weights_name(path):
             if use_ema:
                 raise UserError(f"{path}: named weights have no EMA copy; drop use_ema")
-            info = convert.named_checkpoint(str(path))
+            info = named_checkpoint(str(path))
             model = build_from_checkpoint(info, path).eval()
             return cls(model, info["data_config"], info.get("class_names"), device=device, source=str(path),
                        **overrides)

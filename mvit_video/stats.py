@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 from mvit_video.settings import RunConfig
 from mvit_video.utils.errors import UserError, cli_errors
 
+# torch, the model and the Hydra config are imported in the functions that use them: `--help` answers at once.
+
 USAGE = """\
 usage: mvit-stats [+experiment=NAME] [key=value ...] [--fvcore]     (or: python -m mvit_video.stats ...)
 

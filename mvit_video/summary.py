@@ -27,8 +27,12 @@ from typing import Any
 import numpy as np
 
 from mvit_video.utils.errors import UserError, cli_errors
+from mvit_video.utils.helptext import parser_kwargs
 from mvit_video.utils.io import atomic_write_text
 from mvit_video.utils.text import printable
+
+# mvit_video.eval (torch), hydra and matplotlib are imported in the functions that use them: `--help` and a table
+# of a run answer without loading torch.
 
 logger = logging.getLogger("mvit_video.summary")
 
@@ -402,8 +406,6 @@ def summarize_run(run: Run, top_n: int, plots: bool) -> list[Path]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from mvit_video.utils.helptext import parser_kwargs
-
     p = argparse.ArgumentParser(**parser_kwargs("summary", __doc__.split("\n\n")[0], """
         mvit-summary outputs/tiny_synthetic                  # table, summary.png, confusion.png, per_class.csv
         mvit-summary outputs/run_a outputs/run_b --top-n 30  # one row per run

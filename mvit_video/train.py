@@ -46,7 +46,7 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
 
     from mvit_video.config import build_config, shorten_schedule
     from mvit_video.data.loader import LoaderWorkers, available_cores
-    from mvit_video.engine import distributed as du
+    from mvit_video.utils import distributed as du
     from mvit_video.engine.memory import out_of_memory_as_error
     from mvit_video.engine.preempt import PreemptionHandler
     from mvit_video.engine.resume import fresh_start

@@ -1,4 +1,4 @@
-"""mvit_video/checkpoint.py: our format (make_checkpoint, read back by load_model / load_checkpoint_info), the
+"""mvit_video/checkpoint/: our format (make_checkpoint, read back by load_model / load_checkpoint_info), the
 training-state helpers (RNG round trip, latest-checkpoint choice, bad files), and pretrained weights in (ours with
 another head, PySlowFast's, torchvision's)."""
 
@@ -204,11 +204,15 @@ def test_unreadable_checkpoint_is_a_user_error(tmp_path: Path) -> None:
 
 
 class _Net(nn.Module):
-    def __init__(self, classes: int) -> None:
+    def __init__(self, classes: int, width: int = 8) -> None:
         super().__init__()
-        self.body = nn.Linear(4, 8)
+        self.body = nn.Linear(4, width)
         self.head = nn.Module()
-        self.head.projection = nn.Linear(8, classes)
+        self.head.projection = nn.Linear(width, classes)
+
+    def get_classifier(self) -> nn.Linear:
+        """The layer fine-tuning may re-initialise (MViT's method; load_pretrained asks the model, not its names)."""
+        return self.head.projection
 
 
 @pytest.mark.slow
@@ -223,11 +227,7 @@ def test_load_pretrained_reinitialises_a_head_of_another_size(tmp_path: Path, ca
     assert torch.equal(dst.head.projection.weight, head_before)  # head kept fresh
     assert "head re-initialised for 174 classes" in caplog.text
     with pytest.raises(UserError, match="body.weight"):
-        wrong = nn.Module()
-        wrong.body = nn.Linear(4, 9)
-        wrong.head = nn.Module()
-        wrong.head.projection = nn.Linear(9, 174)
-        ck.load_pretrained(wrong, tmp_path / "k400.pyth")
+        ck.load_pretrained(_Net(174, width=9), tmp_path / "k400.pyth")
 
 
 _PYSLOWFAST_YAML = """\
@@ -374,3 +374,25 @@ def test_fine_tuning_refuses_a_head_for_other_class_names(saved) -> None:
         fine_tuned(["a", "b", "x"])
     fresh = fine_tuned(["a", "b", "x"], reinit=True).head.projection.weight
     assert fresh.shape == head.shape and not torch.allclose(fresh, head)
+
+
+def test_the_classifier_keys_are_what_the_model_names_its_classifier() -> None:
+    """load_pretrained drops a classifier of another size by asking the network (get_classifier), not by matching
+    "head" in the names (#22)."""
+    assert ck.classifier_keys(MViT(tiny_config(num_classes=3))) == {"head.projection.weight",
+                                                                    "head.projection.bias"}
+    assert ck.classifier_keys(_Net(5)) == {"head.projection.weight", "head.projection.bias"}
+
+
+def test_every_name_of_the_old_module_is_still_importable_from_the_package() -> None:
+    """checkpoint.py became the package checkpoint/ (#22 item 8): its public names stay where they were."""
+    old = {"BEST_NAME", "CLIP_KEYS", "DATA_CONFIG_KEYS", "FORMAT", "PREEMPT_NAME", "TEST_CONFIG_KEYS", "batches_done",
+           "best_checkpoint_path", "build_from_checkpoint", "build_with_weights", "check_class_names", "check_finite",
+           "check_state_dict", "checkpoint_dir", "checkpoint_epoch", "clip_settings", "data_config",
+           "epoch_checkpoint_path", "epoch_checkpoints", "get_rng_state", "is_new_best", "latest_checkpoint",
+           "link_or_copy", "load", "load_checkpoint_info", "load_latest", "load_model", "load_pretrained",
+           "load_state_dict_strict", "make_checkpoint", "match_pretrained_classes", "plain", "preempt_checkpoint_path",
+           "pretrained_state_dict", "prune_checkpoints", "remove_orphan_tmp", "resolve_checkpoint", "save",
+           "set_rng_state", "strip_wrapper_prefixes", "torch_load"}  # the public names of checkpoint.py at bbd7fd2
+    assert not {name for name in old if not hasattr(ck, name)}
+    assert old <= set(ck.__all__)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvit_video.engine import distributed as du
+from mvit_video.utils import distributed as du
 from mvit_video.engine.ema import ModelEma
 from mvit_video.engine.optim import Schedule, lr_at, set_lr
 from mvit_video.engine.preempt import PreemptionHandler  # noqa: F401 -- its old home: the import path keeps working

@@ -60,15 +60,16 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def param_groups(model: nn.Module, weight_decay: float, zero_wd_1d_param: bool = True,
                  zero_decay_pos_cls: bool = False) -> list[dict]:
     """PySlowFast groups: [decayed, no-decay]; no decay for 1-D params and biases (zero_wd_1d_param) and, only
-    with zero_decay_pos_cls, for rel-pos tables and the cls token (the MViTv2 presets decay those)."""
+    with zero_decay_pos_cls, for what the model names in `no_weight_decay()` (MViT: rel-pos tables, position
+    embeddings, the cls token; the MViTv2 presets decay those). A model without that method exempts nothing more."""
+    skip = model.no_weight_decay() if zero_decay_pos_cls and hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_pos_cls = "rel_pos" in name or "cls_token" in name or "pos_embed" in name
         if zero_wd_1d_param and (p.ndim <= 1 or name.endswith(".bias")):
             no_decay.append(p)
-        elif zero_decay_pos_cls and is_pos_cls:
+        elif name in skip:
             no_decay.append(p)
         else:
             decay.append(p)

@@ -27,7 +27,7 @@ import time
 from typing import Any, Callable
 
 from mvit_video.data.loader import kill_all_workers
-from mvit_video.engine import distributed as du
+from mvit_video.utils import distributed as du
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 import yaml
 
-from mvit_video.engine import distributed as du
+from mvit_video.checkpoint import plain
 from mvit_video.engine.loop import TrainState
+from mvit_video.utils import distributed as du
 from mvit_video.models.config import MViTConfig, per_block_lists
 from mvit_video.settings import RunConfig, model_key
 from mvit_video.utils.errors import UserError
@@ -90,8 +91,6 @@ def model_changes(theirs: dict[str, Any], config: MViTConfig) -> list[str]:
     """'key old -> new' for the network settings that differ between a checkpoint's model_config and `config`.
     The per-block lists count as equal when they resolve to the same lists: a config written by stages
     (mvit.depths) and an older one with PySlowFast's explicit lists describe the same network."""
-    from mvit_video.checkpoint import plain
-
     own = plain(dataclasses.asdict(config))
     keys = [k for k in own if k in theirs and theirs[k] != own[k]]
     try:

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from mvit_video.engine import distributed as du
+from mvit_video.utils import distributed as du
 from mvit_video.utils.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mvit_video import checkpoint as ck
-from mvit_video.engine import distributed as du
+from mvit_video.utils import distributed as du
 from mvit_video.engine import throughput
 from mvit_video.engine.ema import ModelEma
 from mvit_video.engine.loop import (EpochResult, LoopSettings, TrainState, TrainingDiverged, interactive,

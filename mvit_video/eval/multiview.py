@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mvit_video.engine import distributed
 from mvit_video.settings import AMP_DTYPES
+from mvit_video.utils import distributed
 from mvit_video.utils.progress import Progress
 
 logger = logging.getLogger(__name__)

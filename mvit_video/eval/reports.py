@@ -16,7 +16,7 @@ from typing import Any
 
 from mvit_video.eval.metrics import topk_predictions
 from mvit_video.eval.multiview import MultiViewResult
-from mvit_video.utils.io import append_jsonl, atomic_write_text
+from mvit_video.utils.io import append_jsonl, atomic_write_text, read_jsonl
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.jsonl"
@@ -108,8 +108,6 @@ def latest_test(run_dir: str | os.PathLike) -> tuple[dict[str, Any], Path] | Non
     (<run_dir>/metrics.jsonl) or an evaluation's (<run_dir>/eval/*/metrics.jsonl), newest by its "time" (records
     written before tests carried a time count as oldest; within a file the later line is newer). None when there
     is no test record."""
-    from mvit_video.utils.io import read_jsonl
-
     run_dir = Path(run_dir)
     folders = [run_dir] + (sorted(p for p in (run_dir / EVAL).iterdir() if p.is_dir())
                            if (run_dir / EVAL).is_dir() else [])

@@ -19,11 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from mvit_video.engine import distributed
+from mvit_video.data import build_dataset, build_loader
 from mvit_video.eval import reports
 from mvit_video.eval.metrics import summarize
 from mvit_video.eval.multiview import MultiViewResult, run_multiview
+from mvit_video.models.flops import count_gflops
 from mvit_video.settings import RunConfig, autocast_dtype
+from mvit_video.utils import distributed
 from mvit_video.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -81,8 +83,6 @@ def test(run: RunConfig, model: nn.Module, class_names: Sequence[str] | None = N
     Returns (on every rank) the metrics.jsonl record plus "per_class", "failed" (paths), "gflops_per_view"
     (counted on rank 0 when `count_flops`; None elsewhere) and "seconds".
     """
-    from mvit_video.data import build_dataset, build_loader
-
     split, views = run.test.split, (run.test.num_ensemble_views, run.test.num_spatial_crops)
     rank, world = distributed.get_rank(), distributed.get_world_size()
     dataset = build_dataset(run, split)
@@ -140,8 +140,6 @@ def test(run: RunConfig, model: nn.Module, class_names: Sequence[str] | None = N
 
 def gflops_per_view(model: nn.Module, num_frames: int, crop_size: int) -> float | None:
     """fvcore GFLOPs of one [1, 3, T, crop, crop] view; None (with a warning) when counting fails."""
-    from mvit_video.models.flops import count_gflops
-
     net = distributed.unwrap(model)
     was_training = net.training
     try:

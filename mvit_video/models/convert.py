@@ -5,14 +5,19 @@ One explicit function per source (like timm's `checkpoint_filter_fn`):
   PySlowFast's defaults underneath) into an `MViTConfig`; `from_slowfast` checks the state dict key by key.
   Our parameter names are PySlowFast's, so the mapping is the identity once wrappers are stripped.
 - torchvision: `torchvision_config` is `mvit_v2_s` as an `MViTConfig`; `from_torchvision` renames its keys.
+- any of these, ours or a plain state dict: `to_mvit_state_dict` tells them apart and returns our state dict
+  (what fine-tuning loads, mvit_video.checkpoint.load_pretrained); `strip_wrapper_prefixes` drops the names that
+  DDP / torch.compile / activation-checkpoint wrappers add.
 Nothing is ever dropped silently: a key that is not understood stops the conversion with its name.
+
+Our checkpoint format sits above this module (mvit_video.checkpoint imports it, never the other way round):
+`named_weights` hands the converted pieces to mvit_video.checkpoint.named_checkpoint, which makes a checkpoint.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
-import dataclasses
 import logging
 import os
 import re
@@ -22,11 +27,33 @@ from typing import Any, Mapping
 import torch
 import yaml
 
-from mvit_video.checkpoint import strip_wrapper_prefixes
 from mvit_video.models.config import MViTConfig, block_configs, stage_lists
+from mvit_video.utils.deprecation import moved
 from mvit_video.utils.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
+
+# Prefixes that wrappers add to parameter names: DDP, torch.compile, FSDP/activation-checkpoint wrappers.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_WRAPPER_INFIXES = ("_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
+
+
+def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop `module.`/`_orig_mod.` prefixes and `_checkpoint_wrapped_module.` infixes added by wrappers."""
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key = key[len(prefix) :]
+                    changed = True
+        for infix in _WRAPPER_INFIXES:
+            key = key.replace(infix, "")
+        out[key] = value
+    return out
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # PySlowFast config
@@ -496,6 +523,32 @@ def torchvision_input_size(state_dict: Mapping[str, torch.Tensor]) -> tuple[int,
     return (rows_t + 1) // 2 * 2, (rows_h + 1) // 2 * 4
 
 
+def _is_torchvision_state(state: Mapping[str, Any]) -> bool:
+    return any(k.removeprefix("module.").startswith(("conv_proj.", "pos_encoding.")) for k in state)
+
+
+def to_mvit_state_dict(ckpt: Mapping[str, Any], path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Our state dict from any checkpoint dict train.checkpoint_file_path may name (timm's `checkpoint_filter_fn`):
+    ours ("model"), a plain state dict, PySlowFast's .pyth ("model_state" + its "cfg", through from_slowfast: key
+    checks, BGR input folded) or torchvision's mvit_v2_s weights (through from_torchvision). Wrapper prefixes are
+    removed. `path` names the file in errors."""
+    if "model_state" in ckpt and "model" not in ckpt:  # PySlowFast: its key names, maybe a BGR-input kernel
+        cfg = ckpt.get("cfg")
+        if not (isinstance(cfg, str) and cfg.strip()):
+            raise UserError(
+                f"checkpoint {path}: a PySlowFast checkpoint without its 'cfg'; convert it first: "
+                f"python scripts/convert_checkpoint.py --from slowfast --config <its yaml> {path} converted.pyth"
+            )
+        source = f"{path} (stored cfg)"
+        bgr = slowfast_input_is_bgr(cfg, source=source)
+        return from_slowfast(ckpt["model_state"], source=str(path), reverse_input_channel=bgr)
+    state = ckpt.get("model") or ckpt.get("state_dict") or ckpt
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if _is_torchvision_state(state):
+        return from_torchvision(state)
+    return strip_wrapper_prefixes(state)
+
+
 # Pretrained weights by name (train.checkpoint_file_path, infer, Predictor.from_checkpoint): "torchvision:<model>"
 # -> the torchvision weights enum member fetched through torchvision's own weights API (and its cache).
 TORCHVISION_PREFIX = "torchvision:"
@@ -528,12 +581,11 @@ def torchvision_weights_file(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
-def named_checkpoint(name: str) -> dict[str, Any]:
-    """An mvit_video checkpoint dict (as convert_checkpoint writes) of the pretrained weights `name`, e.g.
-    "torchvision:mvit_v2_s": torchvision's Kinetics-400 weights, fetched by its weights API into its cache (or read
-    from there), converted. Offline without the file: one UserError naming the URL and where to put the file."""
-    from mvit_video.checkpoint import FORMAT, plain
-
+def named_weights(name: str) -> dict[str, Any]:
+    """The pretrained weights `name` (e.g. "torchvision:mvit_v2_s": torchvision's Kinetics-400 weights), fetched by
+    torchvision's weights API into its cache (or read from there) and converted: {"model": our state dict,
+    "model_config": MViTConfig, "data_config", "class_names", "source"} (mvit_video.checkpoint.named_checkpoint
+    makes a checkpoint of them). Offline without the file: one UserError naming the URL and where to put it."""
     weights, path = _torchvision_weights(name), torchvision_weights_file(name)
     cached = path.is_file()
     try:
@@ -551,12 +603,10 @@ def named_checkpoint(name: str) -> dict[str, Any]:
     if "head.projection.weight" not in converted:
         raise UserError(f"{name}: {path} has no head.1.weight (classifier); not torchvision's {name} weights")
     num_classes = int(converted["head.projection.weight"].shape[0])
-    config = torchvision_config(frames, crop, num_classes=num_classes)
     names = list(weights.meta["categories"])
     return {
-        "format": FORMAT,
         "model": converted,
-        "model_config": plain(dataclasses.asdict(config)),
+        "model_config": torchvision_config(frames, crop, num_classes=num_classes),
         "data_config": torchvision_data_config(frames, crop),
         "class_names": names if len(names) == num_classes else None,
         "source": {"from": "torchvision", "weights": str(weights), "path": str(path)},
@@ -604,3 +654,16 @@ def torchvision_mvit(config: MViTConfig) -> torch.nn.Module:
         patch_embed_padding=tuple(config.patch_padding),
     )
 
+
+
+# named_checkpoint made a checkpoint of our format here, which made this module import mvit_video.checkpoint (an
+# import cycle): it is mvit_video.checkpoint.named_checkpoint now, and the old name works for one release.
+_MOVED = {"named_checkpoint": "mvit_video.checkpoint:named_checkpoint"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        value = moved(f"mvit_video.models.convert.{name}", _MOVED[name])
+        globals()[name] = value  # one warning per process
+        return value
+    raise AttributeError(f"module 'mvit_video.models.convert' has no attribute {name!r}")

@@ -291,6 +291,11 @@ class TransformerHead(nn.Module):
         return self.projection(self.dropout(x))
 
 
+# The class token, absolute position embeddings (joint or separate) and the rel-pos tables of each attention.
+_POSITION_AND_CLS = frozenset({"cls_token", "pos_embed", "pos_embed_spatial", "pos_embed_temporal", "pos_embed_class",
+                               "rel_pos_h", "rel_pos_w", "rel_pos_t"})
+
+
 class MViT(nn.Module):
     """Multiscale Vision Transformer v2 for video classification: [B, 3, T, H, W] -> logits [B, num_classes]."""
 
@@ -344,6 +349,17 @@ class MViT(nn.Module):
             if name in ("cls_token", "pos_embed", "pos_embed_spatial", "pos_embed_temporal", "pos_embed_class"):
                 nn.init.trunc_normal_(p, std=0.02)
         self.apply(_init_module)
+
+    # ------------------------------------------------------------------ what the model knows about its parameters
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters exempt from weight decay when solver.zero_decay_pos_cls is on: the class token,
+        the absolute position embeddings and the rel-pos tables (PySlowFast's and timm's `no_weight_decay`; full
+        names, as named_parameters gives them)."""
+        return {name for name, _ in self.named_parameters() if name.rpartition(".")[2] in _POSITION_AND_CLS}
+
+    def get_classifier(self) -> nn.Linear:
+        """The classifier layer (timm's name): what fine-tuning on other classes re-initialises."""
+        return self.head.projection
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a freshly initialised one with num_classes outputs."""

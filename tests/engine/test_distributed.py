@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mvit_video.engine import distributed as du
+from mvit_video.utils import distributed as du
 
 
 @pytest.mark.parametrize(
@@ -78,3 +78,14 @@ def test_submitit_tasks_take_their_ranks_from_the_job_environment(monkeypatch) -
         monkeypatch.delenv(var)
     with pytest.raises(ConfigError, match="hydra.launcher.tasks_per_node: cannot read this task's rank"):
         du.env_ranks()
+
+
+def test_old_import_path_still_works_with_a_deprecation_warning() -> None:
+    """mvit_video.engine.distributed moved to mvit_video.utils.distributed (#22): the old path keeps working."""
+    import importlib
+
+    old = importlib.import_module("mvit_video.engine.distributed")
+    with pytest.warns(DeprecationWarning, match="use mvit_video.utils.distributed.env_ranks"):
+        assert old.env_ranks is du.env_ranks
+    with pytest.raises(AttributeError):
+        old.no_such_helper  # noqa: B018 -- a name that never was there is not a moved one

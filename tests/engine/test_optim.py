@@ -68,6 +68,9 @@ class _Tiny(nn.Module):
         self.head = nn.Linear(8, 3)
         self.frozen = nn.Parameter(torch.zeros(2, 2), requires_grad=False)
 
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token", "attn.rel_pos_h"}  # as MViT.no_weight_decay names them: full parameter names
+
 
 def _names(model: nn.Module, group: dict) -> set[str]:
     ids = {id(p) for p in group["params"]}
@@ -101,3 +104,29 @@ def test_build_optimizer_kinds() -> None:
     solver = dataclasses.replace(solver, optimizing_method="adamw")
     opt = build_optimizer(model, solver, lr=0.1)
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["eps"] == 1e-8
+
+
+@pytest.mark.parametrize("fields", [{}, {"use_abs_pos": True, "sep_pos_embed": True}, {"use_abs_pos": True}])
+@pytest.mark.parametrize("zero_wd_1d_param, zero_decay_pos_cls", [(True, False), (True, True), (False, True)])
+def test_param_groups_of_mvit_are_those_of_the_name_matching_rule(fields, zero_wd_1d_param, zero_decay_pos_cls):
+    """#22: the groups come from MViT.no_weight_decay() now; they must be exactly (same parameters, same order)
+    what matching "rel_pos" / "cls_token" / "pos_embed" in the names gave before, or training would change."""
+    from tiny import tiny_config
+
+    from mvit_video.models import MViT
+
+    model = MViT(tiny_config(num_frames=8, num_classes=5, **fields))
+    decay, no_decay = [], []  # the rule param_groups had until #22, verbatim
+    for name, p in model.named_parameters():
+        is_pos_cls = "rel_pos" in name or "cls_token" in name or "pos_embed" in name
+        if zero_wd_1d_param and (p.ndim <= 1 or name.endswith(".bias")):
+            no_decay.append(p)
+        elif zero_decay_pos_cls and is_pos_cls:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = param_groups(model, 0.05, zero_wd_1d_param, zero_decay_pos_cls)
+    assert [[id(p) for p in g["params"]] for g in groups] == [[id(p) for p in ps] for ps in (decay, no_decay) if ps]
+    if zero_decay_pos_cls and zero_wd_1d_param:  # the case that matters: the tables really are exempt
+        assert {n for n, p in model.named_parameters() if any(p is q for q in groups[1]["params"])} >= \
+            model.no_weight_decay()

@@ -115,11 +115,11 @@ def test_merge_of_rank_results_sorted_each_video_once():
 
 @pytest.mark.slow
 def test_unwrap_finds_the_network_inside_ddp_and_compile(tmp_path):
-    """engine.distributed.unwrap: the network for reports (FLOPs, config); with keep_compiled, what scoring calls
+    """utils.distributed.unwrap: the network for reports (FLOPs, config); with keep_compiled, what scoring calls
     (run_multiview: compiled code, without DDP's collectives)."""
     import torch.distributed as dist
 
-    from mvit_video.engine.distributed import unwrap
+    from mvit_video.utils.distributed import unwrap
 
     net = nn.Linear(2, 2)
     compiled = torch.compile(net)  # nothing compiles before the first call

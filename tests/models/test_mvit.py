@@ -232,3 +232,30 @@ def test_torch_compile_inductor_matches_eager(tiny):
     compiled = torch.compile(model)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fields", [{}, {"use_abs_pos": True}, {"use_abs_pos": True, "sep_pos_embed": True},
+                                    {"use_abs_pos": True, "sep_pos_embed": True, "cls_embed_on": False},
+                                    {"rel_pos_spatial": False}])
+def test_no_weight_decay_names_the_position_tables_and_cls_token(tiny, fields):
+    """timm's / PySlowFast's no_weight_decay: full parameter names of the class token, the absolute position
+    embeddings and every attention's rel-pos tables, whichever of them the configuration has."""
+    config = tiny(**fields)
+    model = MViT(config)
+    names = model.no_weight_decay()
+    assert names <= dict(model.named_parameters()).keys()
+    assert ("cls_token" in names) == config.cls_embed_on
+    assert ({"pos_embed_spatial", "pos_embed_temporal"} <= names) == (config.use_abs_pos and config.sep_pos_embed)
+    assert ("pos_embed" in names) == (config.use_abs_pos and not config.sep_pos_embed)
+    rel = {f"blocks.{i}.attn.rel_pos_{a}" for i in range(config.depth) for a in "hw" if config.rel_pos_spatial}
+    rel |= {f"blocks.{i}.attn.rel_pos_t" for i in range(config.depth) if config.rel_pos_temporal}
+    assert rel and rel <= names
+    assert all(n in rel or "rel_pos" not in n for n in names)  # no other rel-pos parameter
+    assert not any(n.endswith((".weight", ".bias")) for n in names)
+
+
+def test_get_classifier_is_the_layer_reset_classifier_replaces(tiny):
+    model = MViT(tiny())
+    assert model.get_classifier() is model.head.projection and model.get_classifier().out_features == 5
+    model.reset_classifier(11)
+    assert model.get_classifier() is model.head.projection and model.get_classifier().out_features == 11

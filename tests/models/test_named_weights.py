@@ -10,7 +10,8 @@ import pytest
 import torch
 from test_convert import random_weights
 
-from mvit_video.models.convert import named_checkpoint, torchvision_config, torchvision_mvit, torchvision_weights_file
+from mvit_video.checkpoint import named_checkpoint
+from mvit_video.models.convert import torchvision_config, torchvision_mvit, torchvision_weights_file
 from mvit_video.utils.errors import UserError
 
 NAME = "torchvision:mvit_v2_s"
@@ -110,3 +111,13 @@ def test_a_broken_cached_file_is_one_line(tmp_path, monkeypatch):
     (cache / FILE).write_bytes(b"half a download")
     with pytest.raises(UserError, match=f"cannot read {cache / FILE} .*; delete it to download it again"):
         named_checkpoint(NAME)
+
+
+def test_old_import_path_of_named_checkpoint_still_works_with_a_deprecation_warning():
+    """named_checkpoint moved from models.convert to mvit_video.checkpoint (#22: the format sits above models/)."""
+    import importlib
+
+    convert = importlib.import_module("mvit_video.models.convert")
+    convert.__dict__.pop("named_checkpoint", None)  # an earlier read cached it (one warning per process)
+    with pytest.warns(DeprecationWarning, match="use mvit_video.checkpoint.named_checkpoint"):
+        assert convert.named_checkpoint is named_checkpoint

@@ -1,4 +1,5 @@
-"""Our checkpoint format, in one place: what a checkpoint holds, writing and finding them, loading a model.
+"""Our checkpoint file: what it holds, reading and writing it (atomically), loading a model from it, and where
+training keeps them (paths, the best one, retention, the latest intact one).
 
 ```
 {"format": "mvit_video/1",
@@ -10,7 +11,7 @@
 ```
 (mvit_video.engine.trainer.checkpoint_state writes the training keys.) Everything in it is tensors and plain
 python, so `torch.load(weights_only=True)` reads it. Foreign formats (PySlowFast, torchvision) come in through
-mvit_video.models.convert.
+mvit_video.models.convert (mvit_video.checkpoint.pretrained); RNG states are mvit_video.checkpoint.rng.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import dataclasses
 import logging
 import os
 import pickle
-import random
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
+from mvit_video.models.convert import strip_wrapper_prefixes
 from mvit_video.models.mvit import MViT, MViTConfig
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_torch_save
@@ -44,10 +45,6 @@ FORMAT = "mvit_video/1"
 DATA_CONFIG_KEYS = ("num_frames", "sampling_rate", "target_fps", "train_crop_size", "test_crop_size", "mean", "std",
                     "dataset", "use_offset_sampling", "train_jitter_scales", "frame_grid_fps")
 TEST_CONFIG_KEYS = ("num_ensemble_views", "num_spatial_crops")
-
-# Prefixes that wrappers add to parameter names: DDP, torch.compile, FSDP/activation-checkpoint wrappers.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-_WRAPPER_INFIXES = ("_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
 
 
 def plain(value: Any) -> Any:
@@ -125,23 +122,6 @@ def make_checkpoint(
         "data_config": plain(dict(data_config)),
         "class_names": class_names,
     }
-
-
-def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop `module.`/`_orig_mod.` prefixes and `_checkpoint_wrapped_module.` infixes added by wrappers."""
-    out = {}
-    for key, value in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key = key[len(prefix) :]
-                    changed = True
-        for infix in _WRAPPER_INFIXES:
-            key = key.replace(infix, "")
-        out[key] = value
-    return out
 
 
 def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
@@ -414,8 +394,6 @@ def prune_checkpoints(output_dir: str | Path, keep: int | None, current: Path) -
 def link_or_copy(src: str | Path, dst: str | Path) -> None:
     """Make `dst` hold the same bytes as the finished checkpoint `src`, atomically: a hard link (no second copy on
     disk; it survives the deletion of `src` by retention), else a copy, under a temp name renamed over `dst`."""
-    import shutil
-
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")
     tmp.unlink(missing_ok=True)
@@ -504,147 +482,3 @@ def save(ckpt: dict[str, Any], path: str | Path) -> None:
     """Write atomically (temp file + rename): a crash never leaves a torn checkpoint under `path`."""
     atomic_torch_save(ckpt, path)
     logger.info("saved checkpoint %s", path)
-
-
-def get_rng_state() -> dict[str, Any]:
-    """RNG states of python, numpy, torch (CPU) and CUDA, as tensors/plain values (loadable weights_only)."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": list(_toplain(random.getstate())),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
-                  float(np_state[4])],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `get_rng_state` returned."""
-    version, internal, gauss = state["python"]
-    random.setstate((int(version), tuple(int(x) for x in internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _toplain(obj: Any) -> Any:
-    """Python's random state as lists/ints (tuples of 625 ints survive weights_only loading as lists)."""
-    if isinstance(obj, tuple):
-        return [_toplain(x) for x in obj]
-    return obj
-
-
-def _is_torchvision_state(state: dict) -> bool:
-    return any(k.removeprefix("module.").startswith(("conv_proj.", "pos_encoding.")) for k in state)
-
-
-def pretrained_state_dict(ckpt: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
-    """Our state dict from any checkpoint train.checkpoint_file_path may name: ours ("model"), a plain state dict,
-    PySlowFast's .pyth ("model_state" + its "cfg", through convert.from_slowfast: key checks, BGR input folded) or
-    torchvision's mvit_v2_s weights (through convert.from_torchvision). Wrapper prefixes are removed."""
-    from mvit_video.models import convert  # lazily: the converter pulls in yaml parsing the loop never needs
-
-    if "model_state" in ckpt and "model" not in ckpt:  # PySlowFast: its key names, maybe a BGR-input kernel
-        cfg = ckpt.get("cfg")
-        if not (isinstance(cfg, str) and cfg.strip()):
-            raise UserError(
-                f"checkpoint {path}: a PySlowFast checkpoint without its 'cfg'; convert it first: "
-                f"python scripts/convert_checkpoint.py --from slowfast --config <its yaml> {path} converted.pyth"
-            )
-        source = f"{path} (stored cfg)"
-        bgr = convert.slowfast_input_is_bgr(cfg, source=source)
-        return convert.from_slowfast(ckpt["model_state"], source=str(path), reverse_input_channel=bgr)
-    state = ckpt.get("model") or ckpt.get("state_dict") or ckpt
-    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if _is_torchvision_state(state):
-        return convert.from_torchvision(state)
-    return strip_wrapper_prefixes(state)
-
-
-def load_pretrained(model: nn.Module, path: str | Path) -> None:
-    """Load initial weights for fine-tuning; head weights of another shape are dropped (head stays re-initialised).
-
-    Accepts what pretrained_state_dict does: ours, PySlowFast's and torchvision's checkpoints (the foreign ones
-    through the converter, as scripts/convert_checkpoint.py), and named weights ("torchvision:mvit_v2_s",
-    convert.named_checkpoint: fetched through torchvision's weights API, converted)."""
-    from mvit_video.models import convert
-
-    ckpt = convert.named_checkpoint(path) if convert.is_weights_name(path) else load(path)
-    state = pretrained_state_dict(ckpt, path)
-    check_finite(state, path)
-    own = model.state_dict()
-    dropped = []
-    for key in list(state):
-        if key in own and own[key].shape != state[key].shape:
-            if not key.startswith("head"):
-                raise UserError(f"checkpoint {path}: '{key}' has shape {tuple(state[key].shape)}, the model "
-                                f"expects {tuple(own[key].shape)} (is it the same architecture?)")
-            dropped.append((key, tuple(state[key].shape)))
-            del state[key]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if dropped:
-        logger.info("fine-tuning from %s: head re-initialised for %d classes (checkpoint head %s)", path,
-                    _num_classes(own, [k for k, _ in dropped]), dropped[0][1])
-    else:
-        logger.info("initialised weights from %s", path)
-    # The head keys we dropped are "missing" on purpose; anything else missing means the wrong file.
-    missing = [k for k in missing if k not in {k for k, _ in dropped}]
-    if missing or unexpected:
-        raise UserError(f"checkpoint {path} does not match the model: missing {missing[:5]}, "
-                        f"unexpected {unexpected[:5]} (convert foreign checkpoints with scripts/convert_checkpoint.py)")
-
-
-def match_pretrained_classes(model: MViT, path: str | Path, class_names: Sequence[str] | None,
-                             reinit_head: bool = False) -> None:
-    """Fine-tuning (after load_pretrained): a head kept from `path` (same size) must score the data's classes.
-    When the checkpoint names its classes and they differ from the data's (`class_names`): the same classes in
-    another order -> the head's rows are reordered to the data's order; other classes -> ConfigError naming both,
-    unless `reinit_head` (train.reinit_head), which re-initialises the head instead. A head of another size was
-    already re-initialised by load_pretrained; a checkpoint without class names cannot be checked."""
-    from mvit_video.utils.errors import ConfigError
-
-    head = model.head.projection
-    if not reinit_head and not class_names:
-        return
-    theirs = None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # names only: no tensor read
-        theirs = saved.get("class_names") if isinstance(saved, Mapping) else None
-    except Exception:  # noqa: BLE001 -- load_pretrained read it already; a foreign format carries no names
-        theirs = None
-    ours = list(class_names or [])
-    if not (isinstance(theirs, list) and len(theirs) == head.out_features):
-        theirs = None  # another head size (re-initialised already) or no names to compare
-    if reinit_head:
-        model.reset_classifier(head.out_features)
-        logger.info("train.reinit_head: the classifier of %s is re-initialised for the data's %d classes", path,
-                    head.out_features)
-        return
-    if theirs is None or not ours or theirs == ours:
-        return
-    if sorted(theirs) == sorted(ours) and len(set(ours)) == len(ours):
-        order = torch.tensor([theirs.index(name) for name in ours], device=head.weight.device)
-        with torch.no_grad():
-            head.weight.copy_(head.weight[order])
-            if head.bias is not None:
-                head.bias.copy_(head.bias[order])
-        logger.info("fine-tuning from %s: its classifier's rows reordered to the data's class order", path)
-        return
-    other = [name for name in ours if name not in theirs]
-    why = f"; e.g. {other[0]!r} is not among the checkpoint's" if other else ""
-    raise ConfigError(f"train.checkpoint_file_path {path}: its {len(theirs)}-class head scores other classes "
-                      f"({_names(theirs)}) than the data's class list ({_names(ours)}{why}); set "
-                      f"train.reinit_head=true to fine-tune with a new head")
-
-
-def _names(names: Sequence[str], n: int = 4) -> str:
-    return ", ".join(repr(x) for x in list(names)[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
-
-
-def _num_classes(own: dict, keys: list[str]) -> int:
-    weights = [k for k in keys if k.endswith("weight")]
-    return int(own[weights[0]].shape[0]) if weights else -1
