@@ -43,7 +43,7 @@ def set_attention(model: nn.Module, kind: str) -> None:
 
     for m in model.modules():
         if isinstance(m, MultiScaleAttention):
-            m.fused = kind == "fused"
+            m.fused, m.flex = kind == "fused", kind == "flex"
     if hasattr(model, "config"):
         model.config.attention = kind
 

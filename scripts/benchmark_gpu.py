@@ -9,6 +9,9 @@ Rows, all in bf16 autocast, one train step = forward + backward + fused AdamW st
   train clips/s, peak memory, MFU (fvcore forward GFLOPs, as `python -m mvit_video.stats` prints them, x 2 flops per
   multiply-add x 3 for forward + backward, x 4 with activation checkpointing; peak: the GPU's dense bf16 figure);
 - inference clips/s (eval, no grad) of the B preset, eager and compiled;
+- S with model.attention=flex (FlexAttention, rel-pos as a score_mod) beside ours (fused, the default), eager and
+  compiled, measured last so it never displaces the rows above (--no-flex leaves it out; on the CPU it is skipped:
+  torch has no FlexAttention backward there);
 - a short CUDA-kernel profile of ours (S, eager) to explain what the step spends its time on.
 Ours is compiled as training compiles it (--compile-mode, default regional: each block, engine/compile.py);
 torchvision's as one graph. A section whose compile would overrun --budget-s is skipped and says so. Prints one
@@ -16,7 +19,9 @@ table and one JSON line.
 
     python scripts/benchmark_gpu.py                 # on a GPU; about 5-6 minutes, compiles included
     python scripts/benchmark_gpu.py --quick         # issue 21's rows in <= 5 min: S eager + compiled, B and L
-                                                    #   compiled (train, B inference), compile times; no profile
+                                                    #   compiled (train, B inference), compile times, S flex as far
+                                                    #   as the budget goes; no profile
+    python scripts/benchmark_gpu.py --quick --sections s,flex   # S fused vs flex side by side (and torchvision)
     python scripts/benchmark_gpu.py --smoke --device cpu   # tiny sizes: checks the script itself in seconds
 """
 
@@ -39,6 +44,7 @@ from mvit_video.engine.compile import compile_model, count_block_shapes
 from mvit_video.models import MViT, MViTConfig
 from mvit_video.models.config import block_configs
 from mvit_video.models.convert import from_torchvision, torchvision_config, torchvision_mvit
+from mvit_video.utils.errors import ConfigError
 
 RESULTS: list[dict[str, Any]] = []
 
@@ -128,42 +134,57 @@ def fresh(device: torch.device) -> None:
 
 
 def compare_with_torchvision(args: argparse.Namespace, device: torch.device, amp: torch.dtype | None,
-                             deadline: float, compiled: bool) -> None:
+                             deadline: float, compiled: bool, names: tuple[str, ...] | None = None) -> None:
+    """The S rows: torchvision and ours (fused attention), or `names` of them; "ours_flex" is ours with
+    model.attention=flex, the same weights."""
     frames, crop, batch = (4, 32, 2) if args.smoke else (16, 224, args.s_batch)
     torch.manual_seed(0)
     config = dataclasses.replace(torchvision_config(frames, crop), droppath_rate=0.0, dropout_rate=0.0)
     x = torch.randn(batch, 3, frames, crop, crop, device=device)
     y = torch.randint(0, 400, (batch,), device=device)
-    names = ("ours", "torchvision") if compiled and args.quick else ("torchvision", "ours")
+    if names is None:
+        names = ("ours", "torchvision") if compiled and args.quick else ("torchvision", "ours")
+    row = f"S {frames}x{crop}^2 b{batch}"
     for name in names:
         units = config.depth if name == "torchvision" else compile_units(args, config)
-        if compiled and time.perf_counter() + args.compile_s_per_unit * units > deadline:
-            record({"row": f"S {frames}x{crop}^2 b{batch}", "model": name, "compiled": True,
-                    "skipped": "time budget"}, args.out)
+        # flex compiles its attention kernels even in eager (torch's eager FlexAttention is an unfused reference)
+        needed = args.compile_s_per_unit * units if compiled else args.flex_eager_s if name == "ours_flex" else 0.0
+        if time.perf_counter() + needed > deadline:
+            record({"row": row, "model": name, "compiled": compiled, "skipped": "time budget"}, args.out)
             continue
         fresh(device)
         torch.manual_seed(0)
         tv = torchvision_mvit(config)
         model: torch.nn.Module = tv
-        if name == "ours":
-            model = MViT(config)
+        if name != "torchvision":
+            model = MViT(dataclasses.replace(config, attention="flex") if name == "ours_flex" else config)
             model.load_state_dict(from_torchvision(tv.state_dict()))
         del tv
         model = model.to(device).train()
         if not compiled:
             forward = model
-        elif name == "ours":
+        elif name != "torchvision":
             forward = compile_ours(args, model)
         else:
             forward = torch.compile(model, backend=args.compile_backend)
-        first, med, peak = time_step(make_step(model, forward, x, y, amp), device, args.warmup, args.steps)
-        record({"row": f"S {frames}x{crop}^2 b{batch}", "model": name, "compiled": compiled,
-                "compile_mode": (args.compile_mode if name == "ours" else "full") if compiled else None,
+        try:
+            first, med, peak = time_step(make_step(model, forward, x, y, amp), device, args.warmup, args.steps)
+        except ConfigError as e:  # model.attention=flex on the CPU: no FlexAttention backward there
+            record({"row": row, "model": name, "compiled": compiled, "skipped": str(e)}, args.out)
+            continue
+        record({"row": row, "model": name, "compiled": compiled,
+                "compile_mode": (args.compile_mode if name != "torchvision" else "full") if compiled else None,
                 "step_s": round(med, 4), "clips_per_s": round(batch / med, 2), "peak_gib": round(peak, 2),
                 "first_step_s": round(first, 1)}, args.out)
         if compiled and name == "ours":  # what compiling really took here decides whether B and L fit the budget
             args.compile_s_per_unit = first / units
         del model, forward
+
+
+def flex_rows(args: argparse.Namespace, device: torch.device, amp: torch.dtype | None, deadline: float,
+              compiled: bool) -> None:
+    """S with model.attention=flex, as far as the budget goes (the table prints it beside ours)."""
+    compare_with_torchvision(args, device, amp, deadline, compiled, names=("ours_flex",))
 
 
 def preset_rows(args: argparse.Namespace, device: torch.device, amp: torch.dtype | None, deadline: float,
@@ -248,12 +269,24 @@ def profile_ours(args: argparse.Namespace, device: torch.device, amp: torch.dtyp
     print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=70))
 
 
+def _side_by_side(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows in measured order, except that each ours_flex row is printed right after ours' row of its kind."""
+    flex = [r for r in rows if r.get("model") == "ours_flex"]
+    out = [r for r in rows if r.get("model") != "ours_flex"]
+    for r in flex:
+        anchor = [i for i, o in enumerate(out) if o.get("model") == "ours" and o["row"] == r["row"]
+                  and bool(o.get("compiled")) == bool(r.get("compiled"))]
+        out.insert(anchor[0] + 1 if anchor else len(out), r)
+    return out
+
+
 def print_table() -> None:
     print(f"\n{'row':<24} {'model':<12} {'compiled':<9} {'step s':>8} {'clips/s':>9} {'peak GiB':>9} "
           f"{'MFU':>7} {'first s':>8}   (first s: the first step, compile included)")
-    for r in RESULTS:
+    for r in _side_by_side(RESULTS):
         if "skipped" in r:
-            print(f"{r['row']:<24} {r.get('model', 'ours'):<12} {'yes':<9} skipped: {r['skipped']}")
+            print(f"{r['row']:<24} {r.get('model', 'ours'):<12} {'yes' if r.get('compiled') else 'no':<9} "
+                  f"skipped: {r['skipped']}")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
         step = f"{r['step_s']:.4f}" if "step_s" in r else "-"
@@ -274,6 +307,10 @@ def print_table() -> None:
     if ("torchvision", True) in s_rows and ("ours", True) in s_rows:
         ratios["ours_compiled_vs_tv_compiled"] = round(
             s_rows[("torchvision", True)]["step_s"] / s_rows[("ours", True)]["step_s"], 3)
+    for compiled in (False, True):  # > 1: flex is faster than fused
+        if ("ours", compiled) in s_rows and ("ours_flex", compiled) in s_rows:
+            ratios[f"flex_vs_fused{'_compiled' if compiled else '_eager'}"] = round(
+                s_rows[("ours", compiled)]["step_s"] / s_rows[("ours_flex", compiled)]["step_s"], 3)
     print("\nS ratios (step time of the baseline / ours; memory ours / torchvision):",
           ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     print(json.dumps({"device": RESULTS[0].get("device") if RESULTS else None, "ratios": ratios, "rows": RESULTS}))
@@ -299,7 +336,11 @@ def main() -> None:
                         help="issue 21's rows within --budget-s (default 300): S eager and compiled, B and L "
                              "compiled, compile times; skips the B/L eager rows and the profile")
     parser.add_argument("--peak-tflops", type=float, default=None, help="GPU dense bf16 peak (default: datasheet)")
-    parser.add_argument("--sections", default="s,presets,profile")
+    parser.add_argument("--sections", default="s,presets,profile,flex",
+                        help="s (S vs torchvision), presets (B, L), profile, flex (S with model.attention=flex)")
+    parser.add_argument("--no-flex", action="store_true", help="leave out the model.attention=flex rows")
+    parser.add_argument("--flex-eager-s", type=float, default=60.0,
+                        help="assumed seconds for the eager flex row (its first step compiles the attention kernels)")
     parser.add_argument("--out", help="also append each row as a JSON line to this file")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (checks the script on any device)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: quick check)")
@@ -307,7 +348,7 @@ def main() -> None:
     if args.budget_s is None:
         args.budget_s = 300.0 if args.quick else 330.0
     if args.smoke:
-        args.steps, args.warmup = 2, 1
+        args.steps, args.warmup, args.flex_eager_s = 2, 1, 5.0
     elif args.quick:
         args.steps, args.warmup = min(args.steps, 6), min(args.warmup, 2)
     device = torch.device(args.device)
@@ -319,6 +360,8 @@ def main() -> None:
     start = time.perf_counter()
     deadline = start + args.budget_s
     sections = set(args.sections.split(","))
+    if args.no_flex:
+        sections.discard("flex")
     if args.quick:
         sections.discard("profile")
         log("--quick: skipping the B and L eager rows, B eager inference and the kernel profile (run without "
@@ -326,7 +369,8 @@ def main() -> None:
     # Eager rows and the profile first (quick), then the compiled rows as far as the budget goes. A failing section
     # is reported and the others still run.
     plan = [("s", compare_with_torchvision, False), ("presets", preset_rows, False), ("profile", None, False),
-            ("s", compare_with_torchvision, True), ("presets", preset_rows, True)]
+            ("s", compare_with_torchvision, True), ("presets", preset_rows, True),
+            ("flex", flex_rows, False), ("flex", flex_rows, True)]
     for section, run, compiled in plan:
         if section not in sections:
             continue
@@ -347,6 +391,8 @@ def main() -> None:
                for r in RESULTS if "skipped" in r]
     if args.quick:
         skipped += ["B 32x3 eager, L 40x3@312 eager, B inference eager, kernel profile: --quick"]
+    if "flex" not in sections:
+        skipped += ["S model.attention=flex: --no-flex or not in --sections"]
     print("skipped:", "; ".join(skipped) if skipped else "nothing")
 
 

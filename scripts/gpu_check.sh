@@ -2,13 +2,15 @@
 # The whole GPU check in one go (about 10 minutes; its timeouts add up to under 13), for a machine with one CUDA GPU
 # and only torch + torchvision installed:
 #   bash scripts/gpu_check.sh [OUTDIR]
-# 1. bench: scripts/benchmark_gpu.py --quick (issue 21: S eager and compiled, B and L compiled, compile times; <= 5 min);
+# 1. bench: scripts/benchmark_gpu.py --quick (issue 21: S eager and compiled, B and L compiled, compile times, then
+#           S with model.attention=flex beside fused as far as the budget goes; <= 5 min);
 # 2. data:  scripts/benchmark_data.py --recipe: the k400_b_32x3 recipe's worker CPU-s per video and the device
 #           augmentation time per batch on CUDA (issue 18);
 # 3. train: end to end through the real command line (python -m mvit_video.train) on generated Kinetics-sized videos
 #           (340x256, 10 s, 30 fps, H.264), 12 loader workers, k400_s_16x4 and k400_b_32x3 eager, one short epoch
 #           each: clips/s and the share of step time waiting for data, from metrics.jsonl;
-# 4. tests: the CUDA tests (`pytest -m cuda tests/cuda`).
+# 4. tests: the CUDA tests (`pytest -m cuda tests/cuda tests/models/test_flex_attention.py`; flex last, so a
+#           timeout cuts it, not the others).
 # GPU_CHECK_PARTS=bench,data,train,tests (default all) picks parts. GPU_CHECK_TINY=1 runs every part at tiny sizes on
 # the CPU (aot_eager, 2-s videos, a 3-block model), which checks the script itself in a few minutes without a GPU.
 # Wheels of missing packages (hydra-core, omegaconf, antlr4, fvcore, iopath, av, decord, ...) placed in .whl/ are
@@ -131,7 +133,8 @@ fi
 
 if [[ $parts == *tests* && $tiny != 1 ]]; then
     echo "== CUDA tests [$((SECONDS - start)) s]"
-    timeout "${TEST_TIMEOUT:-170}" $py -m pytest -q -m cuda tests/cuda -p no:cacheprovider 2>&1 \
+    timeout "${TEST_TIMEOUT:-170}" $py -m pytest -q -m cuda tests/cuda tests/models/test_flex_attention.py \
+        -p no:cacheprovider 2>&1 \
         | tee "$out/cuda_tests.txt" | tail -25
     echo "tests exit ${PIPESTATUS[0]}"
 fi

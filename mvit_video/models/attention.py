@@ -1,17 +1,23 @@
-"""Pooling attention math: decomposed 3-D relative positions and the two attention formulations.
+"""Pooling attention math: decomposed 3-D relative positions and the three attention formulations.
 
 `plain_attention` is the reference (PySlowFast's formulation: dense logits, rel-pos added, softmax, @v).
 `fused_attention` computes the same function without materialising the (N_q x N_k) bias: the relative terms
 are appended to the (pre-scaled) queries and matching one-hot position columns to the keys, so
 q_ext . k_ext = scale*q.k + Rt[t_q, t_k] + Rh[h_q, h_k] + Rw[w_q, w_k], and one
 `F.scaled_dot_product_attention(..., scale=1)` call can run a fused (flash / memory-efficient) kernel.
+`flex_attention` computes it with FlexAttention: q, k, v go in as they are (no widened copies) and a `score_mod`
+adds the per-axis q.R tables, indexed by the query and the key's (t, h, w), to each logit inside the kernel.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from mvit_video.utils.errors import ConfigError
 
 Size3 = tuple[int, int, int]
 
@@ -157,3 +163,94 @@ def fused_attention(
     v_ext = F.pad(v, (0, extra + pad))
     out = F.scaled_dot_product_attention(q_ext, k_ext, v_ext, scale=1.0)
     return out[..., :C]
+
+
+def rel_pos_score_mod(terms: list[Tensor], axes: str, k_shape: Size3, has_cls: bool) -> Callable[..., Tensor]:
+    """FlexAttention score_mod adding the decomposed rel-pos bias: score + sum over axes of table[b, h, q, key's pos].
+
+    terms: `rel_pos_terms`' [B, heads, Nq_spatial, k_len_axis] tables (spatial queries only), one per letter of
+    `axes`. With a cls token, query/key index 0 is the cls token and its row and column get no bias (as in
+    `plain_attention`); the other indices are shifted by one and clamped so every table read stays in range.
+    """
+    kt, kh, kw = k_shape
+    s = int(has_cls)
+
+    def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        qi, j = q_idx - s, kv_idx - s  # spatial query / key index (-1: the cls token)
+        if s:
+            qi, j = qi.clamp(min=0), j.clamp(min=0)
+        bias = None
+        for ax, table in zip(axes, terms):
+            pos = j // (kh * kw) if ax == "t" else (j // kw) % kh if ax == "h" else j % kw
+            term = table[b, h, qi, pos]
+            bias = term if bias is None else bias + term
+        if s:
+            bias = torch.where((q_idx >= s) & (kv_idx >= s), bias, torch.zeros_like(bias))
+        return score + bias
+
+    return score_mod
+
+
+_COMPILED_FLEX: Callable[..., Tensor] | None = None
+_CPU_FLEX: Callable[..., Tensor] | None = None
+
+
+def _flex_kernel(q: Tensor) -> Callable[..., Tensor]:
+    """torch's flex_attention as this call should run it.
+
+    GPU: called eagerly, torch runs FlexAttention as an unfused reference that materialises every logit; compiled it
+    generates one fused kernel, so eager callers get it compiled once (dynamic shapes after a first recompile), and
+    inside a torch.compile'd model (train.compile) it is traced as it is.
+    CPU (forward only): torch's eager reference, kept out of any enclosing graph (a graph break): inductor's CPU
+    FlexAttention kernel cannot read tables computed in the same graph (torch 2.14: "All the buffers in the score
+    and mask subgraph should be in kernel_group.args.input_buffers"), and compiling per shape costs seconds.
+    The import is here because torch.nn.attention.flex_attention costs ~0.4 s and only this path needs it.
+    """
+    global _COMPILED_FLEX, _CPU_FLEX
+    from torch.nn.attention.flex_attention import flex_attention as torch_flex
+
+    if q.device.type == "cpu":
+        if _CPU_FLEX is None:
+            _CPU_FLEX = torch.compiler.disable(torch_flex)
+        return _CPU_FLEX
+    if torch.compiler.is_compiling():
+        return torch_flex
+    if _COMPILED_FLEX is None:
+        _COMPILED_FLEX = torch.compile(torch_flex)
+    return _COMPILED_FLEX
+
+
+def flex_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_shape: Size3,
+    k_shape: Size3,
+    has_cls: bool,
+    rel_t: Tensor | None = None,
+    rel_h: Tensor | None = None,
+    rel_w: Tensor | None = None,
+) -> Tensor:
+    """Same function as `plain_attention`, through torch's FlexAttention with the rel-pos bias as a score_mod.
+
+    The q.R tables are computed once per call ([B, heads, Nq, k_len] per axis, as `plain_attention` computes them);
+    q, k and v are not copied or widened. torch (2.14) has no FlexAttention backward on the CPU: training there
+    becomes a ConfigError (fused and plain compute the same function with the same parameters).
+    """
+    kernel = _flex_kernel(q)
+    axes = "".join(ax for ax, t in zip("thw", (rel_t, rel_h, rel_w)) if t is not None)
+    score_mod = None
+    if axes:
+        terms = rel_pos_terms(q[:, :, int(has_cls):], q_shape, k_shape, rel_t, rel_h, rel_w)
+        score_mod = rel_pos_score_mod(terms, axes, k_shape, has_cls)
+    if q.device.type != "cpu":
+        return kernel(q, k, v, score_mod=score_mod)
+    try:  # only here: no exception handling in the graphs the GPU path is traced into
+        return kernel(q, k, v, score_mod=score_mod)
+    except NotImplementedError as e:
+        if "backward on CPU" not in str(e):
+            raise
+        raise ConfigError(
+            f"model.attention=flex: torch {torch.__version__} has no FlexAttention backward on the CPU; train "
+            "there with model.attention=fused (the same function and parameters, checkpoints interchangeable)"
+        ) from e

@@ -35,7 +35,7 @@ class MViTConfig:
     num_classes: int = 400
     dropout_rate: float = 0.5  # head dropout (MODEL.DROPOUT_RATE)
     act_checkpoint: bool = False  # recompute each block in backward (MODEL.ACT_CHECKPOINT)
-    attention: str = "fused"  # "fused": SDPA with rel-pos folded in; "plain": the reference formulation
+    attention: str = "fused"  # "fused": SDPA with rel-pos folded in; "plain": the reference; "flex": FlexAttention
     # DATA.* (size the rel-pos tables / abs pos embeddings are built for)
     num_frames: int = 16
     crop_size: int = 224
@@ -99,7 +99,8 @@ class MViTConfig:
         if self.depths is not None:
             _check(self.depth == sum(self.depths), "depth", f"{self.depth} but mvit.depths {self.depths} sum to "
                    f"{sum(self.depths)}: set depths alone (depth follows), or depths null with per-block lists")
-        _check(self.attention in ("fused", "plain"), "attention", f"must be fused or plain, got {self.attention!r}")
+        _check(self.attention in ("fused", "plain", "flex"), "attention",
+               f"must be fused, plain or flex, got {self.attention!r}")
         _check(self.mode in ("conv", "avg", "max"), "mode", f"must be conv, avg or max, got {self.mode!r}")
         _check(not self.pool_first, "pool_first", "only pool_first=false (MViTv2) is implemented")
         for key in ("num_classes", "depth", "embed_dim", "num_heads", "num_frames", "crop_size"):

@@ -50,14 +50,15 @@ def plain_attention(model: nn.Module) -> Iterator[None]:
     """
     from mvit_video.models.mvit import MultiScaleAttention
 
-    changed = [m for m in model.modules() if isinstance(m, MultiScaleAttention) and m.fused]
-    for m in changed:
-        m.fused = False
+    changed = [(m, m.fused, m.flex) for m in model.modules()
+               if isinstance(m, MultiScaleAttention) and (m.fused or m.flex)]
+    for m, _, _ in changed:
+        m.fused = m.flex = False
     try:
         yield
     finally:
-        for m in changed:
-            m.fused = True
+        for m, fused, flex in changed:
+            m.fused, m.flex = fused, flex
 
 
 def count_gflops(model: nn.Module, input_shape: Sequence[int]) -> float:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from mvit_video.models.attention import Size3, fused_attention, plain_attention
+from mvit_video.models.attention import Size3, flex_attention, fused_attention, plain_attention
 from mvit_video.models.config import BlockConfig, MViTConfig, block_configs
 from mvit_video.models.ops import DepthwiseConv3dFn, GeluLinearFn
 
@@ -125,7 +125,7 @@ class MultiScaleAttention(nn.Module):
         self.head_dim = dim_out // block.num_heads
         self.has_cls = config.cls_embed_on
         self.residual_pooling = config.residual_pooling
-        self.fused = config.attention == "fused"
+        self.fused, self.flex = config.attention == "fused", config.attention == "flex"
         self.separate_qkv = config.separate_qkv
         if config.separate_qkv:
             self.q = nn.Linear(dim, dim_out, bias=config.qkv_bias)
@@ -182,7 +182,7 @@ class MultiScaleAttention(nn.Module):
         k, k_thw = self._pool(k, self.pool_k, self.norm_k, thw)
         v, _ = self._pool(v, self.pool_v, self.norm_v, thw)
 
-        attend = fused_attention if self.fused else plain_attention
+        attend = flex_attention if self.flex else fused_attention if self.fused else plain_attention
         out = attend(q, k, v, q_thw, k_thw, self.has_cls, self.rel_pos_t, self.rel_pos_h, self.rel_pos_w)
 
         out = out.transpose(1, 2)  # (B, Nq, heads, hd)
