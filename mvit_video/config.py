@@ -4,10 +4,12 @@ named."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
 import typing
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -164,15 +166,27 @@ def to_yaml(cfg: DictConfig) -> str:
 # ---------------------------------------------------------------------------------------- typed settings
 
 
-def build_config(cfg: DictConfig, world_size: int = 1, check_paths: bool = False) -> RunConfig:
-    """The composed Hydra config as typed, validated settings (mvit_video.settings), built once at the edge.
+def build_config(cfg: DictConfig, world_size: int = 1, check_paths: bool = False, *,
+                 num_shards: int | None = None) -> RunConfig:
+    """The composed Hydra config as typed, validated settings (mvit_video.settings), built once at the edge; the
+    notes of `build_config_and_notes` (a shortened warmup) are logged. `cfg` is left unchanged."""
+    run, notes = build_config_and_notes(cfg, world_size, check_paths, num_shards=num_shards)
+    for note in notes:
+        logger.info(note)
+    return run
+
+
+def build_config_and_notes(cfg: DictConfig, world_size: int = 1, check_paths: bool = False, *,
+                           num_shards: int | None = None) -> tuple[RunConfig, list[str]]:
+    """The typed settings of `cfg` and the lines to tell the user about them, without logging or changing `cfg`.
 
     Types and per-key bounds are checked by the dataclasses; this adds what spans keys (world size, schedule,
     crop sizes) and, with `check_paths`, that the folders and files named exist. Errors name the key, in one line.
+    `num_shards`: the number of nodes a launcher (SLURM, torchrun) started, which replaces the config's (the LR is
+    scaled by it); as `world_size`, it comes from the environment, not from the config. A warmup that does not fit
+    the run is shortened (`fit_schedule`); the settings and their YAML hold the values used.
     """
-    note = shorten_schedule(cfg)
-    if note:
-        logger.info(note)
+    cfg, notes = _resolved_edits(cfg, num_shards)
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain = {k: v for k, v in plain.items() if k not in ("defaults", "hydra")}
     if not str(plain.get("output_dir") or ""):
@@ -185,7 +199,22 @@ def build_config(cfg: DictConfig, world_size: int = 1, check_paths: bool = False
     _check_across_keys(run, world_size)
     if check_paths:
         _check_paths(run)
-    return run
+    return run, notes
+
+
+def _resolved_edits(cfg: DictConfig, num_shards: int | None) -> tuple[DictConfig, list[str]]:
+    """`cfg` with what the edge decides beyond the user's keys (the launcher's num_shards, a warmup that fits the
+    run): a copy when anything changes, `cfg` itself otherwise; and the notes to log."""
+    warmup, note = fit_schedule(cfg)
+    if warmup is None and (num_shards is None or num_shards == cfg.get("num_shards")):
+        return cfg, []
+    cfg = copy.deepcopy(cfg)  # the caller's config stays as composed
+    with open_dict(cfg):
+        if num_shards is not None:
+            cfg.num_shards = num_shards  # PySlowFast NUM_SHARDS = number of nodes
+        if warmup is not None:
+            cfg.solver.warmup_epochs = warmup
+    return cfg, [note] if note else []
 
 
 def _model_config(model: dict[str, Any], mvit: dict[str, Any], data: DataConfig) -> MViTConfig:
@@ -263,14 +292,25 @@ def _check_paths(run: RunConfig) -> None:
             raise ConfigError(f"config key '{key}': {path} does not exist")
 
 
-def shorten_schedule(cfg: DictConfig) -> str | None:
-    """A warmup as long as the run (a preset's 30 warmup epochs with solver.max_epoch=1) is cut to half the run;
-    returns the line to log, or None when the schedule fits."""
+def fit_schedule(cfg: DictConfig) -> tuple[float | None, str | None]:
+    """A warmup as long as the run (a preset's 30 warmup epochs with solver.max_epoch=1) is cut to half the run:
+    (the warmup_epochs to use, the line to log), or (None, None) when the schedule fits. `cfg` is not changed."""
     warmup, max_epoch = cfg.solver.warmup_epochs, cfg.solver.max_epoch
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or isinstance(max_epoch, bool) \
             or not isinstance(max_epoch, int) or max_epoch < 1 or warmup < max_epoch or not math.isfinite(warmup):
-        return None  # fits, or a wrong value that build_config reports
-    with open_dict(cfg):
-        cfg.solver.warmup_epochs = max_epoch / 2
-    return (f"solver.warmup_epochs={warmup} is not shorter than solver.max_epoch={max_epoch}: warmup shortened to "
-            f"{max_epoch / 2} epochs (half the run)")
+        return None, None  # fits, or a wrong value that build_config reports
+    return max_epoch / 2, (f"solver.warmup_epochs={warmup} is not shorter than solver.max_epoch={max_epoch}: "
+                           f"warmup shortened to {max_epoch / 2} epochs (half the run)")
+
+
+def shorten_schedule(cfg: DictConfig) -> str | None:
+    """Deprecated (build_config shortens the warmup on its own copy; `fit_schedule` says whether and how): sets
+    the shortened warmup in `cfg` itself and returns the line to log, or None when the schedule fits."""
+    warnings.warn("mvit_video.config.shorten_schedule is deprecated and will be removed in the next release; "
+                  "build_config shortens the warmup itself (mvit_video.config.fit_schedule says how)",
+                  DeprecationWarning, stacklevel=2)
+    warmup, note = fit_schedule(cfg)
+    if warmup is not None:
+        with open_dict(cfg):
+            cfg.solver.warmup_epochs = warmup
+    return note

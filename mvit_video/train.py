@@ -42,9 +42,8 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     """Run training (and the final test when test.enable); returns the last train/val/test records."""
     # Imported here: `mvit-train --help` and a wrong key answer without loading torch and the data stack.
     import torch
-    from omegaconf import open_dict
 
-    from mvit_video.config import build_config, shorten_schedule
+    from mvit_video.config import build_config_and_notes
     from mvit_video.data.loader import LoaderWorkers, available_cores
     from mvit_video.utils import distributed as du
     from mvit_video.engine.memory import out_of_memory_as_error
@@ -54,11 +53,10 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     from mvit_video.engine.trainer import build_run, fit
 
     rank, world, local_rank, nodes = du.env_ranks()
-    if world > 1:
-        with open_dict(cfg):
-            cfg.num_shards = nodes  # PySlowFast NUM_SHARDS = number of nodes: the LR is scaled by it
-    schedule_note = shorten_schedule(cfg)  # logged once the log file is set up
-    run = build_config(cfg, world_size=world, check_paths=True)  # before anything is written or started
+    # Before anything is written or started. Launched on several processes, num_shards is the launcher's number of
+    # nodes (PySlowFast NUM_SHARDS: the LR is scaled by it). The notes are logged once the log file is set up.
+    run, notes = build_config_and_notes(cfg, world_size=world, check_paths=True,
+                                        num_shards=nodes if world > 1 else None)
     device, amp_dtype = cli.resolve_runtime(run, local_rank)
     if device.type == "cpu":
         # Leave a core per data-loader worker: oversubscribed OpenMP threads spin and run several times slower.
@@ -77,7 +75,7 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
             preempt.at_hard_exit(lock.release)
         fresh_note = fresh_start(run, Path(run.output_dir))  # auto_resume=false: the old run's files move aside
         cli.setup_logging(Path(run.output_dir), rank)
-        for note in (fresh_note, schedule_note):
+        for note in (fresh_note, *notes):
             if note:
                 logging.getLogger("mvit_video.train").info(note)
         # Leaving by any path (error, signal, full disk) ends the data-loader workers started inside.

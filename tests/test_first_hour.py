@@ -17,7 +17,7 @@ import pytest
 import torch
 from tiny import tiny_overrides
 
-from mvit_video.config import build_config, compose, shorten_schedule
+from mvit_video.config import build_config, compose, fit_schedule
 from mvit_video.data.decoding import open_video
 from mvit_video.data.encode import write_video
 from mvit_video.utils.errors import ConfigError, UserError, one_line
@@ -46,11 +46,11 @@ def test_a_run_shorter_than_the_warmup_is_allowed(preset: str | None) -> None:
     cfg = compose(([f"+experiment={preset}"] if preset else []) + ["solver.max_epoch=1"])
     warmup = cfg.solver.warmup_epochs
     assert warmup >= 1  # the preset's warmup does not fit into one epoch
-    note = shorten_schedule(cfg)
+    shortened, note = fit_schedule(cfg)
     assert note and f"solver.warmup_epochs={warmup}" in note and "shortened to 0.5" in note
-    assert cfg.solver.warmup_epochs == 0.5
-    build_config(cfg)
-    assert shorten_schedule(compose(["solver.max_epoch=8"])) is None  # a schedule that fits is left alone
+    assert shortened == 0.5 and build_config(cfg).solver.warmup_epochs == 0.5
+    assert cfg.solver.warmup_epochs == warmup  # the composed config is left as it is
+    assert fit_schedule(compose(["solver.max_epoch=8"])) == (None, None)  # a schedule that fits is left alone
 
 
 @pytest.mark.slow
@@ -58,10 +58,12 @@ def test_short_training_run_logs_the_shortened_warmup(kinetics_list_dir, tmp_pat
     from mvit_video.train import train
 
     out = tmp_path / "short"
-    train(compose(tiny_overrides(kinetics_list_dir, out, "solver.max_epoch=1", "solver.warmup_epochs=30",
-                                 "log_period=1")))
+    cfg = compose(tiny_overrides(kinetics_list_dir, out, "solver.max_epoch=1", "solver.warmup_epochs=30",
+                                 "log_period=1"))
+    train(cfg)
     log = (out / "train.log").read_text()
-    assert "warmup shortened to 0.5 epochs" in log
+    assert log.count("warmup shortened to 0.5 epochs") == 1  # once, in the run's own log
+    assert "warmup_epochs: 0.5" in (out / "config.yaml").read_text() and cfg.solver.warmup_epochs == 30
     # 4. non-interactive training lines carry the time left
     assert "ETA epoch 0:00:" in log and "training 0:00:" in log
 

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import math
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -20,6 +19,7 @@ from mvit_video.utils import distributed as du
 from mvit_video.engine.ema import ModelEma
 from mvit_video.engine.optim import Schedule, lr_at, set_lr
 from mvit_video.engine.preempt import PreemptionHandler  # noqa: F401 -- its old home: the import path keeps working
+from mvit_video.utils.deprecation import moved
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.progress import format_eta
 
@@ -85,111 +85,46 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
                     start_batch: int = 0, mixup: Callable | None = None, preempt: PreemptionHandler | None = None,
                     on_step: Callable[[int, int], None] | None = None, tb_writer: Any = None) -> EpochResult:
     """Train over `loader` (already positioned at `start_batch`); stops early after a step when preempted."""
-    model, forward, optimizer = state.model, state.forward, state.optimizer
-    forward.train()
+    state.forward.train()
     accum = max(1, cfg.grad_accum_steps)
-    is_ddp = isinstance(forward, nn.parallel.DistributedDataParallel)
+    is_ddp = isinstance(state.forward, nn.parallel.DistributedDataParallel)
+    log = StepLog(cfg, epoch, iters_per_epoch, start_batch, tb_writer)
     loss_sum, correct, clips, lr = 0.0, 0.0, 0, lr_at(epoch, state.schedule)
     bad_paths: list[str] = []
-    bar = None
-    if cfg.progress_bar and du.is_main():
-        from tqdm import tqdm
-
-        bar = tqdm(total=iters_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.max_epoch}",
-                   dynamic_ncols=True, leave=False)
-    start_time = time.perf_counter()
     i, stop = start_batch - 1, False
-    data_wait, waited_since, last_log = 0.0, start_time, start_time
     for i, batch in enumerate(loader, start=start_batch):
-        step_wait = time.perf_counter() - waited_since  # the step before ended with a host sync (loss.item())
-        data_wait += step_wait
+        step_wait = log.batch_arrived()
         video = batch["video"].to(cfg.device, non_blocking=True)
         labels = batch["label"].to(cfg.device, non_blocking=True)
         bad_paths.extend(batch.get("bad_paths") or [])
         targets = None
         if mixup is not None:
-            video, targets = mixup(video, labels)
+            video, targets = mixup(video, labels)  # soft targets [B, classes]
         if i % accum == 0 or i == start_batch:  # LR set once per optimizer step
             lr = lr_at(epoch + i / iters_per_epoch, state.schedule)
-            set_lr(optimizer, lr)
-        sync = (i + 1) % accum == 0 or i + 1 == iters_per_epoch
-        no_sync = forward.no_sync() if is_ddp and not sync else contextlib.nullcontext()
-        amp = torch.autocast(cfg.device.type, dtype=cfg.amp_dtype or torch.float32, enabled=cfg.amp_dtype is not None)
-        with no_sync:
-            with amp:
-                logits = forward(video)
-            logits = logits.float()
-            if targets is not None:
-                loss = soft_target_cross_entropy(logits, targets)
-            else:
-                loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
-            scaled = loss / accum
-            (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
-
-        # One all-reduce for both flags keeps ranks in step: every rank stops together.
-        signalled = preempt is not None and preempt.signum is not None
-        nonfinite, stop = _any_rank([not math.isfinite(loss.item()), signalled], cfg.device)
-        if nonfinite:
-            optimizer.zero_grad(set_to_none=True)
-            raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {i + 1}/{iters_per_epoch} "
-                                   f"(optimizer step {state.step}); stopping without saving. Lower solver.base_lr or "
-                                   f"set solver.clip_grad_l2norm; the last good checkpoint is kept")
-        grad_norm = None
-        if sync:
-            if state.scaler is not None:
-                state.scaler.unscale_(optimizer)
-            if cfg.clip_grad_l2norm:
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_l2norm)
-            elif tb_writer is not None and du.is_main():  # the norm for TensorBoard only; clipping is off
-                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-            if state.scaler is not None:
-                state.scaler.step(optimizer)
-                state.scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if state.ema is not None:
-                state.ema.update(model)
-            state.step += 1
+            set_lr(state.optimizer, lr)
+        sync = (i + 1) % accum == 0 or i + 1 == iters_per_epoch  # the last batch of an accumulation group
+        with state.forward.no_sync() if is_ddp and not sync else contextlib.nullcontext():
+            logits, loss = forward_loss(state.forward, video, labels, targets, cfg)
+            backward(state, loss, accumulation_group_size(i, accum, iters_per_epoch))
+        stop = _check_step(state, loss, preempt, epoch, i, iters_per_epoch, cfg.device)
+        grad_norm = optimizer_step(state, cfg.clip_grad_l2norm, want_norm=log.wants_grad_norm) if sync else None
 
         n = labels.shape[0]
         hard = targets.argmax(dim=-1) if targets is not None else labels
         loss_sum += loss.item() * n
         correct += (logits.argmax(dim=-1) == hard).sum().item()
         clips += n
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-        elif du.is_main() and ((i + 1) % cfg.log_period == 0 or i + 1 == iters_per_epoch
-                               or time.perf_counter() - last_log >= cfg.log_period_s):
-            last_log = time.perf_counter()
-            elapsed = max(time.perf_counter() - start_time, 1e-9)
-            rate = clips / elapsed
-            per_iter = elapsed / (i + 1 - start_batch)  # training time only: val/test come on top
-            left = iters_per_epoch - i - 1
-            logger.info("epoch %d/%d iter %d/%d loss %.4f lr %.3e %.1f clips/s (this process) ETA epoch %s, "
-                        "training %s", epoch + 1, cfg.max_epoch, i + 1, iters_per_epoch, loss.item(), lr, rate,
-                        format_eta(left * per_iter),
-                        format_eta((left + (cfg.max_epoch - epoch - 1) * iters_per_epoch) * per_iter))
-        if tb_writer is not None and du.is_main():
-            step_time = max(time.perf_counter() - waited_since, 1e-9)
-            _tensorboard_step(tb_writer, epoch * iters_per_epoch + i + 1, loss.item(), lr, grad_norm,
-                              n / step_time, step_wait)
+        log.step_done(state, i, loss.item(), lr, n, clips, grad_norm, step_wait)
         if on_step is not None:
             on_step(epoch, i + 1)
-        if cfg.compiled and not state.compile_reported:
-            state.compile_reported = True
-            if du.is_main():
-                logger.info("torch.compile: first step took %.1f s (includes compiling forward and backward)",
-                            time.perf_counter() - start_time)
         if stop and sync:
             break
-        waited_since = time.perf_counter()
-    if bar is not None:
-        bar.close()
-    elapsed = max(time.perf_counter() - start_time, 1e-9)
+        log.batch_requested()
+    log.close()
+    elapsed = max(time.perf_counter() - log.start_time, 1e-9)
     loss_sum, correct, clips_all, wait_frac_sum = du.all_reduce_sum(
-        [loss_sum, correct, float(clips), data_wait / elapsed], cfg.device)
+        [loss_sum, correct, float(clips), log.data_wait / elapsed], cfg.device)
     world = du.get_world_size()
     stopped_early = stop and i + 1 < iters_per_epoch
     return EpochResult(
@@ -204,6 +139,140 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
         preempted_by=(preempt.signum or signal.SIGTERM) if stopped_early and preempt is not None else None,
         bad_paths=bad_paths,
     )
+
+
+# ------------------------------------------------------------------------------------------- one training step
+
+
+def forward_loss(forward: nn.Module, video: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
+                 cfg: LoopSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [B, classes] in float32, the batch's mean loss): the forward under autocast, the loss outside it
+    (soft targets after mixup, else cross-entropy with label smoothing)."""
+    with torch.autocast(cfg.device.type, dtype=cfg.amp_dtype or torch.float32, enabled=cfg.amp_dtype is not None):
+        logits = forward(video)
+    logits = logits.float()
+    if targets is not None:
+        return logits, soft_target_cross_entropy(logits, targets)
+    return logits, F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+
+
+def accumulation_group_size(batch: int, accum: int, iters_per_epoch: int) -> int:
+    """How many batches the accumulation group of batch `batch` (counted from the epoch's start) sums: accum, or
+    fewer for the last group of an epoch whose length is not a multiple of accum (it steps at the epoch's end)."""
+    return min(accum, iters_per_epoch - batch // accum * accum)
+
+
+def backward(state: TrainState, loss: torch.Tensor, group_size: int) -> None:
+    """Accumulate the gradient of `loss` / group_size (the group's gradients sum to that of its mean loss), scaled
+    by the GradScaler under fp16."""
+    scaled = loss / group_size
+    (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
+
+
+def optimizer_step(state: TrainState, clip_grad_l2norm: float | None, want_norm: bool = False) -> torch.Tensor | None:
+    """The update at the end of an accumulation group, as timm's scaler call: unscale (fp16) -> clip -> step ->
+    zero_grad -> EMA. Unscaling comes first so that the clip threshold applies to the true gradient norm. Returns
+    the norm before clipping when clipping (or when `want_norm`: TensorBoard), else None."""
+    model, optimizer, scaler = state.model, state.optimizer, state.scaler
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    grad_norm = None
+    if clip_grad_l2norm:
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_l2norm)
+    elif want_norm:  # for TensorBoard only; clipping is off
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    if scaler is not None:
+        scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.update(model)
+    state.step += 1
+    return grad_norm
+
+
+def _check_step(state: TrainState, loss: torch.Tensor, preempt: PreemptionHandler | None, epoch: int, i: int,
+                iters_per_epoch: int, device: torch.device) -> bool:
+    """Raise TrainingDiverged on a non-finite loss (on any rank); return whether a stop signal came (to any rank).
+    One all-reduce for both flags keeps ranks in step: every rank stops together."""
+    signalled = preempt is not None and preempt.signum is not None
+    nonfinite, stop = _any_rank([not math.isfinite(loss.item()), signalled], device)
+    if nonfinite:
+        state.optimizer.zero_grad(set_to_none=True)
+        raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {i + 1}/{iters_per_epoch} "
+                               f"(optimizer step {state.step}); stopping without saving. Lower solver.base_lr or "
+                               f"set solver.clip_grad_l2norm; the last good checkpoint is kept")
+    return stop
+
+
+# ------------------------------------------------------------------------------------------------ step logging
+
+
+class StepLog:
+    """What a person watching an epoch sees, step by step (rank 0): a tqdm bar when interactive, else a log line
+    every log_period steps (or log_period_s seconds) with the ETA; per-step TensorBoard curves; the first
+    (compiling) step's time. Also measures the time spent waiting for batches."""
+
+    def __init__(self, cfg: LoopSettings, epoch: int, iters_per_epoch: int, start_batch: int,
+                 tb_writer: Any = None) -> None:
+        self.cfg, self.epoch, self.iters_per_epoch, self.start_batch = cfg, epoch, iters_per_epoch, start_batch
+        self.tb_writer = tb_writer if du.is_main() else None
+        self.bar = None
+        if cfg.progress_bar and du.is_main():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=iters_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.max_epoch}",
+                            dynamic_ncols=True, leave=False)
+        self.start_time = time.perf_counter()
+        self.data_wait, self.waited_since, self.last_log = 0.0, self.start_time, self.start_time
+
+    @property
+    def wants_grad_norm(self) -> bool:
+        """TensorBoard plots the gradient norm (computed also when clipping is off)."""
+        return self.tb_writer is not None
+
+    def batch_requested(self) -> None:
+        """The next batch is asked for: its wait starts now."""
+        self.waited_since = time.perf_counter()
+
+    def batch_arrived(self) -> float:
+        """Seconds waited for this batch (the step before ended with a host sync: loss.item())."""
+        step_wait = time.perf_counter() - self.waited_since
+        self.data_wait += step_wait
+        return step_wait
+
+    def step_done(self, state: TrainState, i: int, loss: float, lr: float, n: int, clips: int,
+                  grad_norm: torch.Tensor | None, step_wait: float) -> None:
+        """Report batch `i` (n clips; `clips` so far this epoch): bar or log line, TensorBoard, compile time."""
+        cfg, iters = self.cfg, self.iters_per_epoch
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+        elif du.is_main() and ((i + 1) % cfg.log_period == 0 or i + 1 == iters
+                               or time.perf_counter() - self.last_log >= cfg.log_period_s):
+            self.last_log = time.perf_counter()
+            elapsed = max(time.perf_counter() - self.start_time, 1e-9)
+            per_iter = elapsed / (i + 1 - self.start_batch)  # training time only: val/test come on top
+            left = iters - i - 1
+            logger.info("epoch %d/%d iter %d/%d loss %.4f lr %.3e %.1f clips/s (this process) ETA epoch %s, "
+                        "training %s", self.epoch + 1, cfg.max_epoch, i + 1, iters, loss, lr, clips / elapsed,
+                        format_eta(left * per_iter),
+                        format_eta((left + (cfg.max_epoch - self.epoch - 1) * iters) * per_iter))
+        if self.tb_writer is not None:
+            step_time = max(time.perf_counter() - self.waited_since, 1e-9)
+            _tensorboard_step(self.tb_writer, self.epoch * iters + i + 1, loss, lr, grad_norm, n / step_time,
+                              step_wait)
+        if cfg.compiled and not state.compile_reported:
+            state.compile_reported = True
+            if du.is_main():
+                logger.info("torch.compile: first step took %.1f s (includes compiling forward and backward)",
+                            time.perf_counter() - self.start_time)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _tensorboard_step(writer: Any, global_iter: int, loss: float, lr: float, grad_norm: torch.Tensor | None,
@@ -233,6 +302,8 @@ def params_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def interactive() -> bool:
-    """tqdm bars only when a person watches (stderr is a terminal)."""
-    return sys.stderr.isatty()
+def __getattr__(name: str) -> Any:
+    """`mvit_video.engine.loop.interactive`, its old home, keeps working for a release (DeprecationWarning)."""
+    if name == "interactive":
+        return moved("mvit_video.engine.loop.interactive", "mvit_video.utils.progress:interactive")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

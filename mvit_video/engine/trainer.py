@@ -18,8 +18,8 @@ from mvit_video import checkpoint as ck
 from mvit_video.utils import distributed as du
 from mvit_video.engine import throughput
 from mvit_video.engine.ema import ModelEma
-from mvit_video.engine.loop import (EpochResult, LoopSettings, TrainState, TrainingDiverged, interactive,
-                                    params_finite, train_one_epoch)
+from mvit_video.engine.loop import (EpochResult, LoopSettings, TrainState, TrainingDiverged, params_finite,
+                                    train_one_epoch)
 from mvit_video.engine.memory import check_fits
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
 from mvit_video.engine.preempt import PreemptionHandler
@@ -27,6 +27,7 @@ from mvit_video.engine.resume import ResumePoint, check_resumable, requeued, res
 from mvit_video.settings import RunConfig
 from mvit_video.utils.errors import ConfigError
 from mvit_video.utils.io import append_jsonl, atomic_write_text, read_jsonl
+from mvit_video.utils.progress import interactive
 
 logger = logging.getLogger("mvit_video.train")
 
@@ -74,19 +75,50 @@ def seed_everything(seed: int) -> None:
 
 
 def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | None) -> Run:
-    """Datasets and loaders, the model (resumed, or initial weights), optimizer, EMA, compilation, DDP."""
-    from mvit_video.data import build_dataset, build_loader
+    """Datasets and loaders, the model (resumed, or initial weights), optimizer, EMA, compilation, DDP.
+    The steps run in this order: each one's random draws (model init, the loaders' seeds) follow the seed."""
     from mvit_video.data.transforms import build_mixup
-    from mvit_video.models import build_model
 
-    rank, world = du.get_rank(), du.get_world_size()
+    world = du.get_world_size()
+    _begin(cfg, device, world)
+    data = _build_data(cfg, device, world)
+    model = _build_model(cfg, device, world, amp_dtype)
+    state = _train_state(cfg, model, device, amp_dtype)
+    start = _resume_or_init(cfg, state, Path(cfg.output_dir), world, data.iters_per_epoch, data.class_names)
+    compiled, eval_forward = _wrap_for_speed_and_ranks(cfg, state, device, world)
+    flops_per_clip, peak = _mfu_inputs(cfg, model, device)
+    return Run(cfg=cfg, state=state, eval_forward=eval_forward, train_loader=data.train_loader,
+               val_loader=data.val_loader, iters_per_epoch=data.iters_per_epoch, class_names=data.class_names,
+               settings=loop_settings(cfg, device, amp_dtype, compiled),
+               mixup=build_mixup(cfg.mixup, cfg.model.num_classes) if cfg.mixup.enable else None,
+               start=start, flops_per_clip=flops_per_clip, peak_flops=peak)
+
+
+def _begin(cfg: RunConfig, device: torch.device, world: int) -> None:
+    """Seed this process (seed + rank), write <output_dir>/config.yaml (rank 0) and say what runs where."""
     output_dir = Path(cfg.output_dir)
-    seed_everything(cfg.seed + rank)
+    seed_everything(cfg.seed + du.get_rank())
     if du.is_main():
         atomic_write_text(cfg.yaml, output_dir / "config.yaml")
     logger.info("experiment %s -> %s (%d process%s on %s)", cfg.name, output_dir, world, "es" if world > 1 else "",
                 device)
 
+
+@dataclass
+class _Data:
+    """The loaders of a run and what the rest of the build reads from the datasets."""
+
+    train_loader: Any
+    val_loader: Any
+    iters_per_epoch: int
+    class_names: list[str] | None
+
+
+def _build_data(cfg: RunConfig, device: torch.device, world: int) -> _Data:
+    """The train/val (and test) datasets, their labels checked against model.num_classes, and the two loaders."""
+    from mvit_video.data import build_dataset, build_loader
+
+    rank = du.get_rank()
     train_set, val_set = build_dataset(cfg, "train", device=device), build_dataset(cfg, "val")
     # Label problems fail here, not after an epoch (val) or at the end (the test, a checkpoint's class names).
     test_sets = {cfg.test.split: build_dataset(cfg, cfg.test.split)} if cfg.test.enable else {}
@@ -100,6 +132,12 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
     if iters_per_epoch == 0:
         raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} is larger than the training set "
                           f"({len(train_set)} videos)")
+    return _Data(train_loader, val_loader, iters_per_epoch, getattr(train_set, "class_names", None))
+
+
+def _build_model(cfg: RunConfig, device: torch.device, world: int, amp_dtype: torch.dtype | None) -> nn.Module:
+    """The network with its initial weights, on the device, once a training step is known to fit there."""
+    from mvit_video.models import build_model
 
     model = build_model(cfg.model)
     # Before anything big is allocated: a configuration that cannot fit is refused in one line (engine/memory.py).
@@ -110,15 +148,25 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
     model = model.to(device)
     logger.info("model: MViTv2 depth %d dim %d, %.2f M parameters, %d classes", cfg.model.depth,
                 cfg.model.embed_dim, sum(p.numel() for p in model.parameters()) / 1e6, cfg.model.num_classes)
+    return model
+
+
+def _train_state(cfg: RunConfig, model: nn.Module, device: torch.device, amp_dtype: torch.dtype | None) -> TrainState:
+    """The LR schedule (scaled by num_shards), optimizer, GradScaler (fp16 only) and EMA around `model`."""
     schedule = Schedule.from_config(cfg.solver, cfg.num_shards)
     if schedule.base_lr != cfg.solver.base_lr:
         logger.info("LR scaled by num_shards=%d: base_lr %.3g", cfg.num_shards, schedule.base_lr)
-    state = TrainState(model=model, forward=model, optimizer=build_optimizer(model, cfg.solver, lr_at(0.0, schedule)),
-                       schedule=schedule,
-                       scaler=torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None,
-                       ema=ModelEma(model, cfg.train.ema.decay) if cfg.train.ema.enable else None)
-    start = _resume_or_init(cfg, state, output_dir, world, iters_per_epoch, getattr(train_set, "class_names", None))
+    return TrainState(model=model, forward=model, optimizer=build_optimizer(model, cfg.solver, lr_at(0.0, schedule)),
+                      schedule=schedule,
+                      scaler=torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None,
+                      ema=ModelEma(model, cfg.train.ema.decay) if cfg.train.ema.enable else None)
 
+
+def _wrap_for_speed_and_ranks(cfg: RunConfig, state: TrainState, device: torch.device,
+                              world: int) -> tuple[bool, nn.Module]:
+    """torch.compile (train.compile) and DDP (several processes) around the model: sets state.forward, the module
+    train steps call; returns (compiled, the module val/test call)."""
+    model = state.model
     compiled = compile_enabled(cfg.train.compile, device)
     eval_forward: nn.Module = model
     if compiled:
@@ -127,24 +175,24 @@ def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | Non
         # Regional (default): one graph per distinct block shape, shared by train and eval (engine/compile.py).
         from mvit_video.engine import compile as comp
 
-        comp.load_cache_artifacts(output_dir, device)  # a resumed/requeued run: reuse what the last one compiled
+        comp.load_cache_artifacts(Path(cfg.output_dir), device)  # a resumed/requeued run: reuse what was compiled
         eval_forward = state.forward = comp.compile_model(model, cfg.train.compile_mode)
         logger.info("torch.compile on (train.compile=%s, %s): compilation happens in the first train step and the "
                     "first val/test batch", cfg.train.compile, cfg.train.compile_mode)
     if world > 1:
         state.forward = nn.parallel.DistributedDataParallel(
             state.forward, device_ids=[device.index] if device.type == "cuda" else None)
+    return compiled, eval_forward
+
+
+def loop_settings(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | None,
+                  compiled: bool) -> LoopSettings:
+    """The per-step settings of the training loop, read from the config."""
     label_smoothing = cfg.mixup.label_smooth_value if cfg.loss_func == "soft_cross_entropy" else 0.0
-    settings = LoopSettings(device=device, amp_dtype=amp_dtype, grad_accum_steps=cfg.train.grad_accum_steps,
-                            clip_grad_l2norm=cfg.solver.clip_grad_l2norm, label_smoothing=label_smoothing,
-                            log_period=cfg.log_period, log_period_s=cfg.log_period_s, max_epoch=cfg.solver.max_epoch,
-                            progress_bar=interactive(), compiled=compiled)
-    flops_per_clip, peak = _mfu_inputs(cfg, model, device)
-    return Run(cfg=cfg, state=state,
-               eval_forward=eval_forward, train_loader=train_loader, val_loader=val_loader,
-               iters_per_epoch=iters_per_epoch, class_names=getattr(train_set, "class_names", None),
-               settings=settings, mixup=build_mixup(cfg.mixup, cfg.model.num_classes) if cfg.mixup.enable else None,
-               start=start, flops_per_clip=flops_per_clip, peak_flops=peak)
+    return LoopSettings(device=device, amp_dtype=amp_dtype, grad_accum_steps=cfg.train.grad_accum_steps,
+                        clip_grad_l2norm=cfg.solver.clip_grad_l2norm, label_smoothing=label_smoothing,
+                        log_period=cfg.log_period, log_period_s=cfg.log_period_s, max_epoch=cfg.solver.max_epoch,
+                        progress_bar=interactive(), compiled=compiled)
 
 
 def _resume_or_init(cfg: RunConfig, state: TrainState, output_dir: Path, world: int,

@@ -83,10 +83,43 @@ def test_batch_must_divide_world_size_and_paths_are_checked(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_booleans_accept_true_false_and_hydra_spellings() -> None:
-    for value in ("true", "false", "True", "FALSE"):
-        build_config(compose([f"data.random_flip={value}", f"train.auto_resume={value}"]))
-    for value in ("true", "false", "auto"):
-        build_config(compose([f"train.compile={value}"]))
+    """Hydra reads true/false in any case: each spelling gives that value (FALSE is false, not a true string)."""
+    for value, expected in (("true", True), ("false", False), ("True", True), ("FALSE", False)):
+        run = build_config(compose([f"data.random_flip={value}", f"train.auto_resume={value}"]))
+        assert run.data.random_flip is expected and run.train.auto_resume is expected, value
+    for value, expected in (("true", True), ("false", False), ("FALSE", False), ("auto", "auto")):
+        assert build_config(compose([f"train.compile={value}"])).train.compile == expected, value
+
+
+@pytest.mark.slow
+def test_build_config_leaves_the_composed_config_unchanged(caplog) -> None:
+    """The shortened warmup and a launcher's num_shards go into the settings and their YAML (config.yaml, the
+    checkpoint's cfg), never back into the DictConfig passed in; the shortened-warmup note is still logged."""
+    from omegaconf import OmegaConf
+
+    from mvit_video.config import build_config_and_notes
+    from mvit_video.engine.optim import Schedule
+
+    cfg = compose(["solver.max_epoch=1", "solver.warmup_epochs=30"])  # a preset's warmup: it does not fit
+    before = OmegaConf.to_yaml(cfg)
+    with caplog.at_level("INFO", logger="mvit_video.config"):
+        run = build_config(cfg, world_size=2, num_shards=2)
+    assert OmegaConf.to_yaml(cfg) == before and cfg.solver.warmup_epochs == 30 and cfg.num_shards == 1
+    assert run.solver.warmup_epochs == 0.5 and run.num_shards == 2
+    saved = OmegaConf.create(run.yaml)
+    assert saved.solver.warmup_epochs == 0.5 and saved.num_shards == 2
+    assert "solver.warmup_epochs=30 is not shorter than solver.max_epoch=1: warmup shortened to 0.5" in caplog.text
+    # the LR is scaled by the launcher's number of nodes (solver.base_lr_scale_num_shards, on by default)
+    assert Schedule.from_config(run.solver, run.num_shards).base_lr == pytest.approx(2 * run.solver.base_lr)
+
+    # The notes, without logging them (train() logs them once its log file is set up); a fitting schedule: none.
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mvit_video.config"):
+        again, notes = build_config_and_notes(cfg)
+        fits, no_notes = build_config_and_notes(compose(["solver.max_epoch=40", "solver.warmup_epochs=30"]))
+    assert caplog.text == "" and len(notes) == 1 and "warmup shortened to 0.5 epochs" in notes[0]
+    assert again.num_shards == 1 and again.yaml == run.yaml.replace("num_shards: 2", "num_shards: 1")
+    assert no_notes == [] and fits.solver.warmup_epochs == 30
 
 
 @pytest.mark.slow

@@ -131,6 +131,27 @@ def test_ema_accumulation_bf16_and_finetuning_with_a_new_head(tiny, caplog) -> N
 
 
 @pytest.mark.slow
+def test_accumulating_two_half_batches_trains_as_the_full_batch(tiny) -> None:
+    """train.grad_accum_steps=2 with train.batch_size=1 ends an epoch with the weights of train.batch_size=2 (to
+    float tolerance): same clips in the same order, same LR per step, the loss of a group averaged over it.
+    Dropout and drop path are off (their random draws would differ between the two batchings); SGD without
+    clipping, whose step is proportional to the gradient (AdamW's first steps blow float noise of near-zero
+    gradients up to the LR; clipping to a norm would hide a gradient of the wrong scale)."""
+    common = ("solver.max_epoch=1", "solver.warmup_epochs=0", "model.dropout_rate=0.0", "mvit.droppath_rate=0.0",
+              "solver.optimizing_method=sgd", "solver.base_lr=0.1", "solver.cosine_end_lr=0.001",
+              "solver.clip_grad_l2norm=null")
+    full = tiny("full", *common, "train.batch_size=2")
+    half = tiny("half", *common, "train.batch_size=1", "train.grad_accum_steps=2")
+    train(full)
+    train(half)
+    weights = {name: ck.load(ck.epoch_checkpoint_path(Path(c.output_dir), 1)) for name, c in (("full", full),
+                                                                                              ("half", half))}
+    assert weights["full"]["scheduler"]["step"] == weights["half"]["scheduler"]["step"] == 2
+    for key, value in weights["full"]["model"].items():
+        assert torch.allclose(weights["half"]["model"][key], value, rtol=1e-4, atol=1e-6), key
+
+
+@pytest.mark.slow
 def test_fp16_with_grad_scaler(tiny) -> None:
     """fp16 autocast trains through the GradScaler (on CPU here): finite loss, scaler state in the checkpoint."""
     cfg = tiny("fp16", "solver.max_epoch=1", "solver.warmup_epochs=0", "train.mixed_precision=true",
