@@ -55,7 +55,7 @@ def run(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict[str, Any]:
 
     from mvit_video.checkpoint import load_checkpoint_info, load_model, resolve_checkpoint
     from mvit_video.config import build_config
-    from mvit_video.data.loader import stop_workers
+    from mvit_video.data.loader import LoaderWorkers
     from mvit_video.utils import distributed
     from mvit_video.engine.runlock import describe_holder, live_holder
     from mvit_video.eval.reports import EVAL, eval_dir, summary_text
@@ -86,13 +86,13 @@ def run(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict[str, Any]:
                 cfg.data.update(adopted)
             settings = build_config(cfg, world_size=world)
         model = load_model(path, use_ema=settings.test.use_ema).to(device)
-        report = test(settings, model, info.get("class_names"), epoch=info.get("epoch"),
-                      checkpoint=path, records_dir=records, tensorboard_dir=output_dir / EVAL / "tensorboard")
+        with LoaderWorkers():  # every exit path ends the test loader's workers
+            report = test(settings, model, info.get("class_names"), epoch=info.get("epoch"),
+                          checkpoint=path, records_dir=records, tensorboard_dir=output_dir / EVAL / "tensorboard")
         if distributed.is_main():
             print(summary_text(path, report, records))
         return report
     finally:
-        stop_workers()  # every exit path ends the data-loader workers
         distributed.cleanup()
 
 

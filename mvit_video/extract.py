@@ -42,7 +42,7 @@ def extract(predictor: Predictor, dataset: VideoDataset, *, batch_size: int = 8,
     """Embeddings of every video of `dataset` (a test-split VideoDataset), gathered over ranks: `result.probs`
     holds the [N, D] embeddings (mean over views of forward_features), sorted by dataset index. `progress`: on
     rank 0, as train and evaluate show it: a bar in a terminal, else a log line every 10 batches or 30 s."""
-    from mvit_video.data.loader import build_loader
+    from mvit_video.data.loader import LoaderWorkers, build_loader
     from mvit_video.utils import distributed
     from mvit_video.eval.multiview import mean_view_features, run_multiview
     from mvit_video.settings import LoaderConfig
@@ -52,9 +52,10 @@ def extract(predictor: Predictor, dataset: VideoDataset, *, batch_size: int = 8,
     # seed 0: nothing is random at test time (the loader seeds its worker generator from it)
     settings = LoaderConfig(num_workers=num_workers, pin_memory=True, persistent_workers=False, decoder_threads=1)
     loader = build_loader(dataset, "test", settings, batch_size=batch_size, seed=0, world_size=world, rank=rank)
-    return run_multiview(predictor.model, loader, device=predictor.device, amp_dtype=predictor.amp_dtype,
-                         max_views_per_forward=predictor.max_views_per_forward, per_video=mean_view_features,
-                         progress="extract" if progress else None)
+    with LoaderWorkers():  # every exit path ends the workers
+        return run_multiview(predictor.model, loader, device=predictor.device, amp_dtype=predictor.amp_dtype,
+                             max_views_per_forward=predictor.max_views_per_forward, per_video=mean_view_features,
+                             progress="extract" if progress else None)
 
 
 def index_csv(result: MultiViewResult) -> str:

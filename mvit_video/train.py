@@ -44,7 +44,7 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     import torch
 
     from mvit_video.config import build_config_and_notes
-    from mvit_video.data.loader import available_cores, stop_workers
+    from mvit_video.data.loader import LoaderWorkers, available_cores
     from mvit_video.utils import distributed as du
     from mvit_video.engine.memory import out_of_memory_as_error
     from mvit_video.engine.preempt import PreemptionHandler
@@ -78,10 +78,10 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
         for note in (fresh_note, *notes):
             if note:
                 logging.getLogger("mvit_video.train").info(note)
-        with out_of_memory_as_error(run, world):
+        # Leaving by any path (error, signal, full disk) ends the data-loader workers started inside.
+        with LoaderWorkers(), out_of_memory_as_error(run, world):
             return fit(build_run(run, device, amp_dtype), on_step, preempt=preempt)
     finally:
-        stop_workers()  # every exit path, error or signal, ends the data-loader workers now
         if lock is not None:
             lock.release()
         du.cleanup()

@@ -1,5 +1,6 @@
-"""DataLoaders: a resumable distributed sampler for training, exact sharding for val/test, the collates, and the
-training loader's device side (pinned, non-blocking copies one batch ahead; the batched augmentation)."""
+"""DataLoaders: a resumable distributed sampler for training, exact sharding for val/test, the collates, the
+training loader's device side (pinned, non-blocking copies one batch ahead; the batched augmentation), and the
+workers' lifetime (`LoaderWorkers`: a `with` block that ends the worker processes started inside it)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import ctypes
 import logging
 import math
 import multiprocessing
-import multiprocessing.util  # noqa: F401 -- its exit handler must be registered before ours (see atexit below)
+import multiprocessing.util  # noqa: F401 -- its exit handler must be registered before ours (see _owner)
 import os
 import random
 import signal
+import threading
+import time
+import warnings
 import weakref
 from typing import Any, Iterator
 
@@ -23,7 +27,7 @@ from mvit_video.settings import LoaderConfig
 from mvit_video.utils.errors import ConfigError
 
 __all__ = ["ResumableDistributedSampler", "ShardSampler", "train_collate", "test_collate", "worker_init_fn",
-           "build_loader", "stop_workers", "resolve_augment_on", "DeviceLoader"]
+           "build_loader", "LoaderWorkers", "kill_all_workers", "stop_workers", "resolve_augment_on", "DeviceLoader"]
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +263,7 @@ def _die_with_parent() -> None:
 def _ignore_stop_signals() -> None:
     """SLURM signals every process of a step (SIGTERM, SIGUSR1/USR2 before preemption) and Ctrl-C the whole foreground
     group (SIGINT): a worker must not die of them mid-batch. The main process decides: it finishes the step, saves,
-    and ends its workers (stop_workers, on every exit path and at interpreter exit)."""
+    and ends its workers (LoaderWorkers, on every exit path)."""
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):  # USR2: submitit's preemption
         signal.signal(sig, signal.SIG_IGN)
 
@@ -275,43 +279,221 @@ def worker_init_fn(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-# Live multi-process iterators of loaders built here: stop_workers() ends their workers on every exit path.
-_ITERATORS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+def _exit_when_released(release: Any) -> None:
+    """Worker thread: wait for the owner's release, then end this worker with status 0 at once, whatever its main
+    thread is doing (a decode in C included). Status 0, not a signal: torch's SIGCHLD handler in the main process
+    raises for a registered worker that died by a signal or a non-zero status, and the iterator may still be
+    registered (kept alive by a traceback)."""
+    release.acquire()
+    os._exit(0)
 
 
-class _TrackedLoader(DataLoader):
-    """A DataLoader whose worker iterators are registered for stop_workers()."""
+class _WorkerInit:
+    """The loader's worker_init_fn: `worker_init_fn`, then a thread that ends the worker when its owner
+    (LoaderWorkers) releases it. `release` is set just before the workers start (a pickled copy travels with each
+    worker under spawn/forkserver, an inherited one under fork)."""
 
-    def _get_iterator(self):
-        it = super()._get_iterator()
-        if self.num_workers > 0:
-            _ITERATORS.add(it)
-        return it
+    def __init__(self) -> None:
+        self.release: Any = None  # the owner's multiprocessing Semaphore
+
+    def __call__(self, worker_id: int) -> None:
+        worker_init_fn(worker_id)
+        if self.release is not None:
+            threading.Thread(target=_exit_when_released, args=(self.release,), name="mvit-worker-stop",
+                             daemon=True).start()
+
+
+# Owners of worker processes, innermost last (`with LoaderWorkers():` pushes one); workers that start outside every
+# `with` belong to the process-wide owner, made (and ended at interpreter exit) when the first such worker starts.
+_ACTIVE: list["LoaderWorkers"] = []
+_PROCESS_OWNER: "LoaderWorkers | None" = None
+_exit_hook = False  # _stop_all registered with atexit
+
+
+class LoaderWorkers:
+    """Owns the data-loader worker processes that start while it is the innermost `with` block, and ends them when
+    the block is left by any path: return, exception, a stop signal's SystemExit or KeyboardInterrupt.
+
+    Needed because the workers ignore stop signals (worker_init_fn) and an exception's traceback keeps its loader
+    iterators -- and so their workers -- alive until interpreter exit, where multiprocessing's exit handler
+    SIGTERMs them (ignored) and then waits for them forever.
+
+    Public API: the multiprocessing handles of the processes our loaders start, and our worker_init_fn. Each worker
+    waits on this owner's semaphore in a thread and exits with status 0 when released; a worker still alive
+    `grace_s` seconds later (its thread held off, e.g. by a C call holding the GIL) is SIGKILLed. The one exception:
+    an iterator with a pin-memory thread (CUDA) is first shut down by torch itself (`_shutdown_pinned` says why)."""
+
+    def __init__(self, grace_s: float = 5.0) -> None:
+        self.grace_s = grace_s
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._release: Any = None  # multiprocessing Semaphore, made in the context of the first loader
+        self._pinned: "weakref.WeakSet[Any]" = weakref.WeakSet()  # iterators with a pin-memory thread (CUDA)
+
+    def __enter__(self) -> "LoaderWorkers":
+        _ACTIVE.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
+        self.stop()
+
+    @property
+    def processes(self) -> list[multiprocessing.process.BaseProcess]:
+        """The worker processes owned and still running."""
+        return [p for p in self._procs if _running(p)]
+
+    def _semaphore(self, context: Any) -> Any:
+        if self._release is None:
+            self._release = context.Semaphore(0)
+        return self._release
+
+    def _adopt(self, procs: list[multiprocessing.process.BaseProcess]) -> None:
+        self._procs = self.processes + procs  # forget the ones that ended (a finished non-persistent epoch)
+
+    def stop(self) -> None:
+        """End the owned workers now (main thread): release them, wait up to grace_s, SIGKILL the rest, reap."""
+        for iterator in list(self._pinned):
+            _shutdown_pinned(iterator)
+        self._pinned = weakref.WeakSet()
+        alive = self.processes
+        try:
+            for _ in alive:
+                self._release.release()
+            deadline = time.monotonic() + self.grace_s
+            for proc in alive:
+                proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        finally:  # also when a second Ctrl-C interrupts the wait: no worker outlives the block
+            left = [p for p in alive if _running(p)]
+            if left:
+                logger.warning("%d data-loader worker(s) did not stop within %g s: killed", len(left), self.grace_s)
+                try:
+                    _kill(left)
+                except RuntimeError as e:  # torch's SIGCHLD check, when their iterator is still registered
+                    logger.debug("after killing data-loader workers: %s", e)
+            self._procs = []
+
+    def kill(self) -> None:
+        """SIGKILL the owned workers and reap them: safe from any thread (no queue, no lock of the loader's), at most
+        2 s. For a hard exit, where the main thread may be stuck in a long op."""
+        _kill(list(self._procs))
+
+
+def _torch_minor() -> tuple[int, int]:
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+def _shutdown_pinned(iterator: Any) -> bool:
+    """End a live multi-worker iterator that has a pin-memory thread (CUDA) in torch's own order; True when done.
+
+    The one use of private torch API in the loader, because no public call can do it: DataLoader has no close(),
+    and its last reference cannot be dropped while an exception's traceback holds it. Ending such workers ourselves
+    is not safe: torch's pin-memory thread keeps reading their result pipe, and a worker that exits in the middle
+    of writing a batch leaves a partial message on which that thread -- and torch's shutdown, which joins it without
+    a timeout, at the latest at interpreter exit -- would block forever. `_shutdown_workers` stops that thread
+    first, then lets the workers exit between messages. Its code was read in torch 2.14.1 (the method and that order
+    are older than 2.4); on a torch outside 2.4-2.14 (pyproject.toml's range), or without the method, False: the
+    caller ends the workers itself (released, then killed)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if not (2, 4) <= _torch_minor() <= (2, 14) or not callable(shutdown):
+        return False
+    try:
+        shutdown()
+    except Exception as e:  # noqa: BLE001 -- on the way out; the caller still ends whatever is left
+        logger.debug("data-loader shutdown failed: %s", e)
+        return False
+    return True
+
+
+def _running(proc: multiprocessing.process.BaseProcess) -> bool:
+    try:
+        return proc.is_alive()
+    except (ValueError, AssertionError):  # closed, or not our child (a forked copy of this module)
+        return False
+
+
+def _kill(procs: list[multiprocessing.process.BaseProcess]) -> None:
+    for proc in procs:
+        try:
+            proc.kill()
+        except (OSError, ValueError, AttributeError):  # already reaped / closed
+            pass
+    deadline = time.monotonic() + 2.0
+    for proc in procs:  # reap them (a killed child stays a zombie until its parent waits)
+        try:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        except (OSError, ValueError, AssertionError):
+            pass
+
+
+def _owner() -> LoaderWorkers:
+    """The owner of workers that start now: the innermost `with LoaderWorkers()`, else the process-wide one."""
+    global _PROCESS_OWNER, _exit_hook
+    if not _exit_hook:
+        # Registered when the first workers start, not at import, and after multiprocessing.util's exit handler
+        # (imported above): atexit runs last-registered first, so the workers of the process-wide owner (and of a
+        # block never left, e.g. in a suspended generator) end before that handler would SIGTERM them (ignored)
+        # and wait for them forever.
+        atexit.register(_stop_all)
+        _exit_hook = True
+    if _ACTIVE:
+        return _ACTIVE[-1]
+    if _PROCESS_OWNER is None:
+        _PROCESS_OWNER = LoaderWorkers()
+    return _PROCESS_OWNER
+
+
+def _owners() -> list[LoaderWorkers]:
+    return [*reversed(_ACTIVE), *([_PROCESS_OWNER] if _PROCESS_OWNER is not None else [])]
+
+
+def _stop_all() -> None:
+    for owner in _owners():
+        owner.stop()
+
+
+def kill_all_workers() -> None:
+    """SIGKILL and reap every data-loader worker our loaders started in this process (any thread; a hard exit)."""
+    for owner in _owners():
+        owner.kill()
 
 
 def stop_workers() -> None:
-    """End every data-loader worker of this process now: a clean shutdown first, then SIGKILL for any left.
+    """Deprecated: end every data-loader worker our loaders started in this process. Hold `LoaderWorkers()` instead."""
+    warnings.warn("mvit_video.data.loader.stop_workers is deprecated and will be removed in the next release; hold "
+                  "`with mvit_video.data.loader.LoaderWorkers():` around the code that iterates the loaders",
+                  DeprecationWarning, stacklevel=2)
+    _stop_all()
 
-    Call on every exit path of a run (it also runs at interpreter exit, registered below). Otherwise an exception
-    keeps the iterators alive (in its traceback) until interpreter exit, where multiprocessing SIGTERMs the
-    workers -- which ignore SIGTERM (worker_init_fn) -- and then waits for them forever."""
-    for it in list(_ITERATORS):
+
+class _OwnedLoader(DataLoader):
+    """A DataLoader whose worker processes belong to the LoaderWorkers active when they start. Only public API:
+    `__iter__` and multiprocessing's list of this process's children, before and after the workers start."""
+
+    _workers: tuple[multiprocessing.process.BaseProcess, ...] = ()  # the persistent workers started last
+
+    def __iter__(self) -> Any:
+        init = self.worker_init_fn
+        if self.num_workers == 0 or not isinstance(init, _WorkerInit):
+            return super().__iter__()
+        if self.persistent_workers and self._workers and not any(_running(p) for p in self._workers):
+            # torch would reuse its iterator and, after a 5 s timeout, report the workers as crashed
+            raise RuntimeError("this DataLoader's persistent workers were ended when the `with LoaderWorkers()` block "
+                               "they started in was left; build a new loader")
+        owner = _owner()
+        init.release = owner._semaphore(self.multiprocessing_context or multiprocessing.get_context())
+        before = set(multiprocessing.active_children())
         try:
-            it._shutdown_workers()  # torch's own clean path: workers get None, exit, are joined
-        except Exception as e:  # noqa: BLE001 -- best effort on the way out; SIGKILL below still ends them
-            logger.debug("data-loader shutdown failed: %s", e)
-        _ITERATORS.discard(it)
-    from torch.utils.data._utils.worker import _worker_loop
-
-    for proc in multiprocessing.active_children():
-        if getattr(proc, "_target", None) is _worker_loop and proc.is_alive():
-            proc.kill()
-            proc.join(timeout=5)
-
-
-# atexit runs handlers last-registered first: this one ends the workers before multiprocessing's own exit handler
-# (registered when multiprocessing.util is imported, above) would SIGTERM them and wait.
-atexit.register(stop_workers)
+            iterator = super().__iter__()  # starts the workers (first time, or each time without persistent_workers)
+            if self.pin_memory:
+                owner._pinned.add(iterator)
+            return iterator
+        finally:  # also when starting failed half-way: the ones started are ours to end
+            started = [p for p in multiprocessing.active_children() if p not in before and p.daemon]
+            owner._adopt(started)
+            if started and self.persistent_workers:
+                self._workers = tuple(started)
 
 
 _warned_workers = False
@@ -351,7 +533,7 @@ def build_loader(dataset: Dataset, split: str, loader: LoaderConfig, *, batch_si
         num_workers=workers,
         pin_memory=loader.pin_memory and torch.cuda.is_available(),
         persistent_workers=loader.persistent_workers and workers > 0,
-        worker_init_fn=worker_init_fn if workers > 0 else None,
+        worker_init_fn=_WorkerInit() if workers > 0 else None,
         # Its own generator for the workers' base seed: creating an iterator must not draw from the global RNG,
         # or a resumed run (new workers) would consume different numbers than an unbroken one (mixup, drop path).
         generator=torch.Generator().manual_seed(seed),
@@ -363,7 +545,7 @@ def build_loader(dataset: Dataset, split: str, loader: LoaderConfig, *, batch_si
         sampler = ResumableDistributedSampler(
             len(dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True, keyed=True,
         )
-        train = _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=train_collate, drop_last=True,
+        train = _OwnedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=train_collate, drop_last=True,
                                **common)
         on_device = bool(getattr(dataset, "augment_on_device", False))
         if device is None:
@@ -376,5 +558,5 @@ def build_loader(dataset: Dataset, split: str, loader: LoaderConfig, *, batch_si
                             BatchAugment(dataset.train_transform.spec) if on_device else None)
     batch = max(1, batch_size // world_size)
     sampler = ShardSampler(len(dataset), num_replicas=world_size, rank=rank)
-    return _TrackedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=test_collate, drop_last=False,
+    return _OwnedLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=test_collate, drop_last=False,
                           **common)

@@ -17,7 +17,6 @@ submitit (hydra/launcher=mvit_slurm or submitit_*) its `SUBMITIT_PREEMPT_SIGNAL`
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import select
 import signal
@@ -27,6 +26,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from mvit_video.data.loader import kill_all_workers
 from mvit_video.utils import distributed as du
 
 logger = logging.getLogger(__name__)
@@ -53,9 +53,10 @@ def exit_code(signum: int) -> int:
 # Forked children (data-loader workers) inherit the wakeup fd: a signal there would write into our pipe and count
 # as a second signal here. The stop signals are blocked across the fork, so one sent to the whole process group
 # (as SLURM does) while a worker starts stays pending in the child until it has dropped the wakeup fd. Registered
-# once per process; it acts only while a handler is installed.
+# once per process, by the first `install()` (not at import); it acts only while a handler is installed.
 _INSTALLED: list["PreemptionHandler"] = []
 _BLOCKED: list[set[int]] = []  # the signals blocked in `_before_fork`, for the two after-fork hooks
+_fork_hooks_registered = False
 
 
 def _before_fork() -> None:
@@ -81,7 +82,13 @@ def _after_fork_in_child() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED.pop())
 
 
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+def _register_fork_hooks() -> None:
+    """Once per process (os.register_at_fork cannot be undone): block the stop signals across every fork."""
+    global _fork_hooks_registered
+    if not _fork_hooks_registered:
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
+        _fork_hooks_registered = True
 
 
 class PreemptionHandler:
@@ -133,6 +140,7 @@ class PreemptionHandler:
             os.close(r)
             os.close(w)
             return self
+        _register_fork_hooks()  # before a worker can fork with the wakeup fd set
         self._pipe = (r, w)
         self._watcher = threading.Thread(target=self._watch, name="stop-signal-watcher", daemon=True)
         self._watcher.start()
@@ -238,7 +246,7 @@ class PreemptionHandler:
                 fn()
             except Exception:  # noqa: BLE001 -- best effort on the way out
                 pass
-        kill_loader_workers()
+        kill_all_workers()  # the kernel would end them with us (PR_SET_PDEATHSIG); this also reaps them first
         os._exit(code & 0xFF)
 
     # ------------------------------------------------------------------ after the checkpoint
@@ -279,24 +287,3 @@ def _scontrol_requeue(job_id: str) -> bool:
     except (OSError, subprocess.SubprocessError) as e:
         logger.warning("scontrol requeue %s failed: %s", job_id, e)
         return False
-
-
-def kill_loader_workers() -> None:
-    """SIGKILL this process's data-loader workers and reap them (safe from any thread: no queues, no locks of the
-    loader; at most 2 s)."""
-    try:
-        from torch.utils.data._utils.worker import _worker_loop
-    except ImportError:
-        return
-    workers = [p for p in multiprocessing.active_children() if getattr(p, "_target", None) is _worker_loop]
-    for proc in workers:
-        try:
-            proc.kill()
-        except (OSError, ValueError):
-            pass
-    deadline = time.monotonic() + 2.0
-    for proc in workers:  # reap them (a killed child stays a zombie until its parent waits)
-        try:
-            proc.join(timeout=max(0.0, deadline - time.monotonic()))
-        except (OSError, ValueError, AssertionError):
-            pass
