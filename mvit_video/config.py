@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mvit_video.models.config import MViTConfig
-from mvit_video.settings import MODEL_FIELD_KEYS, DataConfig, RunConfig, from_mapping, model_key
+from mvit_video.settings import MODEL_FIELD_KEYS, DataConfig, RunConfig, clip_protocol, from_mapping, model_key
 from mvit_video.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def precheck_flag_run(args: Sequence[str]) -> list[str]:
     if flags.get("--config-name", flags.get("-cn", CONFIG_NAME)) != CONFIG_NAME:
         return overrides
     if "-m" in flags or "--multirun" in flags:
-        return overrides  # sweep values are expanded by the caller (train's multirun precheck)
+        return overrides  # Hydra expands the sweep; each job composes and checks its own values
     config_dir = flags.get("--config-path") or flags.get("-cp")
     compose([o for o in overrides if not o.lstrip("+~").startswith("hydra")], config_dir=config_dir)
     return overrides
@@ -251,13 +251,14 @@ def _check_across_keys(run: RunConfig, world_size: int) -> None:
     if rel and (len(rel) != 2 or rel[0] > rel[1] or rel[1] > 1.0):
         raise ConfigError(f"config key 'data.train_jitter_scales_relative': expected [] or [min, max<=1], "
                           f"got {list(rel)}")
-    if data.dataset == "ssv2" and data.frame_grid_fps == 0:
-        # only conf/data/ssv2.yaml sets SSv2's protocol (30 fps frame grid, 1x3 test views, short-side jitter):
+    name = data.dataset
+    if clip_protocol(name).frame_grid and data.frame_grid_fps == 0:
+        # only the dataset's data group (conf/data/ssv2.yaml) sets its protocol (frame grid, test views, jitter):
         # `data.dataset=ssv2` over another data group would silently sample unlike PySlowFast
-        raise ConfigError("config key 'data.dataset': ssv2 with data.frame_grid_fps 0 keeps another data group's "
-                          "protocol (frame grid, test views, crops); choose SSv2 with data=ssv2 (or an ssv2 "
-                          "experiment), not data.dataset=ssv2 (to sample the videos at their own rate, set "
-                          "data.frame_grid_fps to it)")
+        raise ConfigError(f"config key 'data.dataset': {name} with data.frame_grid_fps 0 keeps another data "
+                          f"group's protocol (frame grid, test views, crops); choose {name} with data={name} (or an "
+                          f"{name} experiment), not data.dataset={name} (to sample the videos at their own rate, set "
+                          f"data.frame_grid_fps to it)")
     if train.batch_size % world_size != 0:
         raise ConfigError(f"config key 'train.batch_size': {train.batch_size} is not divisible by the world size "
                           f"{world_size} (it is the global batch; per process = batch_size / world size)")

@@ -186,11 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from mvit_video.checkpoint import load_checkpoint_info, load_model
+    from mvit_video.settings import CheckpointData
 
     info = load_checkpoint_info(args.checkpoint)
-    dc = info.get("data_config") or {}
-    frames = args.num_frames or dc.get("num_frames") or info["model_config"]["num_frames"]
-    crop = args.crop_size or dc.get("test_crop_size") or info["model_config"]["crop_size"]
+    data = CheckpointData.from_dict(info.get("data_config"), str(args.checkpoint))
+    frames = args.num_frames or data.num_frames or info["model_config"]["num_frames"]
+    crop = args.crop_size or data.test_crop_size or info["model_config"]["crop_size"]
     shape = (args.batch, 3, int(frames), int(crop), int(crop))
     model = load_model(args.checkpoint, use_ema=args.ema).eval()
     out = Path(args.out)
@@ -205,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              args.attention, exporters)
     meta = {"format": args.format, "input_shape": list(shape), "input": "normalised clips [B,3,T,H,W]",
             "output": "logits [B,num_classes]", "attention": attention, "checkpoint": str(args.checkpoint),
-            "class_names": info.get("class_names"), "data_config": dc, "max_abs_logit_diff": diff}
+            "class_names": info.get("class_names"), "data_config": data.to_dict(), "max_abs_logit_diff": diff}
     out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=2) + "\n")
     ok = diff <= args.tolerance
     print(f"wrote {out} ({args.format}, input {list(shape)}, {attention} attention)")

@@ -16,6 +16,7 @@ from torch import nn
 from mvit_video import checkpoint as ck
 from mvit_video.config import build_config, compose
 from mvit_video.models import MViT, MViTConfig
+from mvit_video.settings import CheckpointData
 from mvit_video.utils.errors import UserError
 from mvit_video.utils.io import atomic_torch_save
 
@@ -141,8 +142,8 @@ def test_class_names_of_another_length_than_the_head_are_refused_at_load(saved, 
 
 def test_data_config_carries_data_and_test_views():
     run = build_config(compose(["+experiment=ssv2_b_32x3"]))
-    data = ck.data_config(run)
-    assert list(data) == [*ck.DATA_CONFIG_KEYS, *ck.TEST_CONFIG_KEYS]
+    data = CheckpointData.from_run(run).to_dict()
+    assert list(data) == list(CheckpointData.keys())
     assert data["mean"] == list(run.data.mean) and type(data["mean"]) is list  # plain lists: weights_only loads
     assert data["train_jitter_scales"] == list(run.data.train_jitter_scales)
     assert data["num_frames"] == 32 and data["dataset"] == "ssv2" and data["frame_grid_fps"] == 30

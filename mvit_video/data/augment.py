@@ -32,6 +32,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from mvit_video.data.transforms import check_interpolation, parse_rand_augment
+from mvit_video.utils.errors import ConfigError
+
 __all__ = ["OP_NAMES", "AugSpec", "ClipParams", "TrainAugment", "BatchAugment", "affine_sample", "crop_resize",
            "rotate_coeffs", "build_aug_spec"]
 
@@ -517,9 +520,6 @@ def build_aug_spec(data, aug, random_flip: Optional[bool] = None, decode_short_s
                    bgr_grey: bool = False) -> AugSpec:
     """The AugSpec of the data.* and aug.* settings (arguments as transforms.build_train_transform; `bgr_grey`:
     SSv2's BGR frames)."""
-    from mvit_video.data.transforms import check_interpolation, parse_rand_augment
-    from mvit_video.utils.errors import ConfigError
-
     check_interpolation(aug.interpolation)  # also when unused: a value that does nothing must not pass silently
     ra: dict = {}
     re_prob = 0.0

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mvit_video.data.augment import BatchAugment
 from mvit_video.settings import LoaderConfig
 from mvit_video.utils.errors import ConfigError
 
@@ -552,8 +553,6 @@ def build_loader(dataset: Dataset, split: str, loader: LoaderConfig, *, batch_si
             if on_device:
                 raise ValueError("a dataset augmented on the device needs build_loader(..., device=)")
             return train
-        from mvit_video.data.augment import BatchAugment
-
         return DeviceLoader(train, torch.device(device),
                             BatchAugment(dataset.train_transform.spec) if on_device else None)
     batch = max(1, batch_size // world_size)

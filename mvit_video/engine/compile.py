@@ -24,6 +24,8 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from mvit_video.utils.io import atomic_write
+
 logger = logging.getLogger(__name__)
 
 COMPILE_MODES = ("regional", "full", "nested")
@@ -170,8 +172,6 @@ def _header(device: torch.device) -> dict[str, str]:
 def save_cache_artifacts(output_dir: Path, device: torch.device) -> Path | None:
     """Write the compiler's cache artifacts (what this process compiled or loaded) beside the checkpoints,
     atomically (temp file + rename). A small JSON header line names torch and the device. None: nothing to save."""
-    from mvit_video.utils.io import _atomic_write  # the checkpoints' temp file + fsync + rename
-
     saved = torch.compiler.save_cache_artifacts()
     if saved is None:
         return None
@@ -179,7 +179,7 @@ def save_cache_artifacts(output_dir: Path, device: torch.device) -> Path | None:
     header = json.dumps(_header(device)).encode() + b"\n"
     path = cache_path(output_dir, device)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: f.write(header + data))
+    atomic_write(path, lambda f: f.write(header + data))  # the checkpoints' temp file + fsync + rename
     logger.info("compile cache: saved %.1f MB to %s", (len(header) + len(data)) / 1e6, path)
     return path
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mvit_video.models import build_model
 from mvit_video.settings import RunConfig
 from mvit_video.utils.errors import UserError
 
@@ -50,8 +51,6 @@ def advice(cfg: RunConfig, world_size: int = 1) -> str:
 def activation_bytes(model_cfg, num_frames: int, crop: int) -> tuple[int, int]:
     """(bytes autograd keeps for one training clip without, with activation checkpointing), in float32, measured
     by a forward of the network on the `meta` device."""
-    from mvit_video.models import build_model
-
     with torch.device("meta"):
         model = build_model(model_cfg)
     model.train()
@@ -124,8 +123,6 @@ def step_bytes(cfg: RunConfig, world_size: int, amp: bool, n_params: int | None 
     """Estimated bytes of one training step per process: weights, grads, optimizer state and EMA; the batch;
     the activations kept for backward (measured on `meta`; with `upper_bound`, a generous bound from the token
     count instead, which costs nothing). `n_params`: the model's parameter count when already known."""
-    from mvit_video.models import build_model
-
     if n_params is None:
         with torch.device("meta"):
             n_params = sum(p.numel() for p in build_model(cfg.model).parameters())

@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from mvit_video import checkpoint as ck
+from mvit_video.data import build_dataset, build_loader
 from mvit_video.data.lists import check_label_range
-from mvit_video.utils import distributed as du
+from mvit_video.data.transforms import build_mixup
+from mvit_video.engine import compile as comp
 from mvit_video.engine import throughput
 from mvit_video.engine.ema import ModelEma
 from mvit_video.engine.loop import (EpochResult, LoopSettings, TrainState, TrainingDiverged, params_finite,
@@ -25,7 +27,11 @@ from mvit_video.engine.memory import check_fits
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
 from mvit_video.engine.preempt import PreemptionHandler
 from mvit_video.engine.resume import ResumePoint, check_resumable, requeued, restore, truncate_metrics
+from mvit_video.eval.testing import test, validate
+from mvit_video.models import build_model
+from mvit_video.models.flops import count_gflops
 from mvit_video.settings import CheckpointData, RunConfig
+from mvit_video.utils import distributed as du
 from mvit_video.utils.errors import ConfigError
 from mvit_video.utils.io import append_jsonl, atomic_write_text, read_jsonl
 from mvit_video.utils.progress import interactive
@@ -78,8 +84,6 @@ def seed_everything(seed: int) -> None:
 def build_run(cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | None) -> Run:
     """Datasets and loaders, the model (resumed, or initial weights), optimizer, EMA, compilation, DDP.
     The steps run in this order: each one's random draws (model init, the loaders' seeds) follow the seed."""
-    from mvit_video.data.transforms import build_mixup
-
     world = du.get_world_size()
     _begin(cfg, device, world)
     data = _build_data(cfg, device, world)
@@ -117,8 +121,6 @@ class _Data:
 
 def _build_data(cfg: RunConfig, device: torch.device, world: int) -> _Data:
     """The train/val (and test) datasets, their labels checked against model.num_classes, and the two loaders."""
-    from mvit_video.data import build_dataset, build_loader
-
     rank = du.get_rank()
     train_set, val_set = build_dataset(cfg, "train", device=device), build_dataset(cfg, "val")
     # Label problems fail here, not after an epoch (val) or at the end (the test, a checkpoint's class names).
@@ -138,8 +140,6 @@ def _build_data(cfg: RunConfig, device: torch.device, world: int) -> _Data:
 
 def _build_model(cfg: RunConfig, device: torch.device, world: int, amp_dtype: torch.dtype | None) -> nn.Module:
     """The network with its initial weights, on the device, once a training step is known to fit there."""
-    from mvit_video.models import build_model
-
     model = build_model(cfg.model)
     # Before anything big is allocated: a configuration that cannot fit is refused in one line (engine/memory.py).
     need = check_fits(cfg, device, world, amp_dtype is not None, sum(p.numel() for p in model.parameters()))
@@ -174,8 +174,6 @@ def _wrap_for_speed_and_ranks(cfg: RunConfig, state: TrainState, device: torch.d
         # Compiled once, wrapped by DDP (which then all-reduces after the compiled backward). Train steps have one
         # shape (drop_last); val/test chunks are padded to one shape (mean_view_outputs): no recompilation.
         # Regional (default): one graph per distinct block shape, shared by train and eval (engine/compile.py).
-        from mvit_video.engine import compile as comp
-
         comp.load_cache_artifacts(Path(cfg.output_dir), device)  # a resumed/requeued run: reuse what was compiled
         eval_forward = state.forward = comp.compile_model(model, cfg.train.compile_mode)
         logger.info("torch.compile on (train.compile=%s, %s): compilation happens in the first train step and the "
@@ -373,9 +371,7 @@ def _train_record(run: Run, result: EpochResult, sums: dict[str, float], epochs_
 
 def _validate(run: Run, epoch: int, writer: Any) -> dict[str, Any] | None:
     """Multi-view val of the weights (through the compiled model when compiled) and of the EMA weights, with the
-    test's settings (mvit_video.eval.validate); rank 0 logs and writes the metrics lines."""
-    from mvit_video.eval.testing import validate
-
+    test's settings (mvit_video.eval.testing.validate); rank 0 logs and writes the metrics lines."""
     out = None
     nets = [("val", run.eval_forward)] + ([("val_ema", run.state.ema.module)] if run.state.ema is not None else [])
     for split, net in nets:
@@ -418,8 +414,6 @@ def _save_best(run: Run, epoch: int, val: dict[str, Any] | None, saved_to: Path 
 def _final_test(run: Run, finished_before: bool) -> dict[str, Any]:
     """The multi-view test at the end of training; skipped when re-running a finished command that tested. Its
     metrics.jsonl line names the checkpoint holding the tested weights and its epoch."""
-    from mvit_video.eval.testing import test
-
     tested = du.is_main() and any(m.get("split") == "test" for m in read_jsonl(run.metrics_path))
     if finished_before and du.all_gather_object(tested)[0]:
         logger.info("the test already ran (see %s); test again with python -m mvit_video.evaluate",
@@ -475,8 +469,6 @@ def _mfu_inputs(cfg: RunConfig, model: nn.Module, device: torch.device) -> tuple
     peak = throughput.peak_flops(device, cfg.train.peak_tflops)
     if peak is None or not du.is_main():
         return None, None
-    from mvit_video.models.flops import count_gflops
-
     crop = cfg.data.train_crop_size
     gflops = count_gflops(model, (1, 3, cfg.data.num_frames, crop, crop))
     logger.info("MFU basis: %.1f GFLOPs per clip forward (fvcore), peak %.0f TFLOP/s", gflops, peak / 1e12)

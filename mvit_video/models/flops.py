@@ -10,6 +10,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
+from mvit_video.models.mvit import MultiScaleAttention
+
 logger = logging.getLogger(__name__)
 
 
@@ -48,8 +50,6 @@ def plain_attention(model: nn.Module) -> Iterator[None]:
     The fused path computes the same function with q/k widened by the one-hot rel-pos columns (and padding);
     counting the plain formulation gives the figures PySlowFast and the paper report.
     """
-    from mvit_video.models.mvit import MultiScaleAttention
-
     changed = [(m, m.fused, m.flex) for m in model.modules()
                if isinstance(m, MultiScaleAttention) and (m.fused or m.flex)]
     for m, _, _ in changed:

@@ -23,7 +23,7 @@ def current_umask() -> int:
     return mask
 
 
-def _atomic_write(path: str | os.PathLike, write) -> None:
+def atomic_write(path: str | os.PathLike, write) -> None:
     """Write via `write(fileobj)` to a temp file in the same directory, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,12 +47,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save `obj` to `path` atomically (temp file + fsync + rename)."""
     import torch  # here: the text/JSON writers are used by commands that never load torch
 
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     """Write `text` to `path` atomically."""
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def append_jsonl(record: dict, path: str | os.PathLike) -> None:

@@ -29,7 +29,7 @@ def test_data_group_ssv2_is_the_pyslowfast_protocol():
 
 @pytest.mark.parametrize("group", ["synthetic", pytest.param("kinetics", marks=pytest.mark.slow)])
 def test_data_dataset_ssv2_over_another_group_is_refused(group):
-    with pytest.raises(ConfigError, match=r"config key 'data.dataset'.*choose SSv2 with data=ssv2") as e:
+    with pytest.raises(ConfigError, match=r"config key 'data.dataset'.*choose ssv2 with data=ssv2") as e:
         build_config(compose([f"data={group}", "data.dataset=ssv2"]))
     assert "\n" not in str(e.value)
 
