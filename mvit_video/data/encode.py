@@ -27,9 +27,12 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 30.0, 
         stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
         stream.pix_fmt = pix_fmt
         if codec == "libx264":
-            stream.options = {"crf": str(crf), "preset": "veryfast"}
+            # one encoder thread: x264's frame threads make the bytes depend on scheduling (measured: 24 of 1,200
+            # synthetic videos differed between two generations on one machine), and a set generated twice must be
+            # the same set; tiny clips gain nothing from threads anyway
+            stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
         else:
-            stream.options = {"crf": str(crf + 12), "b:v": "0", "deadline": "realtime", "cpu-used": "8"}
+            stream.options = {"crf": str(crf + 12), "b:v": "0", "deadline": "realtime", "cpu-used": "8", "threads": "1"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)

@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
 }
 # Videos per class and split: always given by the caller; the run's values live in config.yaml (data.synthetic).
 SET_SIZES = ("train_per_class", "val_per_class", "test_per_class")
-_VERSION = 3  # bump when the rendering changes so old caches are not reused
+_VERSION = 4  # bump when the rendering or encoding changes so old caches are not reused (4: one encoder thread)
 
 
 def default_root() -> Path:
