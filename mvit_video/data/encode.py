@@ -27,9 +27,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 30.0, 
         stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
         stream.pix_fmt = pix_fmt
         if codec == "libx264":
-            # one encoder thread: x264's frame threads make the bytes depend on scheduling (measured: 24 of 1,200
-            # synthetic videos differed between two generations on one machine), and a set generated twice must be
-            # the same set; tiny clips gain nothing from threads anyway
+            # one encoder thread: the clips written here are tiny and gain nothing from threads. It does not make
+            # lossy x264 reproducible on a busy machine (~1% of the videos still differed between runs); crf=0
+            # (lossless, as the synthetic set uses) does
             stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
         else:
             stream.options = {"crf": str(crf + 12), "b:v": "0", "deadline": "realtime", "cpu-used": "8", "threads": "1"}
