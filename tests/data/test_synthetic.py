@@ -56,11 +56,11 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
 
     real_write = synthetic.write_video
 
-    def failing_write(path, frames, fps):  # the 3rd video "crashes" the generator
+    def failing_write(path, frames, fps, crf=18):  # the 3rd video "crashes" the generator
         calls.append(path)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        real_write(path, frames, fps=fps)
+        real_write(path, frames, fps=fps, crf=crf)
 
     monkeypatch.setattr(synthetic, "write_video", failing_write)
     with pytest.raises(KeyboardInterrupt):
