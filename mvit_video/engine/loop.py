@@ -107,15 +107,16 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
         with state.forward.no_sync() if is_ddp and not sync else contextlib.nullcontext():
             logits, loss = forward_loss(state.forward, video, labels, targets, cfg)
             backward(state, loss, accumulation_group_size(i, accum, iters_per_epoch))
-        stop = _check_step(state, loss, preempt, epoch, i, iters_per_epoch, cfg.device)
+        loss_value = loss.item()  # the step's one host sync, read once for the checks, the sums and the log
+        stop = _check_step(state, loss_value, preempt, epoch, i, iters_per_epoch, cfg.device)
         grad_norm = optimizer_step(state, cfg.clip_grad_l2norm, want_norm=log.wants_grad_norm) if sync else None
 
         n = labels.shape[0]
         hard = targets.argmax(dim=-1) if targets is not None else labels
-        loss_sum += loss.item() * n
+        loss_sum += loss_value * n
         correct += (logits.argmax(dim=-1) == hard).sum().item()
         clips += n
-        log.step_done(state, i, loss.item(), lr, n, clips, grad_norm, step_wait)
+        log.step_done(state, i, loss_value, lr, n, clips, grad_norm, step_wait)
         if on_step is not None:
             on_step(epoch, i + 1)
         if stop and sync:
@@ -193,15 +194,15 @@ def optimizer_step(state: TrainState, clip_grad_l2norm: float | None, want_norm:
     return grad_norm
 
 
-def _check_step(state: TrainState, loss: torch.Tensor, preempt: PreemptionHandler | None, epoch: int, i: int,
+def _check_step(state: TrainState, loss: float, preempt: PreemptionHandler | None, epoch: int, i: int,
                 iters_per_epoch: int, device: torch.device) -> bool:
     """Raise TrainingDiverged on a non-finite loss (on any rank); return whether a stop signal came (to any rank).
     One all-reduce for both flags keeps ranks in step: every rank stops together."""
     signalled = preempt is not None and preempt.signum is not None
-    nonfinite, stop = _any_rank([not math.isfinite(loss.item()), signalled], device)
+    nonfinite, stop = _any_rank([not math.isfinite(loss), signalled], device)
     if nonfinite:
         state.optimizer.zero_grad(set_to_none=True)
-        raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {i + 1}/{iters_per_epoch} "
+        raise TrainingDiverged(f"loss is {loss} at epoch {epoch + 1}, iteration {i + 1}/{iters_per_epoch} "
                                f"(optimizer step {state.step}); stopping without saving. Lower solver.base_lr or "
                                f"set solver.clip_grad_l2norm; the last good checkpoint is kept")
     return stop
