@@ -4,6 +4,7 @@ and a run inside a long step still ends within train.stop_grace_s, at once on a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from tiny import tiny_overrides
@@ -35,6 +37,17 @@ def _start(args: list[str], cwd: Path, env: dict | None = None, module: str = "m
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+@contextlib.contextmanager
+def _running(args: list[str], cwd: Path, env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """A training run in its own process group (`_start`), SIGKILLed with its group if the test leaves it running."""
+    proc = _start(args, cwd, env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _resumed_at(log: str) -> tuple[str, ...]:
@@ -137,14 +150,10 @@ def test_usr2_on_a_plain_run_saves_mid_epoch_and_the_rerun_continues_there(kinet
     out = tmp_path / "run"
     # three epochs: on a loaded machine the log is read late, and a signal in the last epoch saves no preempt file
     args = tiny_overrides(kinetics_list_dir, out, "train.batch_size=1", "solver.max_epoch=3")
-    proc = _start(args, tmp_path)
-    try:
+    with _running(args, tmp_path) as proc:
         _wait_for(out / "train.log", "iter 2/4", proc)
         os.kill(proc.pid, signal.SIGUSR2)
         output = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + signal.SIGUSR2, output[-3000:]
     log = (out / "train.log").read_text()
     assert f"signal {int(signal.SIGUSR2)}: saving" in log and (out / PREEMPT).is_file()
@@ -166,14 +175,11 @@ def test_sbatch_path_usr1_saves_then_asks_slurm_to_requeue(kinetics_list_dir, tm
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "777"}
     out = tmp_path / "run"
     # three epochs: on a loaded machine the log can be read late, and a signal in the last epoch saves no preempt file
-    proc = _start(tiny_overrides(kinetics_list_dir, out, "train.batch_size=1", "solver.max_epoch=3"), tmp_path, env)
-    try:
+    args = tiny_overrides(kinetics_list_dir, out, "train.batch_size=1", "solver.max_epoch=3")
+    with _running(args, tmp_path, env) as proc:
         _wait_for(out / "train.log", "iter 2/4", proc)
         os.kill(proc.pid, signal.SIGUSR1)
         output = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, output[-3000:]  # requeued: SLURM restarts the job
     assert (out / PREEMPT).is_file() and record.read_text().split() == ["requeue", "777"]
     log = (out / "train.log").read_text()
@@ -189,8 +195,7 @@ def test_submitit_launcher_preemption_saves_requeues_and_continues_at_that_batch
     out = tmp_path / "run"
     args = ["-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={tmp_path / 'sweep'}",
             *tiny_overrides(kinetics_list_dir, out, "train.batch_size=1", "solver.max_epoch=3")]
-    proc = _start(args, tmp_path)
-    try:
+    with _running(args, tmp_path) as proc:
         deadline = time.time() + 300
         # one job, nothing swept: it writes to output_dir itself (a sweep's jobs would be in folders under it)
         while not list(out.glob("**/train.log")) and time.time() < deadline and proc.poll() is None:
@@ -202,9 +207,6 @@ def test_submitit_launcher_preemption_saves_requeues_and_continues_at_that_batch
 
         os.kill(task_pid, submitit_signal())
         output = _finish(proc, timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, output[-3000:]
     log = (out / "train.log").read_text()
     assert any(point in log for point in _resumed_at(log)), log[-3000:]
@@ -220,16 +222,12 @@ _BIG_STEP = ["data.train_crop_size=384", "data.num_frames=8", "data.train_jitter
 @pytest.mark.slow
 def test_sigterm_inside_a_long_step_ends_the_run_within_the_grace_period(kinetics_list_dir, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _start(tiny_overrides(kinetics_list_dir, out, *_BIG_STEP), tmp_path)
-    try:
+    with _running(tiny_overrides(kinetics_list_dir, out, *_BIG_STEP), tmp_path) as proc:
         _wait_for(out / "train.log", "iter 1/2", proc, timeout=300)  # the second step has just begun
         t0 = time.time()
         os.kill(proc.pid, signal.SIGTERM)
         output = _finish(proc, timeout=60)
         took = time.time() - t0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
     assert took < 2 + 5, took  # the grace period and a margin for a loaded machine; the step needs ~13 s
     assert "did not stop within train.stop_grace_s=2 s" in output and "Traceback" not in output
@@ -240,9 +238,8 @@ def test_sigterm_inside_a_long_step_ends_the_run_within_the_grace_period(kinetic
 @pytest.mark.slow
 def test_a_second_ctrl_c_inside_a_long_step_ends_the_run_at_once_with_130(kinetics_list_dir, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _start(tiny_overrides(kinetics_list_dir, out, *_BIG_STEP[:-1], "train.stop_grace_s=120",
-                                 "data_loader.num_workers=2"), tmp_path)
-    try:
+    with _running(tiny_overrides(kinetics_list_dir, out, *_BIG_STEP[:-1], "train.stop_grace_s=120",
+                                 "data_loader.num_workers=2"), tmp_path) as proc:
         _wait_for(out / "train.log", "iter 1/2", proc, timeout=300)
         workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         os.kill(proc.pid, signal.SIGINT)
@@ -252,9 +249,6 @@ def test_a_second_ctrl_c_inside_a_long_step_ends_the_run_at_once_with_130(kineti
         os.kill(proc.pid, signal.SIGINT)
         output = _finish(proc, timeout=60)
         took = time.time() - t0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130 and took < 5, (proc.returncode, took, output[-3000:])
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
     assert "second stop signal" in output
