@@ -5,6 +5,7 @@ workers' lifetime (`LoaderWorkers`: a `with` block that ends the worker processe
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import logging
 import math
@@ -28,7 +29,8 @@ from mvit_video.settings import LoaderConfig
 from mvit_video.utils.errors import ConfigError
 
 __all__ = ["ResumableDistributedSampler", "ShardSampler", "train_collate", "test_collate", "worker_init_fn",
-           "build_loader", "LoaderWorkers", "kill_all_workers", "stop_workers", "resolve_augment_on", "DeviceLoader"]
+           "build_loader", "LoaderWorkers", "kill_all_workers", "stop_workers", "resolve_augment_on", "DeviceLoader",
+           "STOP_SIGNALS"]
 
 logger = logging.getLogger(__name__)
 
@@ -261,12 +263,36 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+# Stop signals every run catches (engine.preempt) and its workers ignore: SIGTERM (scancel, torchrun, SLURM at the
+# time limit), SIGUSR1 (train.sbatch's --signal), SIGUSR2 (submitit's default preemption signal) and SIGINT (Ctrl-C).
+# SLURM sends them to every process of a step, Ctrl-C to the whole foreground group.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+
+
 def _ignore_stop_signals() -> None:
-    """SLURM signals every process of a step (SIGTERM, SIGUSR1/USR2 before preemption) and Ctrl-C the whole foreground
-    group (SIGINT): a worker must not die of them mid-batch. The main process decides: it finishes the step, saves,
-    and ends its workers (LoaderWorkers, on every exit path)."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):  # USR2: submitit's preemption
+    """A worker must not die of a stop signal mid-batch: the main process decides (it finishes the step, saves, and
+    ends its workers -- LoaderWorkers, on every exit path). Ignoring discards a signal that arrived while the worker
+    started with them blocked (`_stop_signals_blocked`); then they are unblocked."""
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block the stop signals in this thread while it starts workers. A worker inherits the mask (fork; exec under
+    spawn keeps it), so a stop signal sent to the process group while the worker starts -- torch resets SIGTERM to
+    its default in a worker before calling worker_init_fn -- waits there until `_ignore_stop_signals` discards it,
+    instead of killing the worker. In this process such a signal waits until the block ends, then is handled."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def worker_init_fn(worker_id: int) -> None:
@@ -486,7 +512,8 @@ class _OwnedLoader(DataLoader):
         init.release = owner._semaphore(self.multiprocessing_context or multiprocessing.get_context())
         before = set(multiprocessing.active_children())
         try:
-            iterator = super().__iter__()  # starts the workers (first time, or each time without persistent_workers)
+            with _stop_signals_blocked():
+                iterator = super().__iter__()  # starts the workers (first time, or each time w/o persistent_workers)
             if self.pin_memory:
                 owner._pinned.add(iterator)
             return iterator

@@ -26,14 +26,11 @@ import threading
 import time
 from typing import Any, Callable
 
-from mvit_video.data.loader import kill_all_workers
+from mvit_video.data.loader import STOP_SIGNALS, kill_all_workers
 from mvit_video.utils import distributed as du
 
 logger = logging.getLogger(__name__)
 
-# Stop signals every run catches: SIGTERM (scancel, torchrun, SLURM at the time limit), SIGUSR1 (train.sbatch's
-# --signal), SIGUSR2 (submitit's default preemption signal) and SIGINT (Ctrl-C).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 
 
 def submitit_signal() -> int | None:
@@ -55,20 +52,18 @@ def exit_code(signum: int) -> int:
 # (as SLURM does) while a worker starts stays pending in the child until it has dropped the wakeup fd. Registered
 # once per process, by the first `install()` (not at import); it acts only while a handler is installed.
 _INSTALLED: list["PreemptionHandler"] = []
-_BLOCKED: list[set[int]] = []  # the signals blocked in `_before_fork`, for the two after-fork hooks
+_BLOCKED: list[set[signal.Signals]] = []  # the masks before `_before_fork`, restored by the two after-fork hooks
 _fork_hooks_registered = False
 
 
 def _before_fork() -> None:
     if _INSTALLED:
-        caught = set(_INSTALLED[-1].signals())
-        signal.pthread_sigmask(signal.SIG_BLOCK, caught)
-        _BLOCKED.append(caught)
+        _BLOCKED.append(signal.pthread_sigmask(signal.SIG_BLOCK, _INSTALLED[-1].signals()))
 
 
 def _after_fork_in_parent() -> None:
     if _BLOCKED:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED.pop())
+        signal.pthread_sigmask(signal.SIG_SETMASK, _BLOCKED.pop())
 
 
 def _after_fork_in_child() -> None:
@@ -78,8 +73,10 @@ def _after_fork_in_child() -> None:
         except (ValueError, OSError):
             pass
         _INSTALLED.clear()
-    if _BLOCKED:  # pending stop signals reach the child's own handlers now, not our pipe
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED.pop())
+    if _BLOCKED:
+        # The mask from before the fork, not "unblocked": pending stop signals reach the child's own handlers now,
+        # not our pipe -- unless the forking code blocked them itself (the loader, while its workers start).
+        signal.pthread_sigmask(signal.SIG_SETMASK, _BLOCKED.pop())
 
 
 def _register_fork_hooks() -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
 import torch
 from tiny import kinetics_cfg
 from torch.utils.data import Dataset
+from torch.utils.data._utils import signal_handling as worker_signal_handling
 
 from mvit_video.data import build_dataset, build_loader
 from mvit_video.data.loader import ResumableDistributedSampler, ShardSampler
+from mvit_video.engine.preempt import PreemptionHandler
 from mvit_video.utils.errors import ConfigError
 
 
@@ -118,3 +121,29 @@ def test_workers_ignore_stop_signals(kinetics_list_dir):
     loader = _loader(cfg, "test", _WorkerSignals())
     paths = [p for batch in loader for p in batch["path"]]
     assert paths == [str([signal.SIG_IGN] * 3)] * 2
+
+
+
+@pytest.mark.parametrize("preemption_handler", [False, True], ids=["bare", "as-in-training"])
+def test_a_stop_signal_while_a_worker_starts_does_not_kill_it(kinetics_list_dir, monkeypatch, preemption_handler):
+    """SLURM's SIGTERM to the process group can reach a worker while it starts (each epoch's new workers without
+    persistent_workers), after torch has reset its SIGTERM handler and before worker_init_fn ignores stop signals:
+    the worker survives and delivers its batches. The signal is sent at exactly that point (inside torch's worker
+    set-up, which a forked worker inherits), with and without training's stop-signal handler installed."""
+    torch_setup = worker_signal_handling._set_worker_signal_handlers
+
+    def set_up_then_get_sigterm(*args):
+        torch_setup(*args)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(worker_signal_handling, "_set_worker_signal_handlers", set_up_then_get_sigterm)
+    cfg = _cfg(kinetics_list_dir, **{"data_loader.num_workers": 1, "data_loader.persistent_workers": False})
+    loader = _loader(cfg, "test", _WorkerSignals())
+    handler = PreemptionHandler().install() if preemption_handler else None
+    try:
+        paths = [p for batch in loader for p in batch["path"]]
+    finally:
+        if handler is not None:
+            handler.restore()
+    assert paths == [str([signal.SIG_IGN] * 3)] * 2
+    assert handler is None or handler.signum is None  # the workers' signals do not reach the main process
