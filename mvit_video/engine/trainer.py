@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +27,7 @@ from mvit_video.engine.memory import check_fits
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
 from mvit_video.engine.preempt import PreemptionHandler
 from mvit_video.engine.resume import ResumePoint, check_resumable, requeued, restore, truncate_metrics
-from mvit_video.eval.testing import test, validate
+from mvit_video.eval.testing import ValidationStopped, test, validate
 from mvit_video.models import build_model
 from mvit_video.models.flops import count_gflops
 from mvit_video.settings import CheckpointData, RunConfig
@@ -290,7 +290,10 @@ def fit(run: Run, on_step: Callable[[int, int], None] | None = None, *,
                                      start_batch=start_batch, mixup=run.mixup, preempt=preempt, on_step=on_step,
                                      tb_writer=writer)
             report_bad_videos(result.bad_paths, run.seen_bad, out, epoch)
-            sums = _epoch_sums(result, start.partial if epoch == start.epoch and start_batch > 0 else None)
+            partial = start.partial if epoch == start.epoch and start_batch > 0 else None
+            if partial is not None and start_batch == run.iters_per_epoch:  # stopped in this epoch's validation
+                result = replace(result, **{k: partial[k] for k in _REPORTED if k in partial})
+            sums = _epoch_sums(result, partial)
             if result.preempted_by is not None:
                 path = ck.preempt_checkpoint_path(out)
                 logger.info("signal %d: saving %s at epoch %d, iteration %d/%d", result.preempted_by, path,
@@ -301,7 +304,18 @@ def fit(run: Run, on_step: Callable[[int, int], None] | None = None, *,
             last["train"] = _train_record(run, result, sums, epochs_done, writer)
             val, saved_to = None, None
             if epochs_done % cfg.train.eval_period == 0 or is_last:
-                val = last["val"] = _validate(run, epochs_done, writer)
+                try:
+                    val = last["val"] = _validate(run, epochs_done, writer, stop=lambda: preempt.signum is not None)
+                except ValidationStopped:
+                    # A long validation (K400: minutes) would outlast the grace period and lose the epoch: save
+                    # its end instead, with what its train line reported; the rerun validates it.
+                    path = ck.preempt_checkpoint_path(out)
+                    logger.info("signal %d: saving %s at epoch %d, iteration %d/%d (stopped its validation; the "
+                                "rerun validates it)", preempt.signum or signal.SIGTERM, path, epochs_done,
+                                run.iters_per_epoch, run.iters_per_epoch)
+                    save(run, epoch, run.iters_per_epoch, path,
+                         {**sums, **{k: getattr(result, k) for k in _REPORTED}})
+                    preempt.exit()
             if epochs_done % cfg.train.checkpoint_period == 0 or is_last:
                 saved_to = ck.epoch_checkpoint_path(out, epochs_done)
                 save(run, epochs_done, 0, saved_to)
@@ -338,6 +352,10 @@ def _position_sampler(run: Run, epoch: int, start_batch: int) -> None:
         sampler.set_start_index(start_batch * (run.cfg.train.batch_size // du.get_world_size()))
 
 
+# What an epoch's train line reports beyond its sums: saved with a stop during its validation, for the rerun's line.
+_REPORTED = ("lr", "clips_per_s", "clips_per_s_per_gpu", "data_wait_frac")
+
+
 def _epoch_sums(result: EpochResult, partial: dict[str, float] | None) -> dict[str, float]:
     """Loss/correct/clip totals of the epoch so far: this run's part plus the part before a mid-epoch resume."""
     sums = {"loss_sum": result.loss * result.clips, "correct": result.top1 * result.clips / 100.0,
@@ -369,13 +387,15 @@ def _train_record(run: Run, result: EpochResult, sums: dict[str, float], epochs_
     return record
 
 
-def _validate(run: Run, epoch: int, writer: Any) -> dict[str, Any] | None:
+def _validate(run: Run, epoch: int, writer: Any, stop: Callable[[], bool] | None = None) -> dict[str, Any] | None:
     """Multi-view val of the weights (through the compiled model when compiled) and of the EMA weights, with the
-    test's settings (mvit_video.eval.testing.validate); rank 0 logs and writes the metrics lines."""
+    test's settings (mvit_video.eval.testing.validate); rank 0 logs and writes the metrics lines. ValidationStopped
+    when `stop` said so (the resumed run truncates a line already written)."""
     out = None
     nets = [("val", run.eval_forward)] + ([("val_ema", run.state.ema.module)] if run.state.ema is not None else [])
     for split, net in nets:
-        summary = validate(net, run.val_loader, run.device, run.amp_dtype, run.cfg.test.max_views_per_forward)
+        summary = validate(net, run.val_loader, run.device, run.amp_dtype, run.cfg.test.max_views_per_forward,
+                           stop=stop)
         if summary is None:
             continue
         record = {"split": split, "epoch": epoch, "top1": summary["top1"], "top5": summary["top5"]}

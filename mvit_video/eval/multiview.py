@@ -33,6 +33,7 @@ class MultiViewResult:
     probs: torch.Tensor  # FloatTensor [N, C], mean over views of softmax(logits)
     failed: list[str] = field(default_factory=list)  # paths of the videos that could not be decoded
     failed_indices: list[int] = field(default_factory=list)
+    stopped: bool = False  # some rank stopped early (`stop`): the results are incomplete
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -173,13 +174,16 @@ def run_multiview(
     per_video: Callable[..., list[torch.Tensor]] = mean_view_probs,
     progress: str | None = None,
     log_every: int = 10,
+    stop: Callable[[], bool] | None = None,
 ) -> MultiViewResult:
     """Score every video of `loader` (multi-view test batches) with `model`; gather across ranks if distributed.
 
     `per_video(model, views, device, amp_dtype, max_views_per_forward)` reduces each video's views to one vector:
     the mean softmax by default; `mean_view_features` gives embeddings (then `result.probs` holds them).
     `progress`: a name ("test", "val") to show progress under on rank 0 (a tqdm bar in a terminal, else a line
-    with videos/s and ETA every `log_every` batches); None shows nothing.
+    with videos/s and ETA every `log_every` batches); None shows nothing. `stop` (e.g. "a stop signal came") is
+    asked before each batch: when true this rank scores no more, and the gathered result is `stopped` on every rank
+    (the flag travels with the results: no extra collective, so ranks may stop at different batches).
     """
     device = torch.device(device)
     amp_dtype = resolve_amp_dtype(amp_dtype)
@@ -192,12 +196,16 @@ def run_multiview(
 
     records: list[tuple[int, str, int, torch.Tensor]] = []
     failed: list[tuple[int, str]] = []
+    stopped = False
     sampler = getattr(loader, "sampler", None)
     total = len(sampler) if sampler is not None and hasattr(sampler, "__len__") else None
     shown = Progress(total, progress or "", logger, log_every=log_every,
                      enabled=progress is not None and distributed.is_main())
     try:
         for batch in loader:
+            if stop is not None and stop():
+                stopped = True
+                break
             good = []
             for index, path, label, ok, views in _split_batch(batch):
                 if ok and views.shape[0] > 0:
@@ -212,7 +220,7 @@ def run_multiview(
         shown.close()
         net.train(was_training)
 
-    local = {"records": [(i, p, y, pr.numpy()) for i, p, y, pr in records], "failed": failed}
+    local = {"records": [(i, p, y, pr.numpy()) for i, p, y, pr in records], "failed": failed, "stopped": stopped}
     return _merge(distributed.all_gather_object(local))
 
 
@@ -241,4 +249,5 @@ def _merge(parts: list[dict[str, Any]]) -> MultiViewResult:
         probs=probs,
         failed=[failed[i] for i in failed_order],
         failed_indices=failed_order,
+        stopped=any(part.get("stopped", False) for part in parts),
     )

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,26 +32,34 @@ from mvit_video.utils.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
+class ValidationStopped(Exception):
+    """Raised by `validate` on every rank when its `stop` said so on some rank: the figures would be incomplete."""
+
+
 @torch.no_grad()
 def score(forward: nn.Module, loader: Iterable[dict[str, Any]], *, device: torch.device,
           amp_dtype: torch.dtype | None, max_views_per_forward: int, split: str,
-          log_every: int = 10) -> tuple[MultiViewResult, dict[str, Any]]:
+          log_every: int = 10, stop: Callable[[], bool] | None = None) -> tuple[MultiViewResult, dict[str, Any]]:
     """Every video of `loader` (a test loader: K x S views per video) scored through `forward` and gathered over
     ranks, and its metrics (eval.metrics.summarize; NaN figures when nothing decoded). `split` names the list in
     the progress line. The labels are checked against the head before (trainer.check_labels for the val list,
-    _check_classes for a test), not after the whole list has been scored."""
+    _check_classes for a test), not after the whole list has been scored. `stop`: run_multiview's."""
     result = run_multiview(forward, loader, device=device, amp_dtype=amp_dtype,
-                           max_views_per_forward=max_views_per_forward, progress=split, log_every=log_every)
+                           max_views_per_forward=max_views_per_forward, progress=split, log_every=log_every,
+                           stop=stop)
     return result, summarize(result.labels, result.probs)
 
 
 def validate(forward: nn.Module, loader: Iterable[dict[str, Any]], device: torch.device,
              amp_dtype: torch.dtype | None, max_views_per_forward: int, *,
-             log_every: int = 10) -> dict[str, Any] | None:
+             log_every: int = 10, stop: Callable[[], bool] | None = None) -> dict[str, Any] | None:
     """Periodic multi-view val through `forward`: {"top1", "top5", "videos", "failed"} on rank 0, None elsewhere;
-    top1/top5 are None when no video could be decoded."""
+    top1/top5 are None when no video could be decoded. `stop`, asked before each batch (training: a stop signal
+    came), ends it early with ValidationStopped on every rank."""
     result, metrics = score(forward, loader, device=device, amp_dtype=amp_dtype,
-                            max_views_per_forward=max_views_per_forward, split="val", log_every=log_every)
+                            max_views_per_forward=max_views_per_forward, split="val", log_every=log_every, stop=stop)
+    if result.stopped:
+        raise ValidationStopped(f"val stopped after {len(result) + len(result.failed)} videos")
     if not distributed.is_main():
         return None
     for path in result.failed:

@@ -57,7 +57,10 @@ def _resumed_at(log: str) -> tuple[str, ...]:
     saved = log.split("checkpoint_preempt.pyth ", 1)[1].split("\n", 1)[0]
     if saved.startswith("at epoch "):
         epoch, rest = saved[len("at epoch "):].split(", iteration ")
-        return (f"checkpoint_preempt.pyth (epoch {int(epoch) - 1}, iteration {int(rest.split('/')[0])})",)
+        done, per_epoch = (int(x) for x in rest.split()[0].split("/"))
+        # the resume line counts iterations from the start of training
+        global_iteration = (int(epoch) - 1) * per_epoch + done
+        return (f"checkpoint_preempt.pyth (epoch {int(epoch) - 1}, iteration {global_iteration})",)
     epoch = int(saved[len("after epoch "):].split()[0])
     return (f"checkpoint_preempt.pyth (epoch {epoch}, iteration 0)", f"checkpoint_epoch_{epoch:05d}.pyth (epoch {epoch}, ")
 

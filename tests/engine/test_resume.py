@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from tiny import tiny_overrides
 
 from mvit_video import checkpoint as ck
+from mvit_video.engine import trainer
 from mvit_video.train import train
 from mvit_video.utils.errors import ConfigError, UserError
 
@@ -66,6 +67,48 @@ def test_resume_with_two_workers_is_bit_identical(tiny, augment_on: str) -> None
     got, want = _metrics(out), _metrics(Path(reference.output_dir))
     assert [(m["split"], m["epoch"]) for m in got] == [(m["split"], m["epoch"]) for m in want]
     assert [m.get("loss") for m in got] == pytest.approx([m.get("loss") for m in want])
+
+
+@pytest.mark.slow
+def test_a_stop_signal_during_validation_saves_the_epoch_and_the_rerun_validates_it(tiny, monkeypatch) -> None:
+    """A K400 validation takes minutes, more than the grace period after SLURM's signal: a stop signal during it
+    ends it at the next batch and saves the end of the epoch's training (status 143), instead of waiting and
+    losing the epoch. The rerun validates that epoch and goes on: the weights, the val figures and the train line
+    of an unbroken run."""
+    extra = ("train.batch_size=1", "train.eval_period=1", "solver.max_epoch=2", "data_loader.num_workers=1")
+    reference = tiny("straight", *extra)
+    train(reference)
+
+    real_validate, calls = trainer.validate, []
+
+    def signalled_after_one_batch(forward, loader, *args, **kwargs):
+        calls.append(1)
+
+        def batches():
+            for n, batch in enumerate(loader):
+                if n == 1 and len(calls) == 1:
+                    os.kill(os.getpid(), signal.SIGTERM)  # arrives while the first val batch is being scored
+                yield batch
+
+        return real_validate(forward, batches() if len(calls) == 1 else loader, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "validate", signalled_after_one_batch)
+    with pytest.raises(SystemExit) as stopped:
+        train(tiny("broken", *extra))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    out = Path(tiny("broken").output_dir)
+    saved = ck.load(ck.preempt_checkpoint_path(out))
+    assert (saved["epoch"], saved["sampler"]["batches_done"]) == (0, 4)  # epoch 1 trained, not validated
+    assert [m["split"] for m in _metrics(out)] == ["train"]
+    monkeypatch.setattr(trainer, "validate", real_validate)
+    train(tiny("broken", *extra))
+    _assert_same_weights(Path(reference.output_dir), out, 2)
+    got, want = _metrics(out), _metrics(Path(reference.output_dir))
+    assert [(m["split"], m["epoch"]) for m in got] == [(m["split"], m["epoch"]) for m in want]
+    for g, w in zip(got, want):  # all figures but the speed, which differs between two runs
+        assert {k: v for k, v in g.items() if "per_s" not in k and "wait" not in k and k != "mfu"} == pytest.approx(
+            {k: v for k, v in w.items() if "per_s" not in k and "wait" not in k and k != "mfu"})
+    assert "saving" in (log := (out / "train.log").read_text()) and "at epoch 1, iteration 4/4 (stopped its val" in log
 
 
 def _free_port() -> int:
@@ -138,6 +181,42 @@ def test_resume_across_world_sizes_continues_at_the_global_batch(twelve_videos, 
     assert "resuming with 1 process instead of 2: epoch 1 continues at global batch 5/6" in log
     lines = _metrics(out)
     assert [m["epoch"] for m in lines if m["split"] == "train"] == [1] and lines[0]["loss"] > 0
+
+
+def _rank_signalled_in_validation(rank: int, world: int, port: int, cfg) -> None:
+    """A rank of a 2-process run in which only rank 0 gets SIGTERM, during its second val batch."""
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    real_validate = trainer.validate
+
+    def validate(forward, loader, *args, **kwargs):
+        def batches():
+            for n, batch in enumerate(loader):
+                if n == 1 and rank == 0:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch
+
+        return real_validate(forward, batches(), *args, **kwargs)
+
+    trainer.validate = validate
+    with pytest.raises(SystemExit) as stopped:
+        train(cfg)
+    assert stopped.value.code == 128 + signal.SIGTERM
+
+
+@pytest.mark.slow
+def test_one_rank_signalled_during_validation_stops_every_rank_at_the_same_place(twelve_videos, tmp_path) -> None:
+    """Ranks hold different shares of the val list and the signal may reach one rank only: no rank waits for
+    another (the stop travels with the gathered results), both save the same position, the rerun validates."""
+    cfg = _run_cfg(twelve_videos, tmp_path / "run")
+    out = Path(cfg.output_dir)
+    mp.spawn(_rank_signalled_in_validation, args=(2, _free_port(), cfg), nprocs=2, join=True)
+    saved = ck.load(ck.preempt_checkpoint_path(out))
+    assert (saved["epoch"], saved["sampler"]["batches_done"], saved["scheduler"]["step"]) == (0, 6, 6)
+    train(cfg)
+    assert [(m["split"], m["epoch"]) for m in _metrics(out)] == [("train", 1), ("val", 1)]
+    assert ck.load(ck.epoch_checkpoint_path(out, 1))["scheduler"]["step"] == 6  # no step trained twice
 
 
 @pytest.mark.slow
