@@ -16,11 +16,11 @@ import logging
 import math
 from pathlib import Path
 from typing import Iterator
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from mvit_video.models import build_model
 from mvit_video.settings import RunConfig
@@ -82,8 +82,7 @@ def activation_bytes(model_cfg, num_frames: int, crop: int) -> tuple[int, int]:
                                                                 b.register_forward_hook(post))]
     x = torch.empty(1, 3, num_frames, crop, crop, device="meta")
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-                mock.patch.object(F, "scaled_dot_product_attention", _fused_attention_shape):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _FusedAttentionShapes():
             model(x)
     finally:
         for h in hooks:
@@ -109,8 +108,14 @@ class _FusedAttention(torch.autograd.Function):
         raise RuntimeError("shape-only attention: not for training")
 
 
-def _fused_attention_shape(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    return _FusedAttention.apply(q, k, v)
+class _FusedAttentionShapes(TorchFunctionMode):
+    """Inside it (this thread only), F.scaled_dot_product_attention is `_FusedAttention`: PyTorch's public way to
+    stand in for one function, where patching the module attribute would change it for every thread."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func is F.scaled_dot_product_attention:
+            return _FusedAttention.apply(*args[:3])
+        return func(*args, **(kwargs or {}))
 
 
 # Bytes kept per first-stage token, channel and block, as an upper bound: measured 7-35 over the presets (35 for H on

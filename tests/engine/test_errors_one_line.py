@@ -138,6 +138,27 @@ def test_the_memory_estimate_is_cheap_and_below_what_a_step_takes(tiny) -> None:
         torch.device("cpu")) < 2 * 2**30
 
 
+def test_the_meta_forward_stands_in_a_fused_attention_in_its_own_thread_only() -> None:
+    """On `meta` PyTorch picks the math attention, which would count the whole attention matrix: the estimate's
+    forward sees a fused kernel's saved tensors instead, and nothing else (another thread) sees the stand-in."""
+    import threading
+
+    import torch.nn.functional as F
+
+    from mvit_video.engine import memory
+
+    q = torch.empty(1, 2, 8, 4, device="meta", requires_grad=True)
+    other: list[str] = []
+    with memory._FusedAttentionShapes():
+        out = F.scaled_dot_product_attention(q, q, q)
+        thread = threading.Thread(target=lambda: other.append(type(F.scaled_dot_product_attention(q, q, q).grad_fn)
+                                                              .__name__))
+        thread.start()
+        thread.join()
+    assert out.shape == (1, 2, 8, 4) and type(out.grad_fn).__name__ == "_FusedAttentionBackward"
+    assert other and other[0] != "_FusedAttentionBackward"
+
+
 @pytest.mark.slow
 def test_out_of_memory_during_training_is_one_line(tiny, monkeypatch) -> None:
     from mvit_video.engine import loop
