@@ -48,7 +48,7 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     from mvit_video.utils import distributed as du
     from mvit_video.engine.memory import out_of_memory_as_error
     from mvit_video.engine.preempt import PreemptionHandler
-    from mvit_video.engine.resume import fresh_start
+    from mvit_video.engine.resume import fresh_start, set_aside_for_resume_from
     from mvit_video.engine.runlock import lock_output_dir
     from mvit_video.engine.trainer import build_run, fit
 
@@ -73,9 +73,10 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
         lock = lock_output_dir(Path(run.output_dir))  # before anything is written there
         if lock is not None:
             preempt.at_hard_exit(lock.release)
-        fresh_note = fresh_start(run, Path(run.output_dir))  # auto_resume=false: the old run's files move aside
+        # auto_resume=false, or train.resume_from starting another history: the old run's files move aside
+        fresh_notes = (fresh_start(run, Path(run.output_dir)), set_aside_for_resume_from(run, Path(run.output_dir)))
         cli.setup_logging(Path(run.output_dir), rank)
-        for note in (fresh_note, *notes):
+        for note in (*fresh_notes, *notes):
             if note:
                 logging.getLogger("mvit_video.train").info(note)
         # Leaving by any path (error, signal, full disk) ends the data-loader workers started inside.

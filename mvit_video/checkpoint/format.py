@@ -69,15 +69,16 @@ def make_checkpoint(
     }
 
 
-def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """torch.load(weights_only=True) with every failure turned into a UserError that names the file."""
+def torch_load(path: str | os.PathLike, map_location: Any = "cpu", *, mmap: bool = False) -> Any:
+    """torch.load(weights_only=True) with every failure turned into a UserError that names the file. `mmap`: the
+    tensors are mapped, read only when used (a probe of a checkpoint's small entries)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a checkpoint file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         # torch words it "Unsupported global: GLOBAL mod.Class" (a class) or "unsupported GLOBAL posix.system"
         # (a function, i.e. code to run)
@@ -317,17 +318,19 @@ def epoch_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted((int(m.group(1)), p) for p in d.iterdir() if (m := _EPOCH_RE.search(p.name)))
 
 
-def prune_checkpoints(output_dir: str | Path, keep: int | None, current: Path) -> list[Path]:
+def prune_checkpoints(output_dir: str | Path, keep: int | None, current: Path,
+                      origin: str | Path | None = None) -> list[Path]:
     """Delete all but the `keep` latest epoch checkpoints (train.keep_checkpoints; 0 or None keeps all). `current`
-    (the one just written) is always kept; the best and the preempt checkpoint are not epoch checkpoints and are
-    never touched. Returns the deleted paths. Only rank 0 while holding the run lock calls this."""
+    (the one just written) and `origin` (the one train.resume_from names: the same command must find it again) are
+    always kept; the best and the preempt checkpoint are not epoch checkpoints and are never touched. Returns the
+    deleted paths. Only rank 0 while holding the run lock calls this."""
     if not keep:
         return []
     found = [p for _, p in epoch_checkpoints(output_dir)]
-    kept = set(found[-keep:]) | {Path(current)}
+    kept = {p.resolve() for p in (*found[-keep:], Path(current), *([Path(origin)] if origin else []))}
     removed = []
     for p in found:
-        if p not in kept:
+        if p.resolve() not in kept:
             # a reader that opened it (evaluate) keeps reading: unlink only drops the name
             p.unlink(missing_ok=True)
             removed.append(p)
@@ -375,9 +378,9 @@ def latest_checkpoint(output_dir: str | Path) -> Path:
     return found
 
 
-def load_latest(output_dir: str | Path) -> tuple[Path | None, dict[str, Any] | None]:
+def load_latest(output_dir: str | Path, *, mmap: bool = False) -> tuple[Path | None, dict[str, Any] | None]:
     """(path, contents) of the intact checkpoint furthest into training, or (None, None). An unreadable one
-    (torn by a full disk, a foreign file) is skipped with a warning and the previous one is used."""
+    (torn by a full disk, a foreign file) is skipped with a warning and the previous one is used. `mmap`: load's."""
     d = checkpoint_dir(output_dir)
     if not d.is_dir():
         return None, None
@@ -387,13 +390,13 @@ def load_latest(output_dir: str | Path) -> tuple[Path | None, dict[str, Any] | N
     preempt = d / PREEMPT_NAME
     if preempt.is_file():
         try:
-            loaded[preempt] = load(preempt)
+            loaded[preempt] = load(preempt, mmap=mmap)
             candidates.append((int(loaded[preempt].get("epoch", 0)), batches_done(loaded[preempt]), 0, preempt))
         except UserError as e:
             logger.warning("skipping unreadable checkpoint %s: %s", preempt, e)
     for *_, path in sorted(candidates, reverse=True):
         try:
-            return path, loaded.get(path) or load(path)
+            return path, loaded.get(path) or load(path, mmap=mmap)
         except UserError as e:
             logger.warning("skipping unreadable checkpoint %s (%s); trying the previous one", path, e)
     return None, None
@@ -412,12 +415,13 @@ def remove_orphan_tmp(output_dir: str | Path) -> list[Path]:
     return removed
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """torch.load a checkpoint (weights_only: tensors, numbers, strings); a bad file is a UserError naming it."""
+def load(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """torch.load a checkpoint (weights_only: tensors, numbers, strings); a bad file is a UserError naming it.
+    `mmap`: tensors read only when used (torch_load)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    ckpt = torch_load(path)  # weights_only; a truncated or foreign file becomes a UserError naming it
+    ckpt = torch_load(path, mmap=mmap)  # weights_only; a truncated or foreign file becomes a UserError naming it
     if not isinstance(ckpt, dict):
         raise UserError(f"checkpoint {path} is not a dict of states")
     return ckpt

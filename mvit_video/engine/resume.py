@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 import yaml
 
+from mvit_video import checkpoint as ck
 from mvit_video.checkpoint import plain
 from mvit_video.engine.loop import TrainState
 from mvit_video.utils import distributed as du
@@ -44,6 +46,7 @@ class ResumePoint:
     rng: dict | None = None
     partial: dict | None = None
     path: str | None = None  # the checkpoint resumed from (None: a fresh start)
+    origin: str | None = None  # the train.resume_from this run's history started from (origin_of), saved onward
 
 
 def _select(tree: Any, key: str) -> Any:
@@ -171,6 +174,17 @@ def requeued() -> str | None:
     return None
 
 
+def _previous_dir(output_dir: Path) -> Path:
+    """A new, empty output_dir/previous/<UTC time>/."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = output_dir / PREVIOUS / stamp
+    n = 1
+    while dest.exists():  # two fresh starts within one second
+        dest, n = output_dir / PREVIOUS / f"{stamp}-{n}", n + 1
+    dest.mkdir(parents=True)
+    return dest
+
+
 def move_previous_run(output_dir: Path) -> Path | None:
     """Move an earlier run's files (RUN_FILES) from output_dir into output_dir/previous/<UTC time>/, so that a
     fresh start shares no checkpoints/ or metrics.jsonl with it and nothing of it can be resumed or evaluated by
@@ -178,15 +192,79 @@ def move_previous_run(output_dir: Path) -> Path | None:
     present = [output_dir / name for name in RUN_FILES if (output_dir / name).exists()]
     if not present:
         return None
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    dest = output_dir / PREVIOUS / stamp
-    n = 1
-    while dest.exists():  # two fresh starts within one second
-        dest, n = output_dir / PREVIOUS / f"{stamp}-{n}", n + 1
-    dest.mkdir(parents=True)
+    dest = _previous_dir(output_dir)
     for p in present:
         os.replace(p, dest / p.name)  # a rename within one filesystem: atomic, no copy of 400 MB checkpoints
     return dest
+
+
+def origin_of(resume_from: str | Path) -> str:
+    """How a checkpoint records the train.resume_from its run's history started from: the absolute path."""
+    return str(Path(resume_from).resolve())
+
+
+def descends_from(saved: dict[str, Any] | None, resume_from: str | Path) -> bool:
+    """Whether checkpoint contents `saved` were written by a run that started from train.resume_from (or by its
+    reruns and requeues, which continue that history)."""
+    return saved is not None and saved.get("origin") == origin_of(resume_from)
+
+
+# Reports of a run's weights (its final test, summary plots) and its TensorBoard curves: they describe the history
+# a rewind abandons, so they go aside with its checkpoints.
+_REPORT_FILES = ("tensorboard", "eval", "predictions.jsonl", "per_class_accuracy.csv", "failed_videos.txt",
+                 "summary.png", "confusion.png", "per_class.csv")
+
+
+def _position(path: Path) -> tuple[int, int] | None:
+    """(epochs done, batches into the next) a checkpoint holds, read without its tensors; None when unreadable."""
+    try:
+        saved = ck.load(path, mmap=True)
+        return int(saved["epoch"]), ck.batches_done(saved)
+    except (UserError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _rewind(output_dir: Path, start: Path) -> Path | None:
+    """train.resume_from names a checkpoint of output_dir's own run: move the checkpoints past its position and the
+    reports of that abandoned future aside, copy metrics.jsonl there (truncate_metrics cuts it at the start)."""
+    at = _position(start)
+    ckdir = ck.checkpoint_dir(output_dir)
+    ahead = [p for p in sorted(ckdir.glob("*.pyth")) if at is not None and (_position(p) or (-1, 0)) > at]
+    if not ahead:
+        return None
+    dest = _previous_dir(output_dir)
+    (dest / ckdir.name).mkdir()
+    for p in ahead:
+        os.replace(p, dest / ckdir.name / p.name)
+    for name in _REPORT_FILES:
+        if (output_dir / name).exists():
+            os.replace(output_dir / name, dest / name)
+    metrics = output_dir / "metrics.jsonl"
+    if metrics.is_file():
+        shutil.copy2(metrics, dest / metrics.name)
+    return dest
+
+
+def set_aside_for_resume_from(cfg: RunConfig, output_dir: Path) -> str | None:
+    """train.resume_from=X: make output_dir hold one history. When its latest checkpoint descends from X (the same
+    command again, a requeue) nothing moves: training continues from that checkpoint. Otherwise X starts the run
+    over, and what would mix with it goes to output_dir/previous/<UTC time>/ (moved, never deleted): with X one of
+    output_dir's own checkpoints, the checkpoints past X and the reports of that future (metrics.jsonl copied, then
+    cut at X as on any resume); with X from elsewhere, the whole earlier run, as a fresh start moves it. Rank 0
+    moves, every rank waits. Returns the line to log, or None when nothing moved."""
+    if not cfg.train.resume_from:
+        return None
+    start, dest = Path(cfg.train.resume_from), None
+    if du.is_main() and start.is_file() and not descends_from(ck.load_latest(output_dir, mmap=True)[1], start):
+        if start.resolve().parent == ck.checkpoint_dir(output_dir).resolve():
+            dest = _rewind(output_dir, start)
+        else:
+            dest = move_previous_run(output_dir)
+    du.barrier()  # no rank reads output_dir's checkpoints before they are sorted out
+    if dest is None:
+        return None
+    return (f"train.resume_from={start}: the files in {output_dir} from another history (past that checkpoint, "
+            f"or another run) were moved to {dest}")
 
 
 def fresh_start(cfg: RunConfig, output_dir: Path) -> str | None:

@@ -26,7 +26,8 @@ from mvit_video.engine.loop import (EpochResult, LoopSettings, TrainState, Train
 from mvit_video.engine.memory import check_fits
 from mvit_video.engine.optim import Schedule, build_optimizer, lr_at
 from mvit_video.engine.preempt import PreemptionHandler
-from mvit_video.engine.resume import ResumePoint, check_resumable, requeued, restore, truncate_metrics
+from mvit_video.engine.resume import (ResumePoint, check_resumable, descends_from, origin_of, requeued, restore,
+                                     truncate_metrics)
 from mvit_video.eval.testing import ValidationStopped, test, validate
 from mvit_video.models import build_model
 from mvit_video.models.flops import count_gflops
@@ -203,7 +204,10 @@ def _resume_or_init(cfg: RunConfig, state: TrainState, output_dir: Path, world: 
             logger.info("removed %s (left by a killed write)", orphan)
     path, saved = None, None
     if cfg.train.resume_from:
-        path = Path(cfg.train.resume_from)
+        # Once this run has gone on from train.resume_from (set_aside_for_resume_from), the same command continues
+        # from its latest checkpoint: a rerun or a requeue must not start over from the named one.
+        latest, probe = ck.load_latest(output_dir, mmap=True)  # mmap: its small entries only
+        path = latest if descends_from(probe, cfg.train.resume_from) else Path(cfg.train.resume_from)
         saved = ck.load(path)
     elif cfg.train.auto_resume or requeued():  # a requeued job continues its own run (resume.fresh_start)
         path, saved = ck.load_latest(output_dir)
@@ -211,6 +215,7 @@ def _resume_or_init(cfg: RunConfig, state: TrainState, output_dir: Path, world: 
         check_resumable(saved, cfg, state.model, path)
         start = restore(state, saved, world, iters_per_epoch, cfg.train.batch_size)
         start.path = str(path)
+        start.origin = origin_of(cfg.train.resume_from) if cfg.train.resume_from else saved.get("origin")
         logger.info("Resuming from %s (epoch %d, iteration %d)", path, start.epoch,
                     start.epoch * iters_per_epoch + start.batch)
         return start
@@ -234,6 +239,7 @@ def checkpoint_state(run: Run, epochs_done: int, batches_done: int, rngs: list[d
         "scaler": state.scaler.state_dict() if state.scaler is not None else None,
         "ema": state.ema.state_dict() if state.ema is not None else None,
         "rng": rngs,  # one per process
+        "origin": run.start.origin,  # the train.resume_from this history started from (engine.resume.origin_of)
         # The position, once: global batches (train.batch_size is global), valid for any world size; partial:
         # the interrupted epoch's loss/accuracy sums so far, so that its metrics line covers all of it
         "sampler": {"batches_done": batches_done, "world_size": du.get_world_size(),
@@ -321,7 +327,7 @@ def fit(run: Run, on_step: Callable[[int, int], None] | None = None, *,
                 save(run, epochs_done, 0, saved_to)
                 if du.is_main():
                     ck.preempt_checkpoint_path(out).unlink(missing_ok=True)  # superseded
-                    ck.prune_checkpoints(out, cfg.train.keep_checkpoints, saved_to)
+                    ck.prune_checkpoints(out, cfg.train.keep_checkpoints, saved_to, cfg.train.resume_from or None)
             if epochs_done % cfg.train.eval_period == 0 or is_last:
                 _save_best(run, epochs_done, val, saved_to)
             if du.broadcast_flag(preempt.signum is not None, run.device) and not is_last:

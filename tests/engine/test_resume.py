@@ -270,6 +270,61 @@ def test_resuming_a_changed_run(tiny, caplog) -> None:
 
 
 @pytest.mark.slow
+def test_resume_from_an_earlier_checkpoint_of_the_run_sets_its_future_aside_and_reruns_continue(tiny, caplog) -> None:
+    """train.resume_from=<epoch 1 of this run's 3>: the checkpoints past it, the test reports and TensorBoard go to
+    previous/<time>/ with a copy of metrics.jsonl (nothing deleted, nothing of two histories mixed: the latest is
+    never the abandoned epoch 3); the same command run again after a crash (or a requeue) continues this history
+    instead of starting over from epoch 1; retention never deletes the named checkpoint."""
+    first = tiny("rewind", "solver.max_epoch=3", "test.enable=true")
+    out = Path(first.output_dir)
+    train(first)
+    start = ck.epoch_checkpoint_path(out, 1)
+    again = ("solver.max_epoch=3", "test.enable=true", f"train.resume_from={start}", "train.keep_checkpoints=1")
+
+    def crash_in_epoch_3(epoch: int, iteration: int) -> None:
+        if (epoch, iteration) == (2, 1):
+            raise RuntimeError("killed")
+
+    with caplog.at_level("INFO"), pytest.raises(RuntimeError, match="killed"):
+        train(tiny("rewind", *again), on_step=crash_in_epoch_3)
+    (aside,) = (out / "previous").iterdir()
+    assert sorted(p.name for p in (aside / "checkpoints").iterdir()) == [
+        "checkpoint_epoch_00002.pyth", "checkpoint_epoch_00003.pyth"]
+    assert (aside / "predictions.jsonl").is_file() and (aside / "tensorboard").is_dir()
+    assert [m["epoch"] for m in _metrics(aside)] == [1, 1, 2, 2, 3, 3, 3]  # the abandoned history, whole
+    assert f"train.resume_from={start}: the files in {out} from another history" in caplog.text
+    assert f"Resuming from {start} (epoch 1, " in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        train(tiny("rewind", *again))  # the same command: continues at epoch 2, moves nothing
+    assert f"Resuming from {ck.epoch_checkpoint_path(out, 2)} (epoch 2, " in caplog.text
+    assert len(list((out / "previous").iterdir())) == 1
+    # Training from epoch 1 again gives the abandoned run's weights (deterministic on CPU); epoch 1 survives
+    # train.keep_checkpoints=1 (the command names it), epoch 2 does not.
+    _assert_same_weights(aside, out, 3)
+    assert [p for _, p in ck.epoch_checkpoints(out)] == [start, ck.epoch_checkpoint_path(out, 3)]
+    assert [(m["split"], m["epoch"]) for m in _metrics(out)] == [
+        ("train", 1), ("val", 1), ("train", 2), ("val", 2), ("train", 3), ("val", 3), ("test", 3)]
+    assert ck.load(ck.epoch_checkpoint_path(out, 3))["origin"] == str(start.resolve())
+
+
+@pytest.mark.slow
+def test_resume_from_another_runs_checkpoint_moves_the_run_in_output_dir_aside(tiny) -> None:
+    """Resuming run A's checkpoint into an output_dir that holds run B: B's files go to previous/<time>/, so B's
+    later checkpoints can neither be resumed (a mix of two runs) nor evaluated as this run's."""
+    a, b = tiny("a"), tiny("b", "solver.max_epoch=2")
+    train(a)
+    train(b)
+    train(tiny("b", "solver.max_epoch=2", f"train.resume_from={ck.epoch_checkpoint_path(Path(a.output_dir), 1)}"))
+    out = Path(b.output_dir)
+    (aside,) = (out / "previous").iterdir()
+    assert sorted(p.name for p in (aside / "checkpoints").iterdir()) == [
+        "checkpoint_best.pyth", "checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth"]
+    assert [m["epoch"] for m in _metrics(out) if m["split"] == "train"] == [2]  # only this history's epochs
+    _assert_same_weights(Path(a.output_dir), out, 2)  # A's run, continued
+
+
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_and_orphans_are_removed(tiny, caplog) -> None:
     cfg = tiny("corrupt")
     out = Path(cfg.output_dir)
