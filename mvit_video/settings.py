@@ -102,7 +102,8 @@ def dataset_entry(name: str) -> DatasetEntry:
     """The registered dataset `name` (ConfigError naming data.dataset and the registered names otherwise)."""
     if name not in DATASETS:
         raise ConfigError(f"config key 'data.dataset': unknown dataset {name!r}; registered: {', '.join(DATASETS)} "
-                          f"(mvit_video.settings.register_dataset adds one)")
+                          f"(mvit_video.settings.register_dataset adds one; config key custom_imports names the "
+                          f"module that calls it)")
     return DATASETS[name]
 
 
@@ -285,6 +286,7 @@ class RunConfig:
     log_period: int = _f(min=1)
     log_period_s: float = _f(min=0.0, strict_min=True)
     loss_func: str = _f(choices=("soft_cross_entropy", "cross_entropy"))
+    custom_imports: tuple[str, ...] = _f()  # imported before the config is checked (config.import_custom)
     data: DataConfig
     aug: AugConfig
     mixup: MixupConfig

@@ -4,6 +4,9 @@ data.dataset's choices, build_dataset, ClipSpec and Predictor all follow it."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -128,6 +131,41 @@ def test_a_registered_dataset_trains_tests_and_predicts(toy, tmp_path):
     video = json.loads((toy / "test.json").read_text())[0]["video"]
     assert torch.equal(predictor.dataset([video])[0]["views"], build_dataset(
         predictor_run(toy), "test")[0]["views"])
+
+
+@pytest.mark.slow
+def test_commands_know_a_dataset_that_custom_imports_registers(toy, tmp_path):
+    """A dataset registered by the user's own module is known to the commands (a fresh process each, as torchrun
+    and SLURM start them) once config key custom_imports names the module; a module that is missing or fails is
+    one line naming the key (and the file and line of the failure)."""
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "lab_datasets.py").write_text("from mvit_video.settings import ClipProtocol, register_dataset\n"
+                                         "register_dataset('labjson', 'test_registry:build_toy', "
+                                         "ClipProtocol(one_crop_index=0))\n")
+    (lab / "broken_lab.py").write_text("import json\nraise ValueError('not configured yet')\n")
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(lab), str(tests), str(tests.parent)])}
+    out = tmp_path / "run"
+    args = tiny_overrides(toy, out, "data.dataset=labjson", "solver.max_epoch=1", "test.enable=true")
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mvit_video.train", *args, *extra], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    r = train()
+    assert r.returncode == 2 and "unknown dataset 'labjson'" in r.stderr  # not registered in a new process
+    r = train("custom_imports=[lab_datasets]")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [m["split"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [
+        "train", "val", "test"]
+    r = train("custom_imports=[no_such_lab_module]")
+    assert r.returncode == 2 and r.stderr.strip() == ("error: config key 'custom_imports': importing "
+                                                      "'no_such_lab_module' failed: ModuleNotFoundError: No module "
+                                                      "named 'no_such_lab_module'")
+    r = train("custom_imports=[broken_lab]")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert f"importing 'broken_lab' failed at {lab / 'broken_lab.py'}:2: ValueError: not configured yet" in r.stderr
 
 
 def predictor_run(root: Path):
