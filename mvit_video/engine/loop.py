@@ -107,14 +107,18 @@ def train_one_epoch(state: TrainState, loader: Iterable, epoch: int, iters_per_e
         with state.forward.no_sync() if is_ddp and not sync else contextlib.nullcontext():
             logits, loss = forward_loss(state.forward, video, labels, targets, cfg)
             backward(state, loss, accumulation_group_size(i, accum, iters_per_epoch))
-        loss_value = loss.item()  # the step's one host sync, read once for the checks, the sums and the log
+        hard = targets.argmax(dim=-1) if targets is not None else labels
+        # The step's one host sync, before the optimizer step is queued: the loss (the checks, the sums, the log) and
+        # the correct count together. A second read after the optimizer step would make the host wait for it too
+        # instead of queueing the next forward (CUDA).
+        loss_value, step_correct = torch.stack([loss.detach().float(),
+                                                (logits.detach().argmax(dim=-1) == hard).sum().float()]).tolist()
         stop = _check_step(state, loss_value, preempt, epoch, i, iters_per_epoch, cfg.device)
         grad_norm = optimizer_step(state, cfg.clip_grad_l2norm, want_norm=log.wants_grad_norm) if sync else None
 
         n = labels.shape[0]
-        hard = targets.argmax(dim=-1) if targets is not None else labels
         loss_sum += loss_value * n
-        correct += (logits.argmax(dim=-1) == hard).sum().item()
+        correct += step_correct
         clips += n
         log.step_done(state, i, loss_value, lr, n, clips, grad_norm, step_wait)
         if on_step is not None:
