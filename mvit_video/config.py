@@ -5,11 +5,9 @@ named."""
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 import math
 import re
-import traceback
 import typing
 import warnings
 from dataclasses import fields
@@ -20,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mvit_video.models.config import MViTConfig
 from mvit_video.settings import (MODEL_FIELD_KEYS, DataConfig, RunConfig, clip_protocol, dataset_entry, from_mapping,
-                                 model_key)
+                                 import_custom, model_key)
 from mvit_video.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -207,26 +205,6 @@ def build_config_and_notes(cfg: DictConfig, world_size: int = 1, check_paths: bo
     if check_paths:
         _check_paths(run)
     return run, notes
-
-
-def import_custom(modules: Any) -> None:
-    """Import the modules of config key custom_imports (mmaction2's name) for what importing them registers, e.g.
-    a dataset (settings.register_dataset). Every command builds its settings here, in every process (torchrun,
-    SLURM, submitit), so a dataset registered this way is known everywhere. One-line ConfigError naming the key,
-    the module, and for a failing module the file and line."""
-    if modules is None:
-        return
-    if isinstance(modules, str) or not isinstance(modules, (list, tuple)) or \
-            not all(isinstance(m, str) and m for m in modules):
-        raise ConfigError(f"config key 'custom_imports': expected a list of module names, got {modules!r}")
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as e:  # noqa: BLE001 -- the user's module: any failure is theirs to see, in one line
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            at = "" if isinstance(e, ModuleNotFoundError) else f" at {where.filename}:{where.lineno}"
-            raise ConfigError(f"config key 'custom_imports': importing {name!r} failed{at}: "
-                              f"{type(e).__name__}: {e}") from None
 
 
 def _resolved_edits(cfg: DictConfig, num_shards: int | None) -> tuple[DictConfig, list[str]]:

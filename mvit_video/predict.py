@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from mvit_video.data import clips, sampling
@@ -40,8 +41,8 @@ from mvit_video.data.clips import ClipSpec
 from mvit_video.data.decoding import FrameGridReader, FramesReader, VideoReader, open_video_bytes
 from mvit_video.data.transforms import short_side_resize
 from mvit_video.eval.multiview import mean_view_features, mean_view_probs
-from mvit_video.settings import CheckpointData, DataConfig
-from mvit_video.utils.errors import UserError
+from mvit_video.settings import DATASETS, CheckpointData, DataConfig, import_custom
+from mvit_video.utils.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,28 @@ def parse_views(views: str | Sequence[int]) -> tuple[int, int]:
     if not 1 <= k <= MAX_TEMPORAL_VIEWS or s not in (1, 3):
         raise UserError(f"views {k}x{s}: need 1 <= K <= {MAX_TEMPORAL_VIEWS} temporal clips and S = 1 or 3 crops")
     return k, s
+
+
+def _register_checkpoint_dataset(info: Mapping[str, Any], source: str) -> None:
+    """A checkpoint of a dataset that the training run's own module registered (config key custom_imports):
+    import that module here too, so that its clips are sampled with its protocol. When it cannot be, say so: the
+    clips are then sampled as Kinetics' (as for any name not registered, e.g. a converted PySlowFast checkpoint's)."""
+    dataset = str((info.get("data_config") or {}).get("dataset", "kinetics"))
+    if dataset in DATASETS or not info.get("cfg"):
+        return
+    try:
+        modules = (yaml.safe_load(info["cfg"]) or {}).get("custom_imports") or []
+    except yaml.YAMLError:
+        return
+    if not modules:
+        return
+    try:
+        import_custom(modules)
+    except ConfigError as e:
+        logger.warning("%s: %s", source, e)
+    if dataset not in DATASETS:
+        logger.warning("%s: dataset %r is not registered in this process (its run imported %s): its clips are sampled "
+                       "with Kinetics' protocol", source, dataset, ", ".join(modules))
 
 
 def default_views(data_config: CheckpointData | Mapping[str, Any] | None) -> tuple[int, int]:
@@ -242,6 +265,7 @@ class Predictor:
         info = load_checkpoint_info(path)
         if not info.get("data_config"):
             raise UserError(f"{path}: the checkpoint has no data_config; cannot sample views")
+        _register_checkpoint_dataset(info, str(path))
         model = load_model(path, use_ema=use_ema)
         return cls(model, info["data_config"], info.get("class_names"), device=device, source=str(path),
                    **overrides)

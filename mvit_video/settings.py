@@ -17,6 +17,7 @@ import dataclasses
 import importlib
 import math
 import re
+import traceback
 import types
 import typing
 from dataclasses import dataclass, field
@@ -96,6 +97,28 @@ def register_dataset(name: str, builder: Union[Callable[..., Any], str],
         raise ValueError(f"dataset {name!r}: builder must be a function or 'module:function', got {builder!r}")
     DATASETS[name] = DatasetEntry(name, builder, protocol)
     return DATASETS[name]
+
+
+def import_custom(modules: Any) -> None:
+    """Import the modules of config key custom_imports (mmaction2's name) for what importing them registers, e.g.
+    a dataset (`register_dataset`). Every command calls it while building its settings (config.build_config), in
+    every process (torchrun, SLURM, submitit), and Predictor for a checkpoint's dataset, so a dataset registered
+    this way is known everywhere. One-line ConfigError naming the key, the module, and for a failing module the
+    file and line."""
+    if modules is None:
+        return
+    if isinstance(modules, str) or not isinstance(modules, (list, tuple)) or \
+            not all(isinstance(m, str) and m for m in modules):
+        raise ConfigError(f"config key 'custom_imports': expected a list of module names, got {modules!r}")
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 -- the user's module: any failure is theirs to see, in one line
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            missing_itself = isinstance(e, ModuleNotFoundError) and e.name == name  # else: inside the module
+            at = "" if missing_itself else f" at {where.filename}:{where.lineno}"
+            raise ConfigError(f"config key 'custom_imports': importing {name!r} failed{at}: "
+                              f"{type(e).__name__}: {e}") from None
 
 
 def dataset_entry(name: str) -> DatasetEntry:

@@ -143,7 +143,7 @@ def check_class_names(ckpt: Mapping[str, Any], path: str | os.PathLike) -> None:
 
 
 def load_checkpoint_info(path: str | os.PathLike) -> dict:
-    """model_config, data_config, class_names (and epoch when saved by training) of a checkpoint."""
+    """model_config, data_config, class_names (and epoch and cfg when saved by training) of a checkpoint."""
     ckpt = _read_ours(path)
     info = {
         "format": ckpt["format"],
@@ -151,7 +151,7 @@ def load_checkpoint_info(path: str | os.PathLike) -> dict:
         "data_config": ckpt.get("data_config"),
         "class_names": ckpt.get("class_names"),
     }
-    for key in ("epoch", "iteration", "source"):
+    for key in ("epoch", "iteration", "source", "cfg"):  # cfg: the training run's resolved config (YAML text)
         if key in ckpt:
             info[key] = ckpt[key]
     return info

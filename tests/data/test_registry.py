@@ -159,6 +159,18 @@ def test_commands_know_a_dataset_that_custom_imports_registers(toy, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert [m["split"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [
         "train", "val", "test"]
+    # The checkpoint remembers the module: a new process's Predictor imports it and samples with its protocol
+    # (left crop), or, where it cannot be imported, says so and samples as Kinetics (center crop)
+    probe = ("import sys; from mvit_video import Predictor; "
+             "print(Predictor.from_checkpoint(sys.argv[1], device='cpu').spec().one_crop_index)")
+    checkpoint = str(out / "checkpoints" / "checkpoint_epoch_00001.pyth")
+    r = subprocess.run([sys.executable, "-c", probe, checkpoint], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.split() == ["0"], r.stderr[-2000:]
+    alone = {**env, "PYTHONPATH": str(tests.parent)}
+    r = subprocess.run([sys.executable, "-c", probe, checkpoint], env=alone, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.split() == ["1"], r.stderr[-2000:]
+    assert "dataset 'labjson' is not registered in this process (its run imported lab_datasets)" in r.stderr
     r = train("custom_imports=[no_such_lab_module]")
     assert r.returncode == 2 and r.stderr.strip() == ("error: config key 'custom_imports': importing "
                                                       "'no_such_lab_module' failed: ModuleNotFoundError: No module "
