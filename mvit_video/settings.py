@@ -114,11 +114,18 @@ def import_custom(modules: Any) -> None:
         try:
             importlib.import_module(name)
         except Exception as e:  # noqa: BLE001 -- the user's module: any failure is theirs to see, in one line
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            missing_itself = isinstance(e, ModuleNotFoundError) and e.name == name  # else: inside the module
-            at = "" if missing_itself else f" at {where.filename}:{where.lineno}"
-            raise ConfigError(f"config key 'custom_imports': importing {name!r} failed{at}: "
+            raise ConfigError(f"config key 'custom_imports': importing {name!r} failed{_where(e, name)}: "
                               f"{type(e).__name__}: {e}") from None
+
+
+def _where(error: Exception, module: str) -> str:
+    """" at FILE:LINE" of the user's code that failed to import, "" when the module itself was not found."""
+    if isinstance(error, ModuleNotFoundError) and error.name == module:
+        return ""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f" at {error.filename}:{error.lineno}"
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith("<frozen")]
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
 def dataset_entry(name: str) -> DatasetEntry:
@@ -309,7 +316,7 @@ class RunConfig:
     log_period: int = _f(min=1)
     log_period_s: float = _f(min=0.0, strict_min=True)
     loss_func: str = _f(choices=("soft_cross_entropy", "cross_entropy"))
-    custom_imports: tuple[str, ...] = _f()  # imported before the config is checked (config.import_custom)
+    custom_imports: tuple[str, ...] = _f()  # imported before the config is checked (import_custom)
     data: DataConfig
     aug: AugConfig
     mixup: MixupConfig

@@ -133,6 +133,24 @@ def test_a_registered_dataset_trains_tests_and_predicts(toy, tmp_path):
         predictor_run(toy), "test")[0]["views"])
 
 
+def test_custom_imports_failures_name_the_users_file_and_line(tmp_path, monkeypatch):
+    from mvit_video.settings import import_custom
+
+    (tmp_path / "lab_syntax.py").write_text("x = 1\ndef broken(:\n")
+    (tmp_path / "lab_needs.py").write_text("import json\nimport lab_dependency_not_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=rf"importing 'lab_syntax' failed at {tmp_path / 'lab_syntax.py'}:2: "
+                                          r"SyntaxError"):
+        import_custom(["lab_syntax"])
+    with pytest.raises(ConfigError, match=rf"importing 'lab_needs' failed at {tmp_path / 'lab_needs.py'}:2: "
+                                          r"ModuleNotFoundError: No module named 'lab_dependency_not_installed'"):
+        import_custom(["lab_needs"])
+    with pytest.raises(ConfigError, match=r"config key 'custom_imports': expected a list of module names"):
+        import_custom("lab_needs")
+    import_custom([])  # nothing to import
+    import_custom(["json"])
+
+
 @pytest.mark.slow
 def test_commands_know_a_dataset_that_custom_imports_registers(toy, tmp_path):
     """A dataset registered by the user's own module is known to the commands (a fresh process each, as torchrun
