@@ -75,7 +75,7 @@ def test_a_stop_signal_during_validation_saves_the_epoch_and_the_rerun_validates
     ends it at the next batch and saves the end of the epoch's training (status 143), instead of waiting and
     losing the epoch. The rerun validates that epoch and goes on: the weights, the val figures and the train line
     of an unbroken run."""
-    extra = ("train.batch_size=1", "train.eval_period=1", "solver.max_epoch=2", "data_loader.num_workers=1")
+    extra = ("train.batch_size=1", "train.eval_period=1", "solver.max_epoch=2", "data_loader.num_workers=2")  # default
     reference = tiny("straight", *extra)
     train(reference)
 
