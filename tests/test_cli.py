@@ -103,3 +103,40 @@ def test_submitit_tasks_form_one_process_group(kinetics_list_dir, tmp_path: Path
     assert "(2 processes on cpu)" in log and log.count("epoch 1/1: train loss") == 1
     assert [json.loads(x)["split"] for x in (runs[0] / "metrics.jsonl").read_text().splitlines()] == ["train", "val"]
     assert not (out / "0").exists() and not (out / ".submitit" / "%j").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_with_default_workers_stops_on_sigterm_and_the_rerun_resumes(kinetics_list_dir,
+                                                                                           tmp_path: Path) -> None:
+    """As the README runs it: `torchrun --nproc_per_node 2 -m mvit_video.train`, the default 2 persistent workers per
+    process; `kill` (SIGTERM) to torchrun mid-training saves the preemption checkpoint on every rank's behalf, and
+    the same command again resumes there and finishes."""
+    out = tmp_path / "run"
+    args = tiny_overrides(kinetics_list_dir, out, "train.batch_size=2", "data_loader.num_workers=2",
+                          "solver.max_epoch=20", "train.eval_period=100", "train.checkpoint_period=100")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "mvit_video.train", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    log = out / "train.log"
+    try:
+        deadline = time.time() + 200
+        while time.time() < deadline and proc.poll() is None:
+            if log.is_file() and "iter 1/2" in log.read_text():
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # to torchrun alone, as `kill` does: it passes the signal on to the ranks
+        output, _ = proc.communicate(timeout=200)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    # Every rank saved and exited 143; torchrun reports that as a failure of its own (torch's SignalException, 1)
+    assert proc.returncode == 1 and "got signal: 15" in output, output[-3000:]
+    assert (out / "checkpoints" / "checkpoint_preempt.pyth").is_file(), output[-3000:]
+    assert "signal 15: saving" in log.read_text()
+    r = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    text = log.read_text()
+    assert "Resuming from" in text and "checkpoint_preempt.pyth (epoch " in text and "(2 processes on cpu)" in text
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint_[ep]*")) == ["checkpoint_epoch_00020.pyth"]
