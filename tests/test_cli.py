@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from tiny import tiny_overrides
 
 
@@ -110,13 +111,20 @@ def test_torchrun_two_processes_with_default_workers_stops_on_sigterm_and_the_re
                                                                                            tmp_path: Path) -> None:
     """As the README runs it: `torchrun --nproc_per_node 2 -m mvit_video.train`, the default 2 persistent workers per
     process; `kill` (SIGTERM) to torchrun mid-training saves the preemption checkpoint on every rank's behalf, and
-    the same command again resumes there and finishes."""
-    out = tmp_path / "run"
-    args = tiny_overrides(kinetics_list_dir, out, "train.batch_size=2", "data_loader.num_workers=2",
-                          "solver.max_epoch=20", "train.eval_period=100", "train.checkpoint_period=100")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "mvit_video.train", *args]
+    the same command again resumes there and finishes with the weights of an unbroken run, bit for bit."""
+
+    def command(out: Path) -> list[str]:
+        args = tiny_overrides(kinetics_list_dir, out, "train.batch_size=2", "data_loader.num_workers=2",
+                              "solver.max_epoch=20", "train.eval_period=100", "train.checkpoint_period=100")
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "mvit_video.train", *args]
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(command(tmp_path / "unbroken"), cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = tmp_path / "run"
+    command = command(out)
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     log = out / "train.log"
@@ -140,3 +148,6 @@ def test_torchrun_two_processes_with_default_workers_stops_on_sigterm_and_the_re
     text = log.read_text()
     assert "Resuming from" in text and "checkpoint_preempt.pyth (epoch " in text and "(2 processes on cpu)" in text
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint_[ep]*")) == ["checkpoint_epoch_00020.pyth"]
+    want, got = (torch.load(d / "checkpoints" / "checkpoint_epoch_00020.pyth", weights_only=True)["model"]
+                 for d in (tmp_path / "unbroken", out))
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
