@@ -11,7 +11,7 @@ hands over to submitit's requeue, asks SLURM to requeue, or exits 128 + signal. 
 
 Which signal each launcher sends: SLURM via `scripts/slurm/train.sbatch` SIGUSR1 (`#SBATCH --signal=USR1@120`);
 submitit (hydra/launcher=mvit_slurm or submitit_*) its `SUBMITIT_PREEMPT_SIGNAL`, USR2 by default; torchrun and
-`scancel` SIGTERM. All of them are caught here.
+`scancel` SIGTERM. All of them are caught here; SIGTERM and SIGINT save and exit without a requeue.
 """
 
 from __future__ import annotations
@@ -40,6 +40,14 @@ def submitit_signal() -> int | None:
     name = getattr(getattr(sub, "JobEnvironment", None), "USR_SIG", None) if sub is not None else None
     name = name or os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
     return getattr(signal, "SIG" + str(name).upper().removeprefix("SIG"), None)
+
+
+def requeue_signals() -> set[int]:
+    """The signals after which a run under SLURM asks to be requeued: train.sbatch's SIGUSR1 and submitit's
+    preemption signal (SIGUSR2 unless configured). Not SIGINT (a person) nor SIGTERM (scancel)."""
+    extra = submitit_signal()
+    signals = {int(signal.SIGUSR1), int(signal.SIGUSR2), *([int(extra)] if extra is not None else [])}
+    return signals - {int(signal.SIGINT)}
 
 
 def exit_code(signum: int) -> int:
@@ -264,12 +272,17 @@ class PreemptionHandler:
 
     def _requeue(self, signum: int) -> bool:
         """Requeue the job: submitit's handler (which requeues, then exits itself), else `scontrol requeue` under
-        SLURM on rank 0. True when SLURM requeued it."""
+        SLURM on rank 0 for a preemption signal (SIGUSR1, SIGUSR2, submitit's). True when SLURM requeued it.
+
+        SIGTERM is not one: under SLURM it is `scancel` (or the end of a time limit that was given no --signal), and a
+        cancelled job must stay cancelled -- submitit's convention too (its SIGTERM handler only logs)."""
         previous = self._previous.get(signum)
         if callable(previous) and previous not in (signal.default_int_handler,):
             # submitit installs its own handler: it pickles the job and requeues it (then exits itself). Its SIGTERM
-            # handler only logs and returns: then SLURM is asked below.
+            # handler only logs and returns.
             previous(signum, None)
+        if signum not in requeue_signals():
+            return False
         if "SLURM_JOB_ID" in os.environ and du.is_main() and _scontrol_requeue(os.environ["SLURM_JOB_ID"]):
             logger.info("requeued SLURM job %s; it resumes from the preemption checkpoint", os.environ["SLURM_JOB_ID"])
             return True

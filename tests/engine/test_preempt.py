@@ -145,6 +145,29 @@ def test_after_the_checkpoint_submitits_own_handler_requeues(tmp_path: Path, mon
             signal.signal(s, h)
 
 
+@pytest.mark.parametrize("sig, code, requeued", [(signal.SIGTERM, 143, False), (signal.SIGUSR1, 0, True),
+                                                 (signal.SIGUSR2, 0, True), (signal.SIGINT, 130, False)])
+def test_under_slurm_only_preemption_signals_requeue(tmp_path: Path, monkeypatch, sig, code, requeued) -> None:
+    """After the checkpoint, under SLURM: train.sbatch's USR1 and submitit's USR2 ask `scontrol requeue` (exit 0);
+    SIGTERM (scancel: a cancelled job stays cancelled) and Ctrl-C exit 128 + signal without asking."""
+    from mvit_video.engine.preempt import PreemptionHandler
+
+    record = tmp_path / "scontrol.args"
+    (tmp_path / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {record}\n")
+    (tmp_path / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    handler = PreemptionHandler().install()
+    try:
+        handler.signum = sig  # as the handler sets it when the signal comes
+        with pytest.raises(SystemExit) as e:
+            handler.exit()
+    finally:
+        handler.restore()
+    assert e.value.code == code
+    assert record.is_file() == requeued and (not requeued or record.read_text().split() == ["requeue", "777"])
+
+
 # ------------------------------------------------------------------------------------------- real runs
 
 
