@@ -72,6 +72,30 @@ def test_short_training_run_logs_the_shortened_warmup(kinetics_list_dir, tmp_pat
 
 
 @pytest.mark.slow
+def test_the_first_run_command_as_a_newcomer_runs_it_only_smaller(tmp_path: Path) -> None:
+    """`python -m mvit_video.train` with nothing but the set made small and one epoch: the synthetic set is
+    generated into $XDG_CACHE_HOME/mvit_video/synthetic, decoded with the default decoder (decord) in the default
+    worker, trained, validated and tested with its 2x1 views, predictions written; the same command again resumes,
+    finds training done and adds nothing."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "mvit_video.train", "data.synthetic.train_per_class=2",
+               "data.synthetic.val_per_class=1", "data.synthetic.test_per_class=1", "solver.max_epoch=1",
+               f"output_dir={out}"]
+    r = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (cache,) = (tmp_path / "cache" / "mvit_video" / "synthetic").iterdir()
+    assert len(list(cache.rglob("*.mp4"))) == 6 * (2 + 1 + 1)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["split"] for m in lines] == ["train", "val", "test"] and lines[-1]["views"] == [2, 1]
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 6
+    r = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "training already finished (1 epochs)" in (out / "train.log").read_text()
+    assert [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()] == lines
+
+
+@pytest.mark.slow
 def test_synthetic_default_never_writes_into_a_folder_of_lists(kinetics_list_dir, tmp_path: Path) -> None:
     from mvit_video.data.synthetic import ensure_synthetic_dataset
 

@@ -85,6 +85,10 @@ def test_fresh_start_moves_only_run_files_and_keeps_a_requeued_run(tmp_path, mon
     assert "SLURM requeue #1" in note and (out / "checkpoints").is_dir() and not (out / PREVIOUS).exists()
 
     monkeypatch.delenv("SLURM_RESTART_COUNT")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")  # torchrun --max-restarts restarted the processes
+    note = fresh_start(run, out)
+    assert "torchrun restart #2" in note and (out / "checkpoints").is_dir() and not (out / PREVIOUS).exists()
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun's first start: not a restart
     note = fresh_start(run, out)
     (dest,) = (out / PREVIOUS).iterdir()
     assert note.endswith(f"moved to {dest}")
