@@ -20,6 +20,7 @@ from tiny import tiny_overrides
 from mvit_video.config import build_config, compose, fit_schedule
 from mvit_video.data.decoding import open_video
 from mvit_video.data.encode import write_video
+from mvit_video.data.prepare.reencode import ReencodeSettings, reencode_video
 from mvit_video.utils.errors import ConfigError, UserError, one_line
 
 PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
@@ -390,6 +391,13 @@ def test_decoders_agree_on_rotated_videos(degrees: int, tmp_path: Path) -> None:
     assert by_pyav.shape == by_decord.shape == (2, *upright.shape)
     assert (by_pyav.int() - by_decord.int()).abs().max() <= 2
     assert (by_pyav[0].int() - upright.int()).abs().float().mean() < 3
+    # The prepare commands' re-encoded copy (--reencode-short-side) is upright in its pixels, for both readers
+    copy = tmp_path / "copy.mp4"
+    reencode_video(path, copy, ReencodeSettings(short_side=64, keyint=5))
+    for decoder in ("pyav", "decord"):
+        with open_video(copy, decoder) as r:
+            first = r.get_frames([0])[0]
+        assert first.shape == upright.shape and (first.int() - upright.int()).abs().float().mean() < 3, decoder
 
 
 # ------------------------------------------------------------------------------------------ 8. shareable files
