@@ -87,6 +87,13 @@ def test_multirun_gives_each_job_its_own_output_dir(kinetics_list_dir, tmp_path:
     jobs = sorted(p.parent.parent for p in out.glob("*/checkpoints/checkpoint_epoch_00001.pyth"))
     assert [p.name for p in jobs] == ["base_lr=0.001", "base_lr=0.002"]  # named by the swept key only
     assert ["base_lr: 0.001" in (j / "config.yaml").read_text() for j in jobs] == [True, False]
+    # The same sweep again (a re-run, a requeue): each job resumes in its own folder; the index gains no lines
+    index = (out / "sweep.jsonl").read_text()
+    assert len(index.splitlines()) == 2
+    r = _train(["-m", *args, "solver.base_lr=1e-3,2e-3"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (out / "sweep.jsonl").read_text() == index
+    assert all("training already finished (1 epochs)" in (j / "train.log").read_text() for j in jobs)
 
 
 @pytest.mark.slow
