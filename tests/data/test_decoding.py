@@ -46,6 +46,32 @@ def test_decord_and_pyav_agree(indexed_videos, name):
     assert (a - b).abs().mean().item() < 1.0  # the same codec library underneath: identical or within rounding
 
 
+@pytest.mark.skipif(not HAS_DECORD, reason="decord not installed")
+@pytest.mark.parametrize("fails_at", ["open", "decode"])
+def test_decord_falls_back_to_pyav_per_file(indexed_videos, monkeypatch, fails_at):
+    """The default decoder (decord) falls back to PyAV for a file it cannot open or decode: the same frames as
+    PyAV's own, not an error (README: 'falls back to PyAV per file')."""
+    from mvit_video.data import decoding
+
+    real = decoding.DecordReader
+
+    class Failing(real):  # decord failing on this file, as it does on some real ones
+        def __init__(self, *args, **kwargs):
+            if fails_at == "open":
+                raise RuntimeError("decord: cannot open")
+            super().__init__(*args, **kwargs)
+
+        def get_frames(self, indices):
+            raise RuntimeError("decord: cannot decode")
+
+    monkeypatch.setattr(decoding, "DecordReader", Failing)
+    path, source, _ = indexed_videos["a.mp4"]
+    idx = [0, len(source) // 2, len(source) - 1]
+    got = open_video(path, "decord").get_frames(idx)
+    assert torch.equal(got, open_video(path, "pyav").get_frames(idx))
+    assert all(_closest(got[k], source, i)[0] == i for k, i in enumerate(idx))
+
+
 def test_pyav_seeks_into_long_video(indexed_videos):
     # late frames of a 120-frame video, read after a seek, in separate calls on one reader
     path, source, _ = indexed_videos["long.mp4"]
