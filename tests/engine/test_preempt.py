@@ -168,6 +168,21 @@ def test_under_slurm_only_preemption_signals_requeue(tmp_path: Path, monkeypatch
     assert record.is_file() == requeued and (not requeued or record.read_text().split() == ["requeue", "777"])
 
 
+def test_outside_slurm_a_preemption_signal_exits_128_plus_its_number(monkeypatch) -> None:
+    from mvit_video.engine.preempt import PreemptionHandler
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    for sig, code in ((signal.SIGUSR1, 138), (signal.SIGUSR2, 140), (signal.SIGTERM, 143)):
+        handler = PreemptionHandler().install()
+        try:
+            handler.signum = sig
+            with pytest.raises(SystemExit) as e:
+                handler.exit()
+        finally:
+            handler.restore()
+        assert e.value.code == code
+
+
 # ------------------------------------------------------------------------------------------- real runs
 
 

@@ -180,3 +180,27 @@ def test_a_sweep_reads_back_as_one_table(kinetics_list_dir, tmp_path, capsys):
         assert [(row[0], row[1], row[2], row[3]) for row in rows] == [
             (str(out / n), n.split(",")[0].split("=")[1], n.split("=")[-1], "1") for n in names]
         assert len(lines) == 6 and "error" not in captured.err
+
+
+@pytest.mark.slow  # trains a tiny run first
+def test_summary_after_evaluate_shows_the_newest_test(trained_run, tmp_path, capsys):
+    """Train (its test: 1x1 views), then `mvit-evaluate` the run folder with 1x3 views: `summary` reports that
+    newer test (README: 'reads both layouts and shows the newest test')."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from mvit_video.summary import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    r = subprocess.run([sys.executable, "-m", "mvit_video.evaluate", "--config-path", str(run), "--config-name",
+                        "config", "test.num_spatial_crops=3"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert main([str(run)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "views" in out[0] and "1x3" in out[2].split() and "1x1" not in out[2].split(), out[:3]
+    (evaluated,) = (run / "eval").glob("checkpoint_*/metrics.jsonl")
+    assert [json.loads(x)["views"] for x in evaluated.read_text().splitlines()] == [[1, 3]]
