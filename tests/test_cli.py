@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,13 +116,19 @@ def test_submitit_tasks_form_one_process_group(kinetics_list_dir, tmp_path: Path
 
 @pytest.mark.slow
 def test_torchrun_two_processes_with_default_workers_stops_on_sigterm_and_the_rerun_resumes(kinetics_list_dir,
+                                                                                           video_dir: Path,
                                                                                            tmp_path: Path) -> None:
     """As the README runs it: `torchrun --nproc_per_node 2 -m mvit_video.train`, the default 2 persistent workers per
-    process; `kill` (SIGTERM) to torchrun mid-training saves the preemption checkpoint on every rank's behalf, and
-    the same command again resumes there and finishes with the weights of an unbroken run, bit for bit."""
+    process, a training list with an undecodable video; `kill` (SIGTERM) to torchrun mid-training saves the
+    preemption checkpoint on every rank's behalf, and the same command again resumes there and finishes with the
+    weights of an unbroken run, bit for bit; the bad video is listed once in bad_videos.txt, whichever rank met it."""
+    lists = tmp_path / "lists"
+    shutil.copytree(kinetics_list_dir, lists)
+    with open(lists / "train.csv", "a") as f:
+        f.write(f"{video_dir / 'garbage.mp4'} 1\n")  # replaced by another sample, chosen from seed, epoch, index
 
     def command(out: Path) -> list[str]:
-        args = tiny_overrides(kinetics_list_dir, out, "train.batch_size=2", "data_loader.num_workers=2",
+        args = tiny_overrides(lists, out, "train.batch_size=2", "data_loader.num_workers=2",
                               "solver.max_epoch=20", "train.eval_period=100", "train.checkpoint_period=100")
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                 "-m", "mvit_video.train", *args]
@@ -158,3 +165,5 @@ def test_torchrun_two_processes_with_default_workers_stops_on_sigterm_and_the_re
     want, got = (torch.load(d / "checkpoints" / "checkpoint_epoch_00020.pyth", weights_only=True)["model"]
                  for d in (tmp_path / "unbroken", out))
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    for run in (tmp_path / "unbroken", out):
+        assert (run / "bad_videos.txt").read_text().splitlines() == [str(video_dir / "garbage.mp4")]
