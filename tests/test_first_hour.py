@@ -429,6 +429,13 @@ def test_a_nan_checkpoint_is_refused(kinetics_list_dir, tmp_path: Path) -> None:
     path = _tiny_checkpoint(kinetics_list_dir, tmp_path / "run", nan=True)
     with pytest.raises(UserError, match=r"weight 'head.projection.weight' holds NaN/inf"):
         load_model(path)
+    from mvit_video.checkpoint import load_checkpoint_info, load_pretrained
+    from mvit_video.models import build_model
+    from mvit_video.models.config import MViTConfig
+
+    model = build_model(MViTConfig.from_dict(load_checkpoint_info(path)["model_config"]))
+    with pytest.raises(UserError, match=r"weight 'head.projection.weight' holds NaN/inf"):  # fine-tuning from it
+        load_pretrained(model, path)
     line = _one_error_line(_cli("mvit_video.evaluate", tiny_overrides(kinetics_list_dir, tmp_path / "eval",
                                                                       f"test.checkpoint={path}"), tmp_path))
     assert "holds NaN/inf values" in line
