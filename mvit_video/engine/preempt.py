@@ -32,7 +32,6 @@ from mvit_video.utils import distributed as du
 logger = logging.getLogger(__name__)
 
 
-
 def submitit_signal() -> int | None:
     """The signal submitit arms SLURM with for preemption (`SUBMITIT_PREEMPT_SIGNAL`, USR2 by default), read as
     submitit reads it (a class attribute fixed when submitit is imported); None for an unknown name."""
