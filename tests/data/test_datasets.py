@@ -258,3 +258,17 @@ def test_keyed_train_items_depend_only_on_seed_epoch_and_index(kinetics_list_dir
     bad = [ds[(0, 3, 4)] for _ in range(2)]  # garbage.mp4: replaced by the same video both times
     assert bad[0]["bad_paths"] == [str(video_dir / "garbage.mp4")]
     assert bad[0]["index"] == bad[1]["index"] != 4 and torch.equal(bad[0]["video"], bad[1]["video"])
+
+
+def test_a_split_list_set_by_key_replaces_only_that_split(kinetics_list_dir, tmp_path):
+    """data.val_list (README: e.g. the train_clean.csv of check_dataset --write-clean), relative to the data folder:
+    the val split reads it; train and test keep <data_dir>/<split>.csv."""
+    from tiny import kinetics_cfg
+
+    data_dir = tmp_path / "lists"
+    shutil.copytree(kinetics_list_dir, data_dir)
+    clean = (data_dir / "val.csv").read_text().splitlines()[:2]
+    (data_dir / "val_clean.csv").write_text("\n".join(clean) + "\n")
+    run = kinetics_cfg(data_dir, **{"data.val_list": "val_clean.csv"})
+    assert build_dataset(run, "val").paths == [line.rsplit(" ", 1)[0] for line in clean]
+    assert len(build_dataset(run, "test").paths) == len((data_dir / "test.csv").read_text().splitlines()) > 2
