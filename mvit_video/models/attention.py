@@ -74,6 +74,11 @@ def rel_pos_terms(
     return terms
 
 
+def rel_axes(rel_t: Tensor | None, rel_h: Tensor | None, rel_w: Tensor | None) -> str:
+    """The axes ("t", "h", "w", in that order) that have a relative-position table: the order of rel_pos_terms."""
+    return "".join(ax for ax, t in zip("thw", (rel_t, rel_h, rel_w)) if t is not None)
+
+
 def plain_attention(
     q: Tensor,
     k: Tensor,
@@ -95,8 +100,7 @@ def plain_attention(
         qt, qh, qw = q_shape
         kt, kh, kw = k_shape
         bias = attn.new_zeros(()).expand(B, n, qt, qh, qw, kt, kh, kw)
-        axes = [ax for ax, t in zip("thw", (rel_t, rel_h, rel_w)) if t is not None]
-        for ax, term in zip(axes, terms):
+        for ax, term in zip(rel_axes(rel_t, rel_h, rel_w), terms):
             term = term.reshape(B, n, qt, qh, qw, -1)
             if ax == "t":
                 bias = bias + term[..., :, None, None]
@@ -146,7 +150,7 @@ def fused_attention(
     """
     C = q.shape[-1]
     scale = C**-0.5
-    axes = "".join(ax for ax, t in zip("thw", (rel_t, rel_h, rel_w)) if t is not None)
+    axes = rel_axes(rel_t, rel_h, rel_w)
     if not axes:
         return F.scaled_dot_product_attention(q, k, v)
     s = 1 if has_cls else 0
@@ -238,7 +242,7 @@ def flex_attention(
     becomes a ConfigError (fused and plain compute the same function with the same parameters).
     """
     kernel = _flex_kernel(q)
-    axes = "".join(ax for ax, t in zip("thw", (rel_t, rel_h, rel_w)) if t is not None)
+    axes = rel_axes(rel_t, rel_h, rel_w)
     score_mod = None
     if axes:
         terms = rel_pos_terms(q[:, :, int(has_cls):], q_shape, k_shape, rel_t, rel_h, rel_w)
