@@ -8,12 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_overrides
+from tiny import tiny_overrides, wait_for_text
 
 
 def _train(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
@@ -60,11 +59,7 @@ def test_sigterm_to_the_process_group_saves_and_the_rerun_resumes(kinetics_list_
     proc = subprocess.Popen([sys.executable, "-m", "mvit_video.train", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     log = out / "train.log"
-    deadline = time.time() + 200
-    while time.time() < deadline and proc.poll() is None:
-        if log.is_file() and "iter 1/4" in log.read_text():
-            break
-        time.sleep(0.2)
+    wait_for_text(log, "iter 1/4", proc)
     # As SLURM does: the signal goes to every process of the step, data-loader workers included.
     os.killpg(proc.pid, signal.SIGTERM)
     output, _ = proc.communicate(timeout=200)
@@ -143,11 +138,7 @@ def test_torchrun_two_processes_with_default_workers_stops_on_sigterm_and_the_re
                             text=True, start_new_session=True)
     log = out / "train.log"
     try:
-        deadline = time.time() + 200
-        while time.time() < deadline and proc.poll() is None:
-            if log.is_file() and "iter 1/2" in log.read_text():
-                break
-            time.sleep(0.2)
+        wait_for_text(log, "iter 1/2", proc)
         proc.send_signal(signal.SIGTERM)  # to torchrun alone, as `kill` does: it passes the signal on to the ranks
         output, _ = proc.communicate(timeout=200)
     finally:

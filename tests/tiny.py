@@ -1,5 +1,5 @@
 """What the test suites share, each defined once: the tiny MViTv2, the clips it reads, the frames of the fixture
-videos, and typed settings built from the config groups.
+videos, typed settings built from the config groups, and waiting for a subprocess run's log line.
 
 Imported as `tiny` (pyproject.toml's pytest `pythonpath` puts tests/ on sys.path). The network is written once,
 as Hydra overrides: the training and evaluation runs pass them to the entry points, and `tiny_config` builds the
@@ -128,3 +128,17 @@ def kinetics_cfg(list_dir: Path, aug: str = "none", **overrides: Any) -> RunConf
         **overrides,
     }
     return make_cfg("kinetics", aug, base)
+
+
+def wait_for_text(path: Path, text: str, proc: Any, timeout: float = 240) -> None:
+    """Until `text` appears in the file `path` (a run's train.log) while `proc` (a subprocess.Popen) runs;
+    AssertionError with the process's last output when it never does."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.is_file() and text in path.read_text():
+            return
+        time.sleep(0.1)
+    out = proc.stdout.read() if proc.poll() is not None and proc.stdout else ""
+    raise AssertionError(f"{text!r} never appeared in {path}; process: {proc.poll()} {out[-2000:]}")

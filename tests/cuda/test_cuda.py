@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from attention_cases import K_SHAPE, Q_SHAPE, assert_matches_plain, attention_inputs
 from tiny import tiny_config, tiny_overrides
 
 from mvit_video.models import MViT, MViTConfig
-from mvit_video.models.attention import fused_attention, plain_attention
+from mvit_video.models.attention import fused_attention
 from mvit_video.models.mvit import HeadwiseConv3d
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -43,29 +44,11 @@ def test_fused_attention_matches_plain_under_each_backend(dtype: torch.dtype, ba
     """Values and gradients of q, k, v and the rel-pos tables, against the plain formulation in float32."""
     from torch.nn.attention import sdpa_kernel
 
-    g = torch.Generator(device="cuda").manual_seed(0)
-    B, heads, C = 2, 2, 64
-    q_shape, k_shape = (4, 8, 8), (2, 4, 4)
-    nq, nk = 1 + 4 * 8 * 8, 1 + 2 * 4 * 4
-
-    def rand(*shape):
-        return (torch.randn(*shape, device="cuda", generator=g) * 0.5).to(dtype).requires_grad_()
-
-    q, k, v = rand(B, heads, nq, C), rand(B, heads, nk, C), rand(B, heads, nk, C)
-    tables = [rand(2 * 4 - 1, C), rand(2 * 8 - 1, C), rand(2 * 8 - 1, C)]
+    inputs = attention_inputs(dtype, head_dim=64)
     with sdpa_kernel([_backend(backend)]):
-        out = fused_attention(q, k, v, q_shape, k_shape, True, *tables)
+        out = fused_attention(*inputs[:3], Q_SHAPE, K_SHAPE, True, *inputs[3:])
         out.float().square().sum().backward()
-    grads = [t.grad.float() for t in (q, k, v, *tables)]
-
-    ref_inputs = [t.detach().float().requires_grad_() for t in (q, k, v, *tables)]
-    ref = plain_attention(*ref_inputs[:3], q_shape, k_shape, True, *ref_inputs[3:])
-    ref.square().sum().backward()
-    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
-    torch.testing.assert_close(out.float(), ref, **tol)
-    for got, want in zip(grads, (t.grad for t in ref_inputs)):
-        scale = want.abs().max().clamp_min(1.0)
-        torch.testing.assert_close(got / scale, want / scale, **tol)
+    assert_matches_plain(out, inputs, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

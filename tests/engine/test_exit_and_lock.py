@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny import tiny_overrides
+from tiny import tiny_overrides, wait_for_text
 
 from mvit_video.engine.runlock import LOCK_NAME, RunLock
 from mvit_video.utils.errors import UserError
@@ -29,15 +29,6 @@ def boom(epoch, iteration):
 
 train(compose(sys.argv[1:]), on_step=boom)
 """
-
-
-def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 200) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if path.is_file() and text in path.read_text():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{text!r} never appeared in {path}")
 
 
 @pytest.mark.slow
@@ -68,7 +59,7 @@ def test_kill_int_ends_the_run_and_its_workers(kinetics_list_dir, tmp_path: Path
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        _wait_for(out / "train.log", "iter 2/4", proc)
+        wait_for_text(out / "train.log", "iter 2/4", proc)
         workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert len(workers) >= 2
         t0 = time.time()

@@ -16,21 +16,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from tiny import tiny_overrides
+from tiny import tiny_overrides, wait_for_text
 
 from mvit_video.engine.runlock import LOCK_NAME
 
 PREEMPT = Path("checkpoints") / "checkpoint_preempt.pyth"
-
-
-def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if path.is_file() and text in path.read_text():
-            return
-        time.sleep(0.1)
-    out = proc.stdout.read() if proc.poll() is not None and proc.stdout else ""
-    raise AssertionError(f"{text!r} never appeared in {path}; process: {proc.poll()} {out[-2000:]}")
 
 
 def _start(args: list[str], cwd: Path, env: dict | None = None, module: str = "mvit_video.train") -> subprocess.Popen:
@@ -192,7 +182,7 @@ def test_usr2_on_a_plain_run_saves_mid_epoch_and_the_rerun_continues_there(kinet
     # three epochs: on a loaded machine the log is read late, and a signal in the last epoch saves no preempt file
     args = tiny_overrides(kinetics_list_dir, out, "train.batch_size=1", "solver.max_epoch=3")
     with _running(args, tmp_path) as proc:
-        _wait_for(out / "train.log", "iter 2/4", proc)
+        wait_for_text(out / "train.log", "iter 2/4", proc)
         os.kill(proc.pid, signal.SIGUSR2)
         output = _finish(proc)
     assert proc.returncode == 128 + signal.SIGUSR2, output[-3000:]
@@ -218,7 +208,7 @@ def test_sbatch_path_usr1_saves_then_asks_slurm_to_requeue(kinetics_list_dir, tm
     # three epochs: on a loaded machine the log can be read late, and a signal in the last epoch saves no preempt file
     args = tiny_overrides(kinetics_list_dir, out, "train.batch_size=1", "solver.max_epoch=3")
     with _running(args, tmp_path, env) as proc:
-        _wait_for(out / "train.log", "iter 2/4", proc)
+        wait_for_text(out / "train.log", "iter 2/4", proc)
         os.kill(proc.pid, signal.SIGUSR1)
         output = _finish(proc)
     assert proc.returncode == 0, output[-3000:]  # requeued: SLURM restarts the job
@@ -242,7 +232,7 @@ def test_submitit_launcher_preemption_saves_requeues_and_continues_at_that_batch
         while not list(out.glob("**/train.log")) and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
         out = next(out.glob("**/train.log")).parent
-        _wait_for(out / "train.log", "iter 2/4", proc, timeout=300)
+        wait_for_text(out / "train.log", "iter 2/4", proc, timeout=300)
         task_pid = json.loads((out / LOCK_NAME).read_text())["pid"]
         from mvit_video.engine.preempt import submitit_signal
 
@@ -264,7 +254,7 @@ _BIG_STEP = ["data.train_crop_size=384", "data.num_frames=8", "data.train_jitter
 def test_sigterm_inside_a_long_step_ends_the_run_within_the_grace_period(kinetics_list_dir, tmp_path: Path) -> None:
     out = tmp_path / "run"
     with _running(tiny_overrides(kinetics_list_dir, out, *_BIG_STEP), tmp_path) as proc:
-        _wait_for(out / "train.log", "iter 1/2", proc, timeout=300)  # the second step has just begun
+        wait_for_text(out / "train.log", "iter 1/2", proc, timeout=300)  # the second step has just begun
         t0 = time.time()
         os.kill(proc.pid, signal.SIGTERM)
         output = _finish(proc, timeout=60)
@@ -281,7 +271,7 @@ def test_a_second_ctrl_c_inside_a_long_step_ends_the_run_at_once_with_130(kineti
     out = tmp_path / "run"
     with _running(tiny_overrides(kinetics_list_dir, out, *_BIG_STEP[:-1], "train.stop_grace_s=120",
                                  "data_loader.num_workers=2"), tmp_path) as proc:
-        _wait_for(out / "train.log", "iter 1/2", proc, timeout=300)
+        wait_for_text(out / "train.log", "iter 1/2", proc, timeout=300)
         workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         os.kill(proc.pid, signal.SIGINT)
         time.sleep(0.5)

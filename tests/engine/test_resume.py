@@ -69,6 +69,25 @@ def test_resume_with_two_workers_is_bit_identical(tiny, augment_on: str) -> None
     assert [m.get("loss") for m in got] == pytest.approx([m.get("loss") for m in want])
 
 
+def _sigterm_in_the_first_validation(validate, send: bool = True):
+    """`validate` (eval.testing's, as the trainer calls it) that sends this process SIGTERM while the first
+    validation's second batch is being fetched, when `send`; later validations run untouched."""
+    calls = []
+
+    def signalled(forward, loader, *args, **kwargs):
+        calls.append(1)
+
+        def batches():
+            for n, batch in enumerate(loader):
+                if n == 1 and send and len(calls) == 1:
+                    os.kill(os.getpid(), signal.SIGTERM)  # arrives while the first val batch is being scored
+                yield batch
+
+        return validate(forward, batches() if len(calls) == 1 else loader, *args, **kwargs)
+
+    return signalled
+
+
 @pytest.mark.slow
 def test_a_stop_signal_during_validation_saves_the_epoch_and_the_rerun_validates_it(tiny, monkeypatch) -> None:
     """A K400 validation takes minutes, more than the grace period after SLURM's signal: a stop signal during it
@@ -79,20 +98,8 @@ def test_a_stop_signal_during_validation_saves_the_epoch_and_the_rerun_validates
     reference = tiny("straight", *extra)
     train(reference)
 
-    real_validate, calls = trainer.validate, []
-
-    def signalled_after_one_batch(forward, loader, *args, **kwargs):
-        calls.append(1)
-
-        def batches():
-            for n, batch in enumerate(loader):
-                if n == 1 and len(calls) == 1:
-                    os.kill(os.getpid(), signal.SIGTERM)  # arrives while the first val batch is being scored
-                yield batch
-
-        return real_validate(forward, batches() if len(calls) == 1 else loader, *args, **kwargs)
-
-    monkeypatch.setattr(trainer, "validate", signalled_after_one_batch)
+    real_validate = trainer.validate
+    monkeypatch.setattr(trainer, "validate", _sigterm_in_the_first_validation(real_validate))
     with pytest.raises(SystemExit) as stopped:
         train(tiny("broken", *extra))
     assert stopped.value.code == 128 + signal.SIGTERM
@@ -117,10 +124,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank: int, world: int, port: int, cfg, stop_at: int | None) -> None:
+def _as_rank(rank: int, world: int, port: int) -> None:
+    """This spawned process as rank `rank` of `world` (torchrun's variables), one thread."""
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
+
+
+def _rank(rank: int, world: int, port: int, cfg, stop_at: int | None) -> None:
+    _as_rank(rank, world, port)
 
     def stop(epoch: int, iteration: int) -> None:
         if rank == 0 and iteration == stop_at:
@@ -185,21 +197,8 @@ def test_resume_across_world_sizes_continues_at_the_global_batch(twelve_videos, 
 
 def _rank_signalled_in_validation(rank: int, world: int, port: int, cfg) -> None:
     """A rank of a 2-process run in which only rank 0 gets SIGTERM, during its second val batch."""
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    torch.set_num_threads(1)
-    real_validate = trainer.validate
-
-    def validate(forward, loader, *args, **kwargs):
-        def batches():
-            for n, batch in enumerate(loader):
-                if n == 1 and rank == 0:
-                    os.kill(os.getpid(), signal.SIGTERM)
-                yield batch
-
-        return real_validate(forward, batches(), *args, **kwargs)
-
-    trainer.validate = validate
+    _as_rank(rank, world, port)
+    trainer.validate = _sigterm_in_the_first_validation(trainer.validate, send=rank == 0)
     with pytest.raises(SystemExit) as stopped:
         train(cfg)
     assert stopped.value.code == 128 + signal.SIGTERM

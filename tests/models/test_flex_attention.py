@@ -15,6 +15,7 @@ import dataclasses
 
 import pytest
 import torch
+from attention_cases import K_SHAPE, Q_SHAPE, assert_matches_plain, attention_inputs
 from torch.nn.attention import flex_attention as torch_flex_module
 
 from mvit_video.models import MViT
@@ -209,27 +210,11 @@ def test_compiled_flex_block_on_the_cpu_equals_plain(tiny):
 def test_cuda_flex_matches_plain(dtype, compiled):
     """Values and gradients of q, k, v and the rel-pos tables against plain in float32, at MViTv2-S's head width
     (96, not a power of two) with a cls token: the kernel an eager model calls and the one traced in a compile."""
-    g = torch.Generator(device="cuda").manual_seed(0)
-    B, heads, C = 2, 2, 96
-    q_shape, k_shape = (4, 8, 8), (2, 4, 4)
-    nq, nk = 1 + 4 * 8 * 8, 1 + 2 * 4 * 4
-
-    def rand(*shape):
-        return (torch.randn(*shape, device="cuda", generator=g) * 0.5).to(dtype).requires_grad_()
-
-    inputs = [rand(B, heads, nq, C), rand(B, heads, nk, C), rand(B, heads, nk, C),
-              rand(2 * 4 - 1, C), rand(2 * 8 - 1, C), rand(2 * 8 - 1, C)]
+    inputs = attention_inputs(dtype, head_dim=96)
     fn = torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
-    out = fn(*inputs[:3], q_shape, k_shape, True, *inputs[3:])
+    out = fn(*inputs[:3], Q_SHAPE, K_SHAPE, True, *inputs[3:])
     out.float().square().sum().backward()
-    ref_inputs = [t.detach().float().requires_grad_() for t in inputs]
-    ref = plain_attention(*ref_inputs[:3], q_shape, k_shape, True, *ref_inputs[3:])
-    ref.square().sum().backward()
-    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
-    torch.testing.assert_close(out.float(), ref, **tol)
-    for got, want in zip((t.grad.float() for t in inputs), (t.grad for t in ref_inputs)):
-        scale = want.abs().max().clamp_min(1.0)
-        torch.testing.assert_close(got / scale, want / scale, **tol)
+    assert_matches_plain(out, inputs, dtype)
 
 
 @pytest.mark.cuda
