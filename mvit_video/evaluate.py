@@ -50,11 +50,18 @@ examples:
 def run(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict[str, Any]:
     """Test test.checkpoint (else output_dir's latest) and print the report on rank 0. The checkpoint's clip
     settings are written into `cfg`, except keys in `explicit` (set on the command line)."""
-    # Imported here: `mvit-evaluate --help` and a wrong key answer without loading torch and the data stack.
+    # Imported here: `mvit-evaluate --help`, a wrong key and a wrong value answer without loading torch and the
+    # data stack (seconds of imports): the configuration is checked first.
     from omegaconf import open_dict
 
-    from mvit_video.checkpoint import load_checkpoint_info, load_model, resolve_checkpoint
     from mvit_video.config import build_config
+    from mvit_video.utils.ranks import env_ranks
+
+    rank, world, local_rank, _ = env_ranks()
+    cli.setup_logging(None, rank)
+    settings = build_config(cfg, world_size=world)
+
+    from mvit_video.checkpoint import load_checkpoint_info, load_model, resolve_checkpoint
     from mvit_video.data.loader import LoaderWorkers
     from mvit_video.utils import distributed
     from mvit_video.engine.runlock import describe_holder, live_holder
@@ -62,9 +69,6 @@ def run(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict[str, Any]:
     from mvit_video.eval.testing import test
     from mvit_video.predict import clip_settings
 
-    rank, world, local_rank, _ = distributed.env_ranks()
-    cli.setup_logging(None, rank)
-    settings = build_config(cfg, world_size=world)
     device = cli.resolve_device(settings.device, local_rank)
     distributed.init_distributed(device.type)
     try:

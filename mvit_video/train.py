@@ -40,10 +40,19 @@ examples:
 
 def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Run training (and the final test when test.enable); returns the last train/val/test records."""
-    # Imported here: `mvit-train --help` and a wrong key answer without loading torch and the data stack.
+    # Imported here: `mvit-train --help`, a wrong key and a wrong value answer without loading torch and the data
+    # stack (seconds of imports): the whole configuration is checked first.
+    from mvit_video.config import build_config_and_notes
+    from mvit_video.utils.ranks import env_ranks
+
+    rank, world, local_rank, nodes = env_ranks()
+    # Before anything is written or started. Launched on several processes, num_shards is the launcher's number of
+    # nodes (PySlowFast NUM_SHARDS: the LR is scaled by it). The notes are logged once the log file is set up.
+    run, notes = build_config_and_notes(cfg, world_size=world, check_paths=True,
+                                        num_shards=nodes if world > 1 else None)
+
     import torch
 
-    from mvit_video.config import build_config_and_notes
     from mvit_video.data.loader import LoaderWorkers, available_cores
     from mvit_video.utils import distributed as du
     from mvit_video.engine.memory import out_of_memory_as_error
@@ -51,12 +60,6 @@ def train(cfg: DictConfig, *, on_step: Callable[[int, int], None] | None = None)
     from mvit_video.engine.resume import fresh_start, set_aside_for_resume_from
     from mvit_video.engine.runlock import lock_output_dir
     from mvit_video.engine.trainer import build_run, fit
-
-    rank, world, local_rank, nodes = du.env_ranks()
-    # Before anything is written or started. Launched on several processes, num_shards is the launcher's number of
-    # nodes (PySlowFast NUM_SHARDS: the LR is scaled by it). The notes are logged once the log file is set up.
-    run, notes = build_config_and_notes(cfg, world_size=world, check_paths=True,
-                                        num_shards=nodes if world > 1 else None)
     device, amp_dtype = cli.resolve_runtime(run, local_rank)
     if device.type == "cpu":
         # Leave a core per data-loader worker: oversubscribed OpenMP threads spin and run several times slower.
