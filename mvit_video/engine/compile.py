@@ -1,8 +1,9 @@
 """How training compiles the network (train.compile, train.compile_mode) and keeps the compiled code across restarts.
 
-Regional compilation (the default): each MultiScaleBlock is compiled on its own, not the whole network as one graph.
+Regional compilation (train.compile_mode=regional; `full` stays the default until a GPU has measured it): each
+MultiScaleBlock is compiled on its own, not the whole network as one graph.
 The blocks of a stage have one shape and one code object, so Dynamo compiles one graph per distinct block shape
-(about 4-6 for the presets, whatever the depth) and every other block of that shape reuses it; the stem, the head
+(7 for S, 8 for B and L: 16, 24 and 48 blocks) and every other block of that shape reuses it; the stem, the head
 and the loop over blocks run eagerly (a few small ops). The drop-path rate is a tensor (MultiScaleBlock.drop_prob),
 so blocks that differ only in their rate share a graph; shapes are static (dynamic=False): the train step has one
 batch size (drop_last) and val/test chunks are padded to one (eval/multiview.py pads what `is_compiled` accepts).

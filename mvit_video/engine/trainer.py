@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -174,7 +175,7 @@ def _wrap_for_speed_and_ranks(cfg: RunConfig, state: TrainState, device: torch.d
     if compiled:
         # Compiled once, wrapped by DDP (which then all-reduces after the compiled backward). Train steps have one
         # shape (drop_last); val/test chunks are padded to one shape (mean_view_outputs): no recompilation.
-        # Regional (default): one graph per distinct block shape, shared by train and eval (engine/compile.py).
+        # Regional (train.compile_mode): one graph per distinct block shape, shared by train and eval.
         comp.load_cache_artifacts(Path(cfg.output_dir), device)  # a resumed/requeued run: reuse what was compiled
         eval_forward = state.forward = comp.compile_model(model, cfg.train.compile_mode)
         logger.info("torch.compile on (train.compile=%s, %s): compilation happens in the first train step and the "
@@ -400,19 +401,21 @@ def _validate(run: Run, epoch: int, writer: Any, stop: Callable[[], bool] | None
     out = None
     nets = [("val", run.eval_forward)] + ([("val_ema", run.state.ema.module)] if run.state.ema is not None else [])
     for split, net in nets:
+        started = time.perf_counter()  # logged: a compiled run's first validation includes compiling eval graphs
         summary = validate(net, run.val_loader, run.device, run.amp_dtype, run.cfg.test.max_views_per_forward,
                            stop=stop)
+        took = time.perf_counter() - started
         if summary is None:
             continue
         record = {"split": split, "epoch": epoch, "top1": summary["top1"], "top5": summary["top5"]}
         append_jsonl(record, run.metrics_path)
         out = out or record
         if summary["top1"] is None:  # nothing decoded: no accuracy to log
-            logger.info("epoch %d: %s top1 n/a (%d videos, %d failed)", epoch, split, summary["videos"],
-                        summary["failed"])
+            logger.info("epoch %d: %s top1 n/a (%d videos, %d failed) in %.1f s", epoch, split, summary["videos"],
+                        summary["failed"], took)
             continue
-        logger.info("epoch %d: %s top1 %.2f%% top5 %.2f%% (%d videos, %d failed)", epoch, split, summary["top1"],
-                    summary["top5"], summary["videos"], summary["failed"])
+        logger.info("epoch %d: %s top1 %.2f%% top5 %.2f%% (%d videos, %d failed) in %.1f s", epoch, split,
+                    summary["top1"], summary["top5"], summary["videos"], summary["failed"], took)
         writer.add_scalar(f"epoch/{split}_top1", summary["top1"], epoch)
         writer.add_scalar(f"epoch/{split}_top5", summary["top5"], epoch)
     return out
