@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from mvit_video.config import build_config, compose
 from mvit_video.utils.errors import UserError
@@ -29,47 +27,35 @@ def recount_top1(predictions: list[dict]) -> float:
     return 100.0 * sum(p["topk"][0][0] == p["label"] for p in predictions) / len(predictions)
 
 
-def _evaluate_worker(rank: int, world_size: int, init_file: str, overrides: list[str], ckpt: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    try:
-        from mvit_video.eval.testing import test
-        from mvit_video.checkpoint import load_model
-
-        run = build_config(compose(overrides), world_size=world_size)
-        report = test(run, load_model(ckpt), None, count_flops=False)  # flops: see the CLI test
-        Path(f"{out}.{rank}").write_text(json.dumps({"videos": report["videos"], "top1": report["top1"]}))
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_two_processes_one_prediction_per_video(tmp_path, eval_data, eval_overrides, tiny_checkpoint):
-    from mvit_video.eval.testing import test
+    """`torchrun --nproc_per_node 2 -m mvit_video.evaluate`, as users run it: a list of 5 videos (not divisible by 2)
+    gives each video exactly one prediction, gathered to rank 0, which alone writes and prints; the predictions are
+    those of one process."""
     from mvit_video.checkpoint import load_model
+    from mvit_video.eval.reports import eval_dir
+    from mvit_video.eval.testing import test
 
-    # reference: one process
-    single = tmp_path / "single"
+    single = tmp_path / "single"  # reference: one process
     test(build_config(compose(eval_overrides + [f"output_dir={single}"])), load_model(tiny_checkpoint), None,
          count_flops=False)
 
-    # two processes over a list of 5 videos (not divisible by 2)
     multi = tmp_path / "multi"
-    args = (2, str(tmp_path / "rendezvous"), eval_overrides + [f"output_dir={multi}"], str(tiny_checkpoint),
-            str(tmp_path / "report"))
-    mp.spawn(_evaluate_worker, args=args, nprocs=2, join=True)
-
-    preds = read_jsonl(multi / "predictions.jsonl")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "mvit_video.evaluate", *eval_overrides, f"test.checkpoint={tiny_checkpoint}", f"output_dir={multi}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    records = eval_dir(multi, tiny_checkpoint)
+    assert proc.stdout.count(f"appended to {records / 'metrics.jsonl'}") == 1  # rank 0 alone prints its summary
+    preds = read_jsonl(records / "predictions.jsonl")
     listed = [line.split()[0] for line in (eval_data / "test.csv").read_text().splitlines()]
     assert sorted(p["video"] for p in preds) == sorted(listed)  # every video exactly once
     assert len(preds) == 5
-    metrics = read_jsonl(multi / "metrics.jsonl")
-    assert len(metrics) == 1  # only rank 0 wrote
-    assert metrics[0]["videos"] == 5 and metrics[0]["failed_videos"] == 0 and metrics[0]["views"] == [2, 1]
-    assert metrics[0]["top1"] == recount_top1(preds)
-    # both ranks return the same summary, and it matches the single-process run
-    reports = [json.loads(Path(f"{tmp_path / 'report'}.{r}").read_text()) for r in (0, 1)]
-    assert reports[0] == reports[1] == {"videos": 5, "top1": metrics[0]["top1"]}
+    (metrics,) = read_jsonl(records / "metrics.jsonl")  # only rank 0 wrote
+    assert metrics["videos"] == 5 and metrics["failed_videos"] == 0 and metrics["views"] == [2, 1]
+    assert metrics["top1"] == recount_top1(preds)
+    assert f"top1 {metrics['top1']:.2f}  " in proc.stdout and "(5 videos, 2x1 views" in proc.stdout
     ref = read_jsonl(single / "predictions.jsonl")
     assert [p["video"] for p in preds] == [p["video"] for p in ref]
     for p, q in zip(preds, ref):
