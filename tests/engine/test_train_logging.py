@@ -4,6 +4,7 @@ lines by time as well as by iteration."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,5 @@ def test_a_training_run_writes_per_iteration_curves(tiny) -> None:
     assert any(tag.startswith("epoch/") for tag in scalars)
     log = (Path(cfg.output_dir) / "train.log").read_text()
     assert "epoch 1/2 iter 1/2 loss" in log  # by time: log_period 1000 alone would give only iteration 2
+    # each validation gives its time (a compiled run's first one includes compiling the eval graphs)
+    assert len(re.findall(r"epoch [12]: val top1 \S+ top5 \S+ \(\d+ videos, 0 failed\) in \d+\.\d s\n", log)) == 2
