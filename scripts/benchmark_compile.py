@@ -3,9 +3,9 @@
     python scripts/benchmark_compile.py --model tiny|s [--modes full,regional] [--backend inductor] [--frames 4 --size 64]
                                         [--restart]
 
-Each mode runs in a fresh process (no shared caches; inductor's on-disk caches are pointed into a new temp dir), and
-reports CPU-seconds (process_time) and wall seconds of the first step, the fastest of the next 3, and Dynamo's graph
-count. --restart adds, per mode, what a resumed or requeued run does (mode "<mode>+cache"): the first process saves
+Each mode runs in a fresh process (no shared caches; Inductor's and Triton's on-disk caches are pointed into new temp
+dirs), and reports CPU-seconds (process_time) and wall seconds of the first step, the fastest of the next 3, and
+Dynamo's graph count. --restart adds, per mode, what a resumed or requeued run does (mode "<mode>+cache"): the first process saves
 the compiler's cache artifacts as training does beside its checkpoints (engine/compile.py), and another fresh process,
 with empty local caches (a requeue may land on another node), loads them before its first step.
 """
@@ -27,8 +27,6 @@ def one(model_name: str, mode: str, backend: str, frames: int, size: int, device
     import torch
 
     from mvit_video.engine import compile as comp
-
-    from mvit_video.engine.compile import compile_model, distinct_block_shapes
     from mvit_video.models import build_model
 
     if model_name == "tiny":
@@ -46,7 +44,7 @@ def one(model_name: str, mode: str, backend: str, frames: int, size: int, device
     torch.manual_seed(0)
     model = build_model(config).to(device).train()
     loaded = bool(load_from) and comp.load_cache_artifacts(Path(load_from), torch.device(device))
-    fwd = compile_model(model, mode, backend=backend)
+    fwd = comp.compile_model(model, mode, backend=backend)
     x = torch.randn(1, 3, frames, size, size, device=device)
 
     def step() -> None:
@@ -61,8 +59,9 @@ def one(model_name: str, mode: str, backend: str, frames: int, size: int, device
         times.append((time.process_time() - c0, time.perf_counter() - w0))
     if save_to:
         comp.save_cache_artifacts(Path(save_to), torch.device(device))
-    return {"model": model_name, "mode": mode + ("+cache" if load_from else ""), "cache_loaded": loaded, "backend": backend, "input": [frames, size], "blocks": len(model.blocks),
-            "block_shapes": distinct_block_shapes(model), "first_step_cpu_s": round(times[0][0], 2),
+    return {"model": model_name, "mode": mode + ("+cache" if load_from else ""), "cache_loaded": loaded,
+            "backend": backend, "input": [frames, size], "blocks": len(model.blocks),
+            "block_shapes": comp.distinct_block_shapes(model), "first_step_cpu_s": round(times[0][0], 2),
             "first_step_wall_s": round(times[0][1], 2), "later_step_cpu_s": round(min(t[0] for t in times[1:]), 3),
             "unique_graphs": int(counters["stats"]["unique_graphs"]), "torch": torch.__version__}
 
@@ -89,7 +88,8 @@ def main() -> None:
         if a.restart:
             phases.append(["--load-from", run_dir])
         for extra in phases:
-            env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=tempfile.mkdtemp(prefix="inductor-"))
+            env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=tempfile.mkdtemp(prefix="inductor-"),
+                       TRITON_CACHE_DIR=tempfile.mkdtemp(prefix="triton-"))
             out = subprocess.run([sys.executable, __file__, "--child", mode, "--model", a.model, "--backend", a.backend,
                                   "--frames", str(a.frames), "--size", str(a.size), "--device", a.device, *extra],
                                  env=env, capture_output=True, text=True)
