@@ -156,11 +156,13 @@ def truncate_metrics(path: Path, epochs_done: int) -> None:
                     len(lines) - len(keep), epochs_done)
 
 
-# What a run writes into its output_dir (train, its final test, evaluate's eval/, summary's plots): a fresh start
-# moves exactly these aside. A fixed list, never "everything": output_dir may be a folder holding other things.
-RUN_FILES = ("checkpoints", "metrics.jsonl", "tensorboard", "eval", "predictions.jsonl", "per_class_accuracy.csv",
-             "failed_videos.txt", "bad_videos.txt", "config.yaml", "train.log", "summary.png", "confusion.png",
-             "per_class.csv")
+# Reports of a run's weights (its final test, evaluate's eval/, summary's plots) and its TensorBoard curves: a rewind
+# (train.resume_from an earlier checkpoint of the run) moves these aside with the checkpoints of the abandoned future.
+_REPORT_FILES = ("tensorboard", "eval", "predictions.jsonl", "per_class_accuracy.csv", "failed_videos.txt",
+                 "summary.png", "confusion.png", "per_class.csv")
+# What a run writes into its output_dir: a fresh start moves exactly these aside. A fixed list, never "everything":
+# output_dir may be a folder holding other things.
+RUN_FILES = ("checkpoints", "metrics.jsonl", "bad_videos.txt", "config.yaml", "train.log", *_REPORT_FILES)
 PREVIOUS = "previous"
 
 
@@ -209,12 +211,6 @@ def descends_from(saved: dict[str, Any] | None, resume_from: str | Path) -> bool
     return saved is not None and saved.get("origin") == origin_of(resume_from)
 
 
-# Reports of a run's weights (its final test, summary plots) and its TensorBoard curves: they describe the history
-# a rewind abandons, so they go aside with its checkpoints.
-_REPORT_FILES = ("tensorboard", "eval", "predictions.jsonl", "per_class_accuracy.csv", "failed_videos.txt",
-                 "summary.png", "confusion.png", "per_class.csv")
-
-
 def _position(path: Path) -> tuple[int, int] | None:
     """(epochs done, batches into the next) a checkpoint holds, read without its tensors; None when unreadable."""
     try:
@@ -228,8 +224,10 @@ def _rewind(output_dir: Path, start: Path) -> Path | None:
     """train.resume_from names a checkpoint of output_dir's own run: move the checkpoints past its position and the
     reports of that abandoned future aside, copy metrics.jsonl there (truncate_metrics cuts it at the start)."""
     at = _position(start)
+    if at is None:
+        return None
     ckdir = ck.checkpoint_dir(output_dir)
-    ahead = [p for p in sorted(ckdir.glob("*.pyth")) if at is not None and (_position(p) or (-1, 0)) > at]
+    ahead = [p for p in sorted(ckdir.glob("*.pyth")) if (_position(p) or (-1, 0)) > at]
     if not ahead:
         return None
     dest = _previous_dir(output_dir)
